@@ -1,0 +1,1 @@
+"""Monte-Carlo and exact checks of the papers' claims; ``python -m simulators`` runs the ledger."""

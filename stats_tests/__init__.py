@@ -1,0 +1,1 @@
+"""Assumption tests of VIP Appendix B on rollout logs (issue: stats_tests; not yet built)."""

@@ -1,0 +1,1 @@
+"""The RL trainer (issues: trainer core, trainer at scale; not yet built)."""
