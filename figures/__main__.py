@@ -1,0 +1,45 @@
+"""``python -m figures``: regenerate every figure from the newest records."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from figures import style
+from figures.records import newest_check
+
+FIGURE_MODULES = ("figures.variance",)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m figures", description=__doc__)
+    parser.add_argument("--records", default="records", help="directory of JSON records (default records/)")
+    parser.add_argument("--out", default=None, help="output directory (default RECORDS/figures)")
+    args = parser.parse_args(argv)
+    records = Path(args.records)
+    out = Path(args.out) if args.out else records / "figures"
+    if not records.is_dir():
+        parser.error(f"--records: {records} is not a directory; run `python -m simulators` first")
+    style.apply()
+    written, missing = [], []
+    for module_name in FIGURE_MODULES:
+        for name, check_name, draw in importlib.import_module(module_name).FIGURES:
+            check = newest_check(records, check_name)
+            if check is None:
+                missing.append(f"{name} (needs a record of check '{check_name}')")
+                continue
+            written.extend(style.save(draw(check), out, name))
+    for path in written:
+        print(path)
+    for item in missing:
+        print(f"skipped: {item}", file=sys.stderr)
+    if not written:
+        print(f"no figure written: no usable record in {records}; run `python -m simulators` first", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
