@@ -1,0 +1,28 @@
+# Two commands on a fresh machine (see README): `make demo` and `make test`.
+# Every target installs what it needs first and is safe to run again.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.PHONY: install install-dev demo figures test test-slow
+
+install:
+	$(PIP) install -e .
+
+install-dev:
+	$(PIP) install -e ".[dev]"
+
+## The main job: the claims check on embedded defaults, then the figures from its record.
+demo: install
+	$(PYTHON) -m simulators
+	$(PYTHON) -m figures
+
+figures:
+	$(PYTHON) -m figures
+
+## The default test suite (what CI runs).
+test: install-dev
+	$(PYTHON) -m pytest -n auto
+
+## Long Monte-Carlo checks (`--full` grids), kept out of the default suite.
+test-slow: install-dev
+	$(PYTHON) -m pytest -n auto -m slow

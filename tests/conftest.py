@@ -1,0 +1,20 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_module(*args, cwd=ROOT):
+    """Run ``python -m <args>`` from the repository root; return the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def variance_run(tmp_path_factory):
+    """One quick run of ``python -m simulators.variance``, shared by the CLI and figure tests."""
+    out = tmp_path_factory.mktemp("records")
+    proc = run_module("simulators.variance", "--out", str(out), "--no-progress", "--seed", "7")
+    return proc, out
