@@ -1,0 +1,259 @@
+"""Per-prompt rollout allocation under a budget (VIP §5.2, App. A.2, App. D, App. E.3).
+
+Problem (5): minimise sum_q f_q(n_q) subject to sum_q n_q = C and n_q in {L, ..., U}, with
+
+    f_q(n) = a_q (n - 1) / n^2   (Dr. GRPO, Prop 4.2)    f_q(n) = a_q / (n - 1)   (RLOO, Prop 4.3)
+
+and a_q = 4 sigma_Z^2 p_q (1 - p_q) (binary rewards) or sigma_Z^2 Var(R_q) (App. E.3).
+
+Discrete convexity (the reason the marginal-gain threshold in :func:`integer_allocation`
+is exact). Write f_q = a_q g(n). For RLOO g(n) = 1/(n-1) has g'' = 2/(n-1)^3 > 0 for n > 1;
+for Dr. GRPO g(n) = (n-1)/n^2 has g'' = (2n - 6)/n^4 >= 0 for n >= 3. A function convex
+on [L, U] has non-increasing forward differences on the integers there, so the marginal
+gains d_q(n) = f_q(n) - f_q(n+1) = a_q (g(n) - g(n+1)) are non-increasing in n for
+n >= L >= 3. For a separable objective with non-increasing marginal gains and one sum
+constraint, an allocation is optimal iff no unit can be moved from one prompt to another
+with a gain: taking the C - B L largest gains d_q(n), n = L..U-1, over all prompts (each
+prompt's gains are taken in order because they decrease) is therefore optimal. This is
+why L >= 3 is required: for Dr. GRPO and n < 3 the gains increase and greedy fails.
+
+Conventions chosen here (VIP is silent):
+- prompts with a_q = 0 (p_hat in {0, 1}) have zero gains; they get L unless the budget
+  cannot be spent otherwise, in which case the leftover units go to them lowest index first;
+- ties between equal gains are broken by the lower prompt index (any tie-break is optimal);
+- C = B L and C = B U have the single feasible allocation (L, ..., L) / (U, ..., U).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import optimize
+
+from theory import _checks
+from theory.variance import ESTIMATORS
+
+METHODS = ("exact", "paper", "relaxed")
+
+
+# --- inputs ---------------------------------------------------------------------------
+
+
+def success_variance_weights(p_hat, sigma_z2=1.0) -> np.ndarray:
+    """a_q = 4 sigma_Z^2 p_q (1 - p_q): the weights of problems (6) and (8) for +-1 rewards (§5.2)."""
+    p_hat = _checks.probability("p_hat", p_hat)
+    sigma_z2 = _checks.nonnegative("sigma_z2", sigma_z2)
+    return 4.0 * sigma_z2 * p_hat * (1.0 - p_hat)
+
+
+def check_problem(a, budget, lower, upper) -> np.ndarray:
+    """Validate an allocation problem; return ``a`` as a 1-D float array.
+
+    L >= 3 (VIP §5.2: convexity of (6) and exactness of the greedy), L <= U,
+    integer budget with B L <= C <= B U, a finite and >= 0.
+    """
+    a = _checks.nonnegative("a", a)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"a must be a non-empty 1-D array (one weight per prompt); got shape {a.shape}")
+    for name, value in (("budget", budget), ("lower", lower), ("upper", upper)):
+        if isinstance(value, bool) or int(value) != value:
+            raise ValueError(f"{name} must be an integer; got {value!r}")
+    if lower < 3:
+        raise ValueError(f"lower must be >= 3 (VIP §5.2: the objective is convex only for n >= 3); got {lower}")
+    if upper < lower:
+        raise ValueError(f"upper must be >= lower = {lower}; got {upper}")
+    b = a.size
+    if not b * lower <= budget <= b * upper:
+        raise ValueError(
+            f"budget must lie in [B*lower, B*upper] = [{b * lower}, {b * upper}] for B = {b} prompts; got {budget}"
+        )
+    return a
+
+
+# --- per-prompt objectives ----------------------------------------------------------------
+
+
+def per_prompt_objective(a, n, estimator: str) -> np.ndarray:
+    """f_q(n): a (n-1)/n^2 for Dr. GRPO, a/(n-1) for RLOO (the summands of (6) and (8))."""
+    _checks.choice("estimator", estimator, ESTIMATORS)
+    a = np.asarray(a, dtype=float)
+    n = np.asarray(n, dtype=float)
+    if estimator == "dr_grpo":
+        return a * (n - 1.0) / n**2
+    return a / (n - 1.0)
+
+
+def total_objective(a, n, estimator: str) -> float:
+    """sum_q f_q(n_q): the objective of (5), (6) and (8)."""
+    return float(np.sum(per_prompt_objective(a, n, estimator)))
+
+
+def _slope(n, estimator: str) -> np.ndarray:
+    """-g'(n): (n - 2)/n^3 (Dr. GRPO, eq. (7)) or 1/(n - 1)^2 (RLOO, eq. (9)); decreasing for n >= 3."""
+    n = np.asarray(n, dtype=float)
+    if estimator == "dr_grpo":
+        return (n - 2.0) / n**3
+    return 1.0 / (n - 1.0) ** 2
+
+
+def _interior_solution(k, estimator: str) -> np.ndarray:
+    """The n >= 3 solving -g'(n) = 1/k, i.e. lambda = a_q (-g'(n)) with k = a_q / lambda.
+
+    RLOO (9): n = 1 + sqrt(k). Dr. GRPO (7): n^3 - k n + 2k = 0, whose largest real root
+    is n = 2 sqrt(k/3) cos(arccos(-3 sqrt(3/k)) / 3) for k >= 27 (three real roots; k = 27 gives
+    the double root at n = 3, the edge of the convex region). Closed form, no iteration.
+    """
+    k = np.asarray(k, dtype=float)
+    if estimator == "rloo":
+        return 1.0 + np.sqrt(k)
+    k = np.maximum(k, 27.0)
+    return 2.0 * np.sqrt(k / 3.0) * np.cos(np.arccos(np.clip(-3.0 * np.sqrt(3.0 / k), -1.0, 1.0)) / 3.0)
+
+
+def kkt_allocation(a, lam: float, lower: float, upper: float, estimator: str) -> np.ndarray:
+    """n_q*(lambda) of Theorem 5.1, eq. (7) (Dr. GRPO) and Theorem 5.2, eq. (9) (RLOO)."""
+    return _kkt_log(np.asarray(a, dtype=float), np.log(lam), lower, upper, estimator)
+
+
+def _kkt_log(a: np.ndarray, log_lam: float, lower: float, upper: float, estimator: str) -> np.ndarray:
+    """n_q*(lambda) from log lambda; k = a/lambda is formed in log space so that weights
+    near the floating-point underflow (p_hat ~ 1e-300) stay exact."""
+    positive = a > 0
+    with np.errstate(over="ignore"):  # k = inf means "at U", which the clip gives
+        k = np.exp(np.log(np.where(positive, a, 1.0)) - log_lam)
+    n = _interior_solution(k, estimator)
+    return np.clip(np.where(positive, n, lower), lower, upper)
+
+
+# --- continuous relaxation ------------------------------------------------------------------
+
+
+def relaxed_allocation(a, budget, lower, upper, estimator: str) -> np.ndarray:
+    """The minimiser of the continuous relaxation (6) or (8) (Theorems 5.1 and 5.2).
+
+    lambda* solves S(lambda) = sum_q n_q*(lambda) = C. S is continuous and non-increasing;
+    it is constant (= B L) above the largest breakpoint a_q (-g'(L)) and (= B U) below the
+    smallest a_q (-g'(U)). Brent's method on log lambda between those breakpoints finds the
+    root to floating-point accuracy (scipy.optimize.brentq). When some a_q = 0 the minimiser
+    of (6)/(8) is not unique (those prompts are indifferent); the allocation that gives them
+    L and the rest to the others is returned, and their share of any leftover (when the
+    positive-weight prompts are all at U) is split evenly.
+    """
+    _checks.choice("estimator", estimator, ESTIMATORS)
+    a = check_problem(a, budget, lower, upper)
+    b = a.size
+    positive = a > 0
+    if budget in (b * lower, b * upper):  # a single feasible point
+        return np.full(b, budget / b)
+    if not positive.any():  # every prompt indifferent: the even split is one minimiser
+        return np.full(b, budget / b)
+    n_pos = positive.sum()
+    target = budget - lower * (b - n_pos)  # budget left for the positive-weight prompts
+    if target >= n_pos * upper:  # every positive prompt at U; the indifferent ones share the rest
+        n = np.where(positive, float(upper), float(lower))
+        return n if target == n_pos * upper else _fill_evenly(n, ~positive, budget)
+    a_pos = a[positive]
+    lo = np.log(a_pos.min()) + np.log(_slope(upper, estimator))
+    hi = np.log(a_pos.max()) + np.log(_slope(lower, estimator))
+
+    def excess(log_lam: float) -> float:
+        return _kkt_log(a_pos, log_lam, lower, upper, estimator).sum() - target
+
+    if excess(lo) <= 0:  # the budget puts every positive-weight prompt at U
+        log_lam = lo
+    elif excess(hi) >= 0:  # ... or at L
+        log_lam = hi
+    else:
+        log_lam = optimize.brentq(excess, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200)
+    n = np.full(b, float(lower))
+    n[positive] = _kkt_log(a_pos, log_lam, lower, upper, estimator)
+    # Remove the last floating-point residual of sum n = C on the interior coordinates.
+    # Near n = 3 the Dr. GRPO root is a double root, so n(lambda) is only sqrt(eps)-accurate
+    # there; the correction is of that size at most.
+    interior = positive & (n > lower) & (n < upper)
+    if interior.any():
+        n[interior] += (budget - n.sum()) / interior.sum()
+    return np.clip(n, lower, upper)
+
+
+def _fill_evenly(n: np.ndarray, who: np.ndarray, budget: float) -> np.ndarray:
+    """Spread budget - sum(n) evenly over the prompts in ``who`` (the indifferent ones)."""
+    n = n.copy()
+    n[who] += (budget - n.sum()) / who.sum()
+    return n
+
+
+# --- integer allocation -------------------------------------------------------------------
+
+
+def _unit_gains(lower: int, upper: int, estimator: str) -> np.ndarray:
+    """g(n) - g(n+1) for n = L..U-1: the marginal gain per unit of weight (non-increasing)."""
+    n = np.arange(lower, upper + 1, dtype=float)
+    g = per_prompt_objective(1.0, n, estimator)
+    return g[:-1] - g[1:]
+
+
+def _top_gains(a: np.ndarray, start: np.ndarray, units: int, upper: int, estimator: str, lower: int) -> np.ndarray:
+    """Add ``units`` rollouts to ``start`` by taking the largest marginal gains a_q d(n).
+
+    Vectorised: all candidate gains a_q d(n), n = start_q..U-1, are materialised (at most
+    B (U - L) numbers); the ``units``-th largest is found by np.partition (linear time),
+    every gain above it is taken, and the gains equal to it are taken in prompt-major
+    order, so ties go to the lower prompt index and, within a prompt, to the smaller n
+    (the order in which greedy takes them). Exact because d is non-increasing in n.
+    """
+    start = start.astype(np.int64)
+    if units == 0:
+        return start
+    unit = _unit_gains(lower, upper, estimator)  # index n - L
+    allowed = np.arange(upper - lower)[None, :] >= (start - lower)[:, None]  # n >= start_q only
+    gains = np.where(allowed, a[:, None] * unit[None, :], -np.inf).ravel()
+    threshold = np.partition(gains, gains.size - units)[gains.size - units]
+    taken = gains > threshold
+    ties = np.flatnonzero(gains == threshold)[: units - taken.sum()]
+    taken[ties] = True
+    return start + taken.reshape(a.size, upper - lower).sum(axis=1)
+
+
+def integer_allocation(a, budget, lower, upper, estimator: str) -> np.ndarray:
+    """The exact optimum of the integer problem (5) (marginal-gain threshold; see module docstring)."""
+    _checks.choice("estimator", estimator, ESTIMATORS)
+    a = check_problem(a, budget, lower, upper)
+    start = np.full(a.size, lower, dtype=np.int64)
+    if upper == lower:
+        return start
+    return _top_gains(a, start, int(budget - lower * a.size), int(upper), estimator, int(lower))
+
+
+def round_allocation(n_relaxed, a, budget, lower, upper, estimator: str) -> np.ndarray:
+    """Algorithm 2 (App. D): floor the relaxed solution, then give the remaining budget one
+    unit at a time to the prompt with the largest decrease f_q(n) - f_q(n + 1), n < U.
+
+    Each prompt's decreases shrink as it grows (discrete convexity), so the sequence of
+    one-at-a-time argmax choices is exactly the set of the C_rem largest candidate
+    decreases above the floors, which :func:`_top_gains` selects without a per-unit loop.
+    Ties go to the lower prompt index, as an argmax over q in order does.
+    """
+    _checks.choice("estimator", estimator, ESTIMATORS)
+    a = check_problem(a, budget, lower, upper)
+    n_relaxed = _checks.as_float_array("n_relaxed", n_relaxed)
+    if n_relaxed.shape != a.shape:
+        raise ValueError(f"n_relaxed must have the shape of a {a.shape}; got {n_relaxed.shape}")
+    floors = np.clip(np.floor(n_relaxed + 1e-9), lower, upper).astype(np.int64)  # 1e-9: 7.9999999 from the root is 8
+    remaining = int(budget - floors.sum())
+    if remaining < 0:
+        raise ValueError(f"n_relaxed sums above the budget after flooring ({floors.sum()} > {budget})")
+    if upper == lower:
+        return floors
+    return _top_gains(a, floors, remaining, int(upper), estimator, int(lower))
+
+
+def allocate(a, budget, lower, upper, estimator: str, method: str = "exact") -> np.ndarray:
+    """The allocation the trainer calls: ``exact`` (integer optimum of (5)), ``paper``
+    (Theorem 5.1/5.2 then Algorithm 2), or ``relaxed`` (the real-valued minimiser)."""
+    _checks.choice("method", method, METHODS)
+    if method == "exact":
+        return integer_allocation(a, budget, lower, upper, estimator)
+    relaxed = relaxed_allocation(a, budget, lower, upper, estimator)
+    if method == "relaxed":
+        return relaxed
+    return round_allocation(relaxed, a, budget, lower, upper, estimator)
