@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-TOPICS = ("variance",)
+TOPICS = ("variance", "allocation")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,219 @@
+"""Checks of VIP's allocation results (claims V5, V6, V7).
+
+``python -m simulators.allocation [--full]``.
+
+- V5/V6 (Theorems 5.1/5.2): our relaxed solution against a cvxpy oracle on random
+  instances; objective agreement within 1e-6 relative and the KKT residuals.
+  Negative controls: RLOO's rule (9) used for Dr. GRPO's problem (6), and the
+  objective sum a/n that the proof of Theorem 5.2 restates by mistake.
+- V7 (Algorithm 2): feasibility of the rounding, the exact integer optimum against
+  brute force, and how often / by how much Algorithm 2 misses the optimum.
+  Negative control: rounding to the nearest integer, which breaks sum n = C.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import cvxpy as cp
+import numpy as np
+from tqdm import tqdm
+
+from simulators.allocation_oracle import cvxpy_relaxed
+from simulators.ledger import ClaimResult
+from simulators.registry import Check, RunConfig
+from theory.allocation import (
+    allocate,
+    integer_allocation,
+    relaxed_allocation,
+    success_variance_weights,
+    total_objective,
+)
+
+LOWER, UPPER = 3, 32
+AGREEMENT = 1e-6  # relative objective agreement with the oracle (issue: within 1e-6)
+P_DISTRIBUTIONS = {  # success-probability laws of a batch: Beta(alpha, beta)
+    "uniform": (1.0, 1.0),
+    "U-shaped": (0.3, 0.3),
+    "easy": (5.0, 1.0),
+    "hard": (1.0, 5.0),
+}
+
+
+def draw_weights(rng: np.random.Generator, law: str, b: int) -> np.ndarray:
+    return success_variance_weights(rng.beta(*P_DISTRIBUTIONS[law], size=b))
+
+
+def _progress(config: RunConfig, total: int, desc: str):
+    return tqdm(total=total, desc=desc, disable=None if config.progress else True, leave=False)
+
+
+def kkt_residual(a, n, lower, upper, estimator: str) -> float:
+    """Largest relative spread of the marginal value -f'(n) over interior prompts, plus
+    violations of its ordering at the bounds (0 at an exact KKT point)."""
+    slope = a * ((n - 2) / n**3 if estimator == "dr_grpo" else 1 / (n - 1) ** 2)
+    interior = (n > lower + 1e-7) & (n < upper - 1e-7) & (a > 0)
+    if not interior.any():
+        return 0.0
+    lam = np.median(slope[interior])
+    spread = np.max(np.abs(slope[interior] / lam - 1))
+    at_lower = slope[(n <= lower + 1e-7) & (a > 0)]
+    at_upper = slope[n >= upper - 1e-7]
+    low_violation = np.max(at_lower / lam - 1, initial=0.0)
+    high_violation = np.max(1 - at_upper / lam, initial=0.0)
+    return float(max(spread, low_violation, high_violation))
+
+
+def misprinted_rloo(a, budget, lower, upper) -> np.ndarray:
+    """The minimiser of sum a_q / n_q — the objective the proof of Thm 5.2 restates (a slip)."""
+    n = cp.Variable(a.size)
+    cp.Problem(cp.Minimize(a @ cp.inv_pos(n)), [cp.sum(n) == budget, n >= lower, n <= upper]).solve(solver=cp.CLARABEL)
+    return n.value
+
+
+def _agreement_row(claim, kind, what, cells, key) -> ClaimResult:
+    values = np.array([c[key] for c in cells])
+    worst = cells[int(np.argmax(values))]
+    bad = int(np.sum(values > AGREEMENT))
+    ok = bad == 0 if kind == "claim" else bad > 0
+    return ClaimResult(
+        claim=claim,
+        kind=kind,
+        what=f"{what} [{len(cells)} instances, {bad} above {AGREEMENT:g}]",
+        estimate=worst["ours"] if kind == "claim" else worst["candidate"],
+        se=None,
+        theory=worst["oracle"],
+        statistic=float(values.max()),
+        stat_name="max rel",
+        ok=ok,
+        details={"cells": cells, "key": key},
+    )
+
+
+def run_relaxed(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
+    """V5, V6: Theorems 5.1/5.2 against the cvxpy oracle."""
+    sizes = (4, 16, 64, 256) if config.full else (4, 16, 64)
+    factors = (4, 8, 16)
+    cells = {"dr_grpo": [], "rloo": []}
+    bar = _progress(config, len(sizes) * len(factors) * len(P_DISTRIBUTIONS), "V5/V6 relaxed vs cvxpy")
+    for b, factor, law in itertools.product(sizes, factors, P_DISTRIBUTIONS):
+        a = draw_weights(rng, law, b)
+        budget = factor * b
+        for est in cells:
+            ours = relaxed_allocation(a, budget, LOWER, UPPER, est)
+            oracle = cvxpy_relaxed(a, budget, LOWER, UPPER, est)
+            f_ours = total_objective(a, ours, est)
+            if est == "dr_grpo":  # a plausible mistake: RLOO's closed form (9) for problem (6)
+                candidate = relaxed_allocation(a, budget, LOWER, UPPER, "rloo")
+            else:  # the slip in the proof of Thm 5.2: objective a/n instead of a/(n-1)
+                candidate = misprinted_rloo(a, budget, LOWER, UPPER)
+            f_candidate = total_objective(a, candidate, est)
+            scale = abs(oracle.upper_bound)
+            cells[est].append(
+                {
+                    "B": b,
+                    "C": budget,
+                    "law": law,
+                    "ours": f_ours,
+                    "oracle": oracle.upper_bound,
+                    "candidate": f_candidate,
+                    "rel_diff": abs(f_ours - oracle.upper_bound) / scale,
+                    "rel_excess_candidate": (f_candidate - oracle.upper_bound) / scale,
+                    "certified_gap": oracle.certified_gap,
+                    "oracle_rounds": oracle.rounds,
+                    "kkt_residual": kkt_residual(a, ours, LOWER, UPPER, est),
+                    "sum_residual": abs(ours.sum() - budget),
+                }
+            )
+        bar.update()
+    bar.close()
+    gap = max(c["certified_gap"] for c in cells["dr_grpo"])
+    kkt = {est: max(c["kkt_residual"] for c in cells[est]) for est in cells}
+    return [
+        _agreement_row("V5", "claim", f"Thm 5.1 relaxed Dr.GRPO vs cvxpy tangent cuts (gap <= {gap:.1e}; KKT res {kkt['dr_grpo']:.1e})", cells["dr_grpo"], "rel_diff"),
+        _agreement_row("V5", "control", "RLOO's rule (9) used for problem (6)", cells["dr_grpo"], "rel_excess_candidate"),
+        _agreement_row("V6", "claim", f"Thm 5.2 relaxed RLOO vs cvxpy inv_pos (KKT res {kkt['rloo']:.1e})", cells["rloo"], "rel_diff"),
+        _agreement_row("V6", "control", "objective a/n (proof of Thm 5.2 as printed)", cells["rloo"], "rel_excess_candidate"),
+    ]
+
+
+def _brute_force(a, budget, lower, upper, estimator) -> float:
+    grid = np.array([x for x in itertools.product(range(lower, upper + 1), repeat=a.size) if sum(x) == budget])
+    return float(np.min((a * ((grid - 1) / grid**2 if estimator == "dr_grpo" else 1 / (grid - 1))).sum(axis=1)))
+
+
+def run_rounding(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
+    """V7: Algorithm 2 against the exact integer optimum (and brute force for small B)."""
+    n_small = 400 if config.full else 120
+    sizes = (64, 512, 4096) if config.full else (64, 512)
+    n_large = 40 if config.full else 20
+    brute, feasible, gaps, nearest = [], [], [], []
+    bar = _progress(config, n_small + len(sizes) * n_large, "V7 rounding")
+    for i in range(n_small):  # small instances: exact vs brute force
+        b, upper = int(rng.integers(2, 6)), int(rng.integers(4, 9))
+        budget = int(rng.integers(b * LOWER, b * upper + 1))
+        est = ("dr_grpo", "rloo")[i % 2]
+        a = draw_weights(rng, list(P_DISTRIBUTIONS)[i % 4], b)
+        exact = total_objective(a, integer_allocation(a, budget, LOWER, upper, est), est)
+        best = _brute_force(a, budget, LOWER, upper, est)
+        brute.append({"B": b, "U": upper, "C": budget, "estimator": est, "exact": exact, "brute": best, "rel_diff": abs(exact - best) / max(best, 1e-300)})
+        bar.update()
+    for b in sizes:
+        for i in range(n_large):
+            est = ("dr_grpo", "rloo")[i % 2]
+            law = list(P_DISTRIBUTIONS)[(i // 2) % 4]
+            budget = int(b * rng.choice([4, 8, 16]))
+            a = draw_weights(rng, law, b)
+            relaxed = relaxed_allocation(a, budget, LOWER, UPPER, est)
+            paper = allocate(a, budget, LOWER, UPPER, est, "paper")
+            exact = integer_allocation(a, budget, LOWER, UPPER, est)
+            f_paper, f_exact = total_objective(a, paper, est), total_objective(a, exact, est)
+            feasible.append(bool(paper.sum() == budget and paper.min() >= LOWER and paper.max() <= UPPER))
+            gaps.append({"B": b, "C": budget, "law": law, "estimator": est, "paper": f_paper, "exact": f_exact, "rel_gap": (f_paper - f_exact) / f_exact})
+            rounded = np.rint(relaxed)
+            nearest.append(abs(rounded.sum() - budget))
+            bar.update()
+    bar.close()
+    rel = np.array([g["rel_gap"] for g in gaps])
+    brute_diff = max(c["rel_diff"] for c in brute)
+    suboptimal = int(np.sum(rel > 1e-12))
+    return [
+        ClaimResult("V7", "claim", f"Algorithm 2 feasible: sum n = C, L <= n <= U [{len(feasible)} instances]", float(np.mean(feasible)), None, 1.0, float(np.mean(feasible)), "rate", all(feasible), {"cells": gaps}),
+        ClaimResult("V7", "claim", f"exact integer optimum = brute force [{len(brute)} instances, B <= 5]", brute_diff, None, 0.0, brute_diff, "max rel", brute_diff <= 1e-12, {"cells": brute}),
+        ClaimResult(
+            "V7",
+            "report",
+            f"Algorithm 2 vs exact optimum: suboptimal in {suboptimal}/{len(rel)} instances, max rel gap {rel.max():.2e}",
+            float(rel.max()),
+            None,
+            0.0,
+            None,
+            "",
+            True,
+            {"cells": gaps, "suboptimal": suboptimal},
+        ),
+        ClaimResult(
+            "V7",
+            "control",
+            f"nearest-integer rounding keeps sum n = C [{len(nearest)} instances]",
+            float(np.mean(np.array(nearest) == 0)),
+            None,
+            1.0,
+            float(np.mean(np.array(nearest) == 0)),
+            "rate",
+            any(d > 0 for d in nearest),
+            {"sum_errors": nearest},
+        ),
+    ]
+
+
+CHECKS = [
+    Check("relaxed_vs_cvxpy", ("V5", "V6"), run_relaxed, "Thms 5.1/5.2: closed-form relaxed allocation vs a cvxpy oracle"),
+    Check("integer_rounding", ("V7",), run_rounding, "Algorithm 2 vs the exact integer optimum and brute force"),
+]
+
+
+if __name__ == "__main__":
+    from simulators.cli import main
+
+    raise SystemExit(main(topics=("allocation",), prog="python -m simulators.allocation"))
