@@ -1,4 +1,4 @@
-"""Checks of VIP's allocation results (claims V5, V6, V7).
+"""Checks of VIP's allocation results (claims V5, V6, V7, V10).
 
 ``python -m simulators.allocation [--full]``.
 
@@ -9,6 +9,8 @@
 - V7 (Algorithm 2): feasibility of the rounding, the exact integer optimum against
   brute force, and how often / by how much Algorithm 2 misses the optimum.
   Negative control: rounding to the nearest integer, which breaks sum n = C.
+- V10 (Fig. 2, Table 3 allocation rows): exact total gradient variance of uniform,
+  inverse-accuracy, inverse-variance and VIP allocations at equal budget.
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ from simulators.registry import Check, RunConfig
 from theory.allocation import (
     allocate,
     integer_allocation,
+    inverse_accuracy_allocation,
+    inverse_variance_allocation,
     relaxed_allocation,
     success_variance_weights,
     total_objective,
+    uniform_allocation,
 )
+from theory.variance import gradient_variance
 
 LOWER, UPPER = 3, 32
 AGREEMENT = 1e-6  # relative objective agreement with the oracle (issue: within 1e-6)
@@ -207,9 +213,72 @@ def run_rounding(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     ]
 
 
+def rule_allocations(p: np.ndarray, budget: int, estimator: str) -> dict:
+    """The allocation of every rule for true success probabilities ``p`` (App. C.1 and §5.2)."""
+    return {
+        "uniform": uniform_allocation(p.size, budget, LOWER, UPPER),
+        "inverse-accuracy": inverse_accuracy_allocation(p, budget, LOWER, UPPER),
+        "inverse-variance": inverse_variance_allocation(4 * p * (1 - p), budget, LOWER, UPPER),
+        "VIP": allocate(success_variance_weights(p), budget, LOWER, UPPER, estimator, "exact"),
+    }
+
+
+def run_rules(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
+    """V10 (allocation half): total gradient variance sum_q Var(G_q) of each rule at equal budget.
+
+    Exact, not sampled: Var(G_q) from Props 4.2/4.3 at the true p_q (the predictor is
+    issue V8/V9's business; here every rule sees the truth).
+    """
+    b = 512
+    cells, curves = [], {}
+    for law, factor, est in itertools.product(P_DISTRIBUTIONS, (8, 16), ("dr_grpo", "rloo")):
+        p = rng.beta(*P_DISTRIBUTIONS[law], size=b)
+        allocations = rule_allocations(p, factor * b, est)
+        total = {rule: float(np.sum(gradient_variance(est, n, p=p))) for rule, n in allocations.items()}
+        cells.append({"law": law, "C": factor * b, "estimator": est, "total_variance": total})
+        if law == "uniform" and factor == 8:
+            order = np.argsort(p)
+            curves[est] = {"p": p[order].tolist(), **{rule: n[order].tolist() for rule, n in allocations.items()}}
+    vip_best = all(c["total_variance"]["VIP"] <= min(c["total_variance"].values()) * (1 + 1e-12) for c in cells)
+    rows = [
+        ClaimResult(
+            "V10",
+            "claim",
+            f"VIP allocation has the least total variance at equal budget [{len(cells)} settings, B = {b}]",
+            None,
+            None,
+            None,
+            None,
+            "",
+            vip_best,
+            {"cells": cells, "curves": curves},
+        )
+    ]
+    for law in P_DISTRIBUTIONS:
+        mine = [c for c in cells if c["law"] == law and c["estimator"] == "rloo" and c["C"] == 8 * b]
+        ratios = {rule: v / mine[0]["total_variance"]["uniform"] for rule, v in mine[0]["total_variance"].items()}
+        rows.append(
+            ClaimResult(
+                "V10",
+                "report",
+                f"RLOO, p ~ {law}, C = 8B: variance / uniform: "
+                + ", ".join(f"{rule} {ratios[rule]:.3f}" for rule in ("VIP", "inverse-accuracy", "inverse-variance")),
+                ratios["VIP"],
+                None,
+                1.0,
+                None,
+                "",
+                True,
+                {"ratios": ratios},
+            )
+        )
+    return rows
+
+
 CHECKS = [
     Check("relaxed_vs_cvxpy", ("V5", "V6"), run_relaxed, "Thms 5.1/5.2: closed-form relaxed allocation vs a cvxpy oracle"),
     Check("integer_rounding", ("V7",), run_rounding, "Algorithm 2 vs the exact integer optimum and brute force"),
+    Check("rules_variance", ("V10",), run_rules, "total gradient variance of VIP vs uniform and App. C.1 heuristics"),
 ]
 
 

@@ -27,7 +27,7 @@ def test_relaxed_agrees_with_cvxpy(estimator, seed):
 def test_allocation_rows(check):
     rows = check.run(QUICK, check_rng(5, check.name))
     kinds = {r.kind for r in rows}
-    assert "claim" in kinds and "control" in kinds
+    assert "claim" in kinds and kinds & {"control", "report"}
     for row in rows:
         assert row.ok, f"{row.claim} {row.kind}: {row.what}"
 
@@ -37,3 +37,12 @@ def test_kkt_residual_detects_a_non_kkt_point():
     good = relaxed_allocation(a, 40, 3, 32, "rloo")
     assert allocation.kkt_residual(a, good, 3, 32, "rloo") < 1e-9
     assert allocation.kkt_residual(a, np.full(4, 10.0), 3, 32, "rloo") > 0.1
+
+
+def test_vip_beats_the_heuristics_at_equal_budget():
+    rng = np.random.default_rng(4)
+    p = rng.beta(0.3, 0.3, size=256)
+    allocations = allocation.rule_allocations(p, 8 * 256, "rloo")
+    assert {n.sum() for n in allocations.values()} == {8 * 256}
+    totals = {rule: np.sum(allocation.gradient_variance("rloo", n, p=p)) for rule, n in allocations.items()}
+    assert totals["VIP"] < min(v for k, v in totals.items() if k != "VIP")

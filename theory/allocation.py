@@ -33,6 +33,10 @@ from theory import _checks
 from theory.variance import ESTIMATORS
 
 METHODS = ("exact", "paper", "relaxed")
+# Per-prompt objective shapes g(n), f_q = a_q g(n): the two estimators of VIP, and
+# "proportional" (g = 1/n), whose relaxed minimiser is n_q proportional to sqrt(a_q) within
+# the box: the normalisation of the App. C.1 heuristics, with a_q = w_q^2.
+_SHAPES = ESTIMATORS + ("proportional",)
 
 
 # --- inputs ---------------------------------------------------------------------------
@@ -74,11 +78,13 @@ def check_problem(a, budget, lower, upper) -> np.ndarray:
 
 def per_prompt_objective(a, n, estimator: str) -> np.ndarray:
     """f_q(n): a (n-1)/n^2 for Dr. GRPO, a/(n-1) for RLOO (the summands of (6) and (8))."""
-    _checks.choice("estimator", estimator, ESTIMATORS)
+    _checks.choice("estimator", estimator, _SHAPES)
     a = np.asarray(a, dtype=float)
     n = np.asarray(n, dtype=float)
     if estimator == "dr_grpo":
         return a * (n - 1.0) / n**2
+    if estimator == "proportional":
+        return a / n
     return a / (n - 1.0)
 
 
@@ -92,6 +98,8 @@ def _slope(n, estimator: str) -> np.ndarray:
     n = np.asarray(n, dtype=float)
     if estimator == "dr_grpo":
         return (n - 2.0) / n**3
+    if estimator == "proportional":
+        return 1.0 / n**2
     return 1.0 / (n - 1.0) ** 2
 
 
@@ -105,6 +113,8 @@ def _interior_solution(k, estimator: str) -> np.ndarray:
     k = np.asarray(k, dtype=float)
     if estimator == "rloo":
         return 1.0 + np.sqrt(k)
+    if estimator == "proportional":
+        return np.sqrt(k)
     k = np.maximum(k, 27.0)
     return 2.0 * np.sqrt(k / 3.0) * np.cos(np.arccos(np.clip(-3.0 * np.sqrt(3.0 / k), -1.0, 1.0)) / 3.0)
 
@@ -139,7 +149,11 @@ def relaxed_allocation(a, budget, lower, upper, estimator: str) -> np.ndarray:
     positive-weight prompts are all at U) is split evenly.
     """
     _checks.choice("estimator", estimator, ESTIMATORS)
-    a = check_problem(a, budget, lower, upper)
+    return _relaxed(check_problem(a, budget, lower, upper), budget, lower, upper, estimator)
+
+
+def _relaxed(a: np.ndarray, budget, lower, upper, estimator: str) -> np.ndarray:
+    """:func:`relaxed_allocation` for any shape of ``_SHAPES``, on validated input."""
     b = a.size
     positive = a > 0
     if budget in (b * lower, b * upper):  # a single feasible point
@@ -234,7 +248,11 @@ def round_allocation(n_relaxed, a, budget, lower, upper, estimator: str) -> np.n
     Ties go to the lower prompt index, as an argmax over q in order does.
     """
     _checks.choice("estimator", estimator, ESTIMATORS)
-    a = check_problem(a, budget, lower, upper)
+    return _round(n_relaxed, check_problem(a, budget, lower, upper), budget, lower, upper, estimator)
+
+
+def _round(n_relaxed, a: np.ndarray, budget, lower, upper, estimator: str) -> np.ndarray:
+    """:func:`round_allocation` for any shape of ``_SHAPES``, on validated input."""
     n_relaxed = _checks.as_float_array("n_relaxed", n_relaxed)
     if n_relaxed.shape != a.shape:
         raise ValueError(f"n_relaxed must have the shape of a {a.shape}; got {n_relaxed.shape}")
@@ -257,3 +275,37 @@ def allocate(a, budget, lower, upper, estimator: str, method: str = "exact") -> 
     if method == "relaxed":
         return relaxed
     return round_allocation(relaxed, a, budget, lower, upper, estimator)
+
+
+# --- baselines (App. C.1) ---------------------------------------------------------------
+
+
+def uniform_allocation(n_prompts: int, budget, lower, upper) -> np.ndarray:
+    """floor(C/B) rollouts each; the C mod B left over go to the first prompts (GRPO's default)."""
+    check_problem(np.ones(int(n_prompts)), budget, lower, upper)
+    n = np.full(int(n_prompts), int(budget) // int(n_prompts), dtype=np.int64)
+    n[: int(budget) - n.sum()] += 1
+    return n
+
+
+def proportional_allocation(weights, budget, lower, upper) -> np.ndarray:
+    """n_q proportional to w_q, normalised to the budget within [L, U], then rounded (App. C.1).
+
+    VIP's "normalize to meet the global budget and per-prompt bounds" is read as: the
+    box-clipped proportional split n_q = clip(tau w_q, L, U) with sum n = C, which is the
+    minimiser of sum w_q^2 / n_q, rounded by Algorithm 2 on that same objective.
+    """
+    a = check_problem(weights, budget, lower, upper) ** 2
+    return _round(_relaxed(a, budget, lower, upper, "proportional"), a, budget, lower, upper, "proportional")
+
+
+def inverse_accuracy_allocation(acc, budget, lower, upper, eps: float = 1e-3) -> np.ndarray:
+    """App. C.1: weights w_q = 1 - acc_q + eps (more rollouts to prompts answered less often)."""
+    acc = _checks.probability("acc", acc)
+    return proportional_allocation(1.0 - acc + eps, budget, lower, upper)
+
+
+def inverse_variance_allocation(var, budget, lower, upper, eps: float = 1e-3) -> np.ndarray:
+    """App. C.1: weights w_q = 1 / (var_q + eps) (more rollouts to prompts with less answer variance)."""
+    var = _checks.nonnegative("var", var)
+    return proportional_allocation(1.0 / (var + eps), budget, lower, upper)
