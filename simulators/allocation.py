@@ -29,6 +29,8 @@ from theory.allocation import (
     integer_allocation,
     inverse_accuracy_allocation,
     inverse_variance_allocation,
+    marginal_value,
+    per_prompt_objective,
     relaxed_allocation,
     success_variance_weights,
     total_objective,
@@ -57,7 +59,7 @@ def _progress(config: RunConfig, total: int, desc: str):
 def kkt_residual(a, n, lower, upper, estimator: str) -> float:
     """Largest relative spread of the marginal value -f'(n) over interior prompts, plus
     violations of its ordering at the bounds (0 at an exact KKT point)."""
-    slope = a * ((n - 2) / n**3 if estimator == "dr_grpo" else 1 / (n - 1) ** 2)
+    slope = marginal_value(a, n, estimator)
     interior = (n > lower + 1e-7) & (n < upper - 1e-7) & (a > 0)
     if not interior.any():
         return 0.0
@@ -145,7 +147,7 @@ def run_relaxed(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult
 
 def _brute_force(a, budget, lower, upper, estimator) -> float:
     grid = np.array([x for x in itertools.product(range(lower, upper + 1), repeat=a.size) if sum(x) == budget])
-    return float(np.min((a * ((grid - 1) / grid**2 if estimator == "dr_grpo" else 1 / (grid - 1))).sum(axis=1)))
+    return float(np.min(per_prompt_objective(a, grid, estimator).sum(axis=1)))
 
 
 def run_rounding(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:

@@ -10,12 +10,16 @@ from hypothesis import strategies as st
 from theory.allocation import (
     allocate,
     integer_allocation,
+    inverse_accuracy_allocation,
+    inverse_variance_allocation,
     kkt_allocation,
+    marginal_value,
     per_prompt_objective,
     relaxed_allocation,
     round_allocation,
     success_variance_weights,
     total_objective,
+    uniform_allocation,
 )
 
 estimators = st.sampled_from(["dr_grpo", "rloo"])
@@ -48,7 +52,7 @@ def test_relaxed_is_feasible_and_satisfies_kkt(problem, estimator):
     assert n.sum() == pytest.approx(budget, abs=1e-8)
     assert n.min() >= lower - 1e-12 and n.max() <= upper + 1e-12
     # KKT (7)/(9): the marginal value -f'(n) is equal on interior prompts, no larger at L, no smaller at U.
-    slope = a * ((n - 2) / n**3 if estimator == "dr_grpo" else 1 / (n - 1) ** 2)
+    slope = marginal_value(a, n, estimator)
     interior = (n > lower + 1e-6) & (n < upper - 1e-6) & (a > 0)
     if interior.sum() >= 1:
         lam = np.median(slope[interior])
@@ -179,3 +183,31 @@ def test_bad_names_and_shapes():
         round_allocation(np.ones(2), np.ones(3), 12, 3, 8, "rloo")
     with pytest.raises(ValueError, match=r"p_hat must lie in \[0, 1\]"):
         success_variance_weights([0.5, 1.2])
+
+
+@given(problems())
+@settings(max_examples=100, deadline=None)
+def test_baselines_are_feasible_and_ordered(problem):
+    a, budget, lower, upper = problem
+    p = 0.5 - 0.5 * np.sqrt(np.clip(1 - a, 0, 1))  # a = 4p(1-p) inverted on p <= 1/2
+    allocations = {
+        "uniform": uniform_allocation(a.size, budget, lower, upper),
+        "inverse-accuracy": inverse_accuracy_allocation(p, budget, lower, upper),
+        "inverse-variance": inverse_variance_allocation(a, budget, lower, upper),
+    }
+    for n in allocations.values():
+        assert n.dtype == np.int64 and n.sum() == budget and n.min() >= lower and n.max() <= upper
+    assert allocations["uniform"].max() - allocations["uniform"].min() <= 1
+    # a larger effective weight (1 - acc + eps, 1/(var + eps) as computed) never gets fewer rollouts
+    for rule, w in (("inverse-accuracy", 1.0 - p + 1e-3), ("inverse-variance", 1.0 / (a + 1e-3))):
+        n = allocations[rule]
+        assert np.all((n[:, None] >= n[None, :])[w[:, None] > w[None, :]]), rule
+
+
+def test_baseline_bad_input():
+    with pytest.raises(ValueError, match=r"acc must lie in \[0, 1\]"):
+        inverse_accuracy_allocation([0.5, 1.5], 8, 3, 8)
+    with pytest.raises(ValueError, match="var must be >= 0"):
+        inverse_variance_allocation([0.5, -1.0], 8, 3, 8)
+    with pytest.raises(ValueError, match="budget must lie in"):
+        uniform_allocation(4, 100, 3, 8)

@@ -77,7 +77,8 @@ def check_problem(a, budget, lower, upper) -> np.ndarray:
 
 
 def per_prompt_objective(a, n, estimator: str) -> np.ndarray:
-    """f_q(n): a (n-1)/n^2 for Dr. GRPO, a/(n-1) for RLOO (the summands of (6) and (8))."""
+    """f_q(n): a (n-1)/n^2 for Dr. GRPO, a/(n-1) for RLOO (the summands of (6) and (8));
+    a/n for the internal "proportional" shape of the App. C.1 baselines."""
     _checks.choice("estimator", estimator, _SHAPES)
     a = np.asarray(a, dtype=float)
     n = np.asarray(n, dtype=float)
@@ -91,6 +92,13 @@ def per_prompt_objective(a, n, estimator: str) -> np.ndarray:
 def total_objective(a, n, estimator: str) -> float:
     """sum_q f_q(n_q): the objective of (5), (6) and (8)."""
     return float(np.sum(per_prompt_objective(a, n, estimator)))
+
+
+def marginal_value(a, n, estimator: str) -> np.ndarray:
+    """-f_q'(n) = a_q (n - 2)/n^3 (Dr. GRPO) or a_q/(n - 1)^2 (RLOO): the right-hand sides of
+    the KKT conditions (7) and (9); equal to lambda* on every interior prompt."""
+    _checks.choice("estimator", estimator, ESTIMATORS)
+    return np.asarray(a, dtype=float) * _slope(n, estimator)
 
 
 def _slope(n, estimator: str) -> np.ndarray:
@@ -220,7 +228,12 @@ def _top_gains(a: np.ndarray, start: np.ndarray, units: int, upper: int, estimat
         return start
     unit = _unit_gains(lower, upper, estimator)  # index n - L
     allowed = np.arange(upper - lower)[None, :] >= (start - lower)[:, None]  # n >= start_q only
-    gains = np.where(allowed, a[:, None] * unit[None, :], -np.inf).ravel()
+    # Rank by log gain: a_q d(n) underflows to 0 for subnormal a_q and would tie with a_q = 0.
+    # A zero weight ranks below every positive one (-max float) but above the slots that
+    # cannot be taken (-inf), so leftover units still land on allowed slots only.
+    with np.errstate(divide="ignore"):
+        log_gain = np.where(a[:, None] > 0, np.log(a)[:, None] + np.log(unit)[None, :], -np.finfo(float).max)
+    gains = np.where(allowed, log_gain, -np.inf).ravel()
     threshold = np.partition(gains, gains.size - units)[gains.size - units]
     taken = gains > threshold
     ties = np.flatnonzero(gains == threshold)[: units - taken.sum()]
