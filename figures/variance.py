@@ -8,6 +8,7 @@ from matplotlib.colors import TwoSlopeNorm
 
 from figures.records import rows_of
 from figures.style import COLORS, ESTIMATOR_LABELS
+from simulators.variance import NORM_DISTRIBUTIONS
 from theory.variance import gradient_variance
 
 SHOWN_P = (0.1, 0.5, 0.99)
@@ -24,7 +25,7 @@ def variance_vs_n(check: dict):
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
     for ax, (claim, est) in zip(axes, (("V1", "dr_grpo"), ("V2", "rloo"))):
         cells = [c for c in _variance_cells(check, claim) if c["z_dist"] == SHOWN_Z]
-        sigma_z2 = 0.5  # variance of gamma(2, 0.5)
+        sigma_z2 = NORM_DISTRIBUTIONS[SHOWN_Z].var()
         n_all = sorted({c["n"] for c in cells})
         n_line = np.linspace(min(n_all), max(n_all), 200)
         for p, marker in zip(SHOWN_P, ("o", "s", "^")):

@@ -32,6 +32,7 @@ from theory.allocation import (
     marginal_value,
     per_prompt_objective,
     relaxed_allocation,
+    round_allocation,
     success_variance_weights,
     total_objective,
     uniform_allocation,
@@ -173,7 +174,7 @@ def run_rounding(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
             budget = int(b * rng.choice([4, 8, 16]))
             a = draw_weights(rng, law, b)
             relaxed = relaxed_allocation(a, budget, LOWER, UPPER, est)
-            paper = allocate(a, budget, LOWER, UPPER, est, "paper")
+            paper = round_allocation(relaxed, a, budget, LOWER, UPPER, est)  # = allocate(method="paper")
             exact = integer_allocation(a, budget, LOWER, UPPER, est)
             f_paper, f_exact = total_objective(a, paper, est), total_objective(a, exact, est)
             feasible.append(bool(paper.sum() == budget and paper.min() >= LOWER and paper.max() <= UPPER))
