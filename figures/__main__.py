@@ -25,12 +25,14 @@ def main(argv=None) -> int:
     style.apply()
     written, missing = [], []
     for module_name in FIGURE_MODULES:
-        for name, check_name, draw in importlib.import_module(module_name).FIGURES:
-            check = newest_check(records, check_name)
-            if check is None:
-                missing.append(f"{name} (needs a record of check '{check_name}')")
+        for name, check_names, draw in importlib.import_module(module_name).FIGURES:
+            check_names = (check_names,) if isinstance(check_names, str) else check_names
+            checks = [newest_check(records, check_name) for check_name in check_names]
+            absent = [n for n, check in zip(check_names, checks) if check is None]
+            if absent:
+                missing.append(f"{name} (needs a record of check {', '.join(repr(n) for n in absent)})")
                 continue
-            written.extend(style.save(draw(check), out, name))
+            written.extend(style.save(draw(*checks), out, name))
     for path in written:
         print(path)
     for item in missing:

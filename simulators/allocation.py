@@ -1,4 +1,4 @@
-"""Checks of VIP's allocation results (claims V5, V6, V7, V10).
+"""Checks of VIP's allocation results (claims V5, V6, V7, V10, V12, V13).
 
 ``python -m simulators.allocation [--full]``.
 
@@ -10,19 +10,24 @@
   brute force, and how often / by how much Algorithm 2 misses the optimum.
   Negative control: rounding to the nearest integer, which breaks sum n = C.
 - V10 (Fig. 2, Table 3 allocation rows): exact total gradient variance of uniform,
-  inverse-accuracy, inverse-variance and VIP allocations at equal budget.
+  inverse-accuracy, inverse-variance, VIP and the released code's allocations at equal budget.
+- V13 (the released code's rule): see :mod:`simulators.allocation_released`.
+- V12 (Table 4, allocation row): wall time of one step's allocation.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 
 import cvxpy as cp
 import numpy as np
 from tqdm import tqdm
 
 from simulators.allocation_oracle import cvxpy_relaxed
+from simulators.allocation_released import run_released
 from simulators.ledger import ClaimResult
+from simulators.success_laws import P_DISTRIBUTIONS, draw_p
 from simulators.registry import Check, RunConfig
 from theory.allocation import (
     allocate,
@@ -32,6 +37,7 @@ from theory.allocation import (
     marginal_value,
     per_prompt_objective,
     relaxed_allocation,
+    released_vip_allocation,
     round_allocation,
     success_variance_weights,
     total_objective,
@@ -41,16 +47,10 @@ from theory.variance import gradient_variance
 
 LOWER, UPPER = 3, 32
 AGREEMENT = 1e-6  # relative objective agreement with the oracle (issue: within 1e-6)
-P_DISTRIBUTIONS = {  # success-probability laws of a batch: Beta(alpha, beta)
-    "uniform": (1.0, 1.0),
-    "U-shaped": (0.3, 0.3),
-    "easy": (5.0, 1.0),
-    "hard": (1.0, 5.0),
-}
 
 
 def draw_weights(rng: np.random.Generator, law: str, b: int) -> np.ndarray:
-    return success_variance_weights(rng.beta(*P_DISTRIBUTIONS[law], size=b))
+    return success_variance_weights(draw_p(rng, law, b))
 
 
 def _progress(config: RunConfig, total: int, desc: str):
@@ -223,6 +223,7 @@ def rule_allocations(p: np.ndarray, budget: int, estimator: str) -> dict:
         "inverse-accuracy": inverse_accuracy_allocation(p, budget, LOWER, UPPER),
         "inverse-variance": inverse_variance_allocation(4 * p * (1 - p), budget, LOWER, UPPER),
         "VIP": allocate(success_variance_weights(p), budget, LOWER, UPPER, estimator, "exact"),
+        "released code": released_vip_allocation(p, budget, estimator=estimator),  # its own bounds [4, 32]
     }
 
 
@@ -235,7 +236,7 @@ def run_rules(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     b = 512
     cells, curves = [], {}
     for law, factor, est in itertools.product(P_DISTRIBUTIONS, (8, 16), ("dr_grpo", "rloo")):
-        p = rng.beta(*P_DISTRIBUTIONS[law], size=b)
+        p = draw_p(rng, law, b)
         allocations = rule_allocations(p, factor * b, est)
         total = {rule: float(np.sum(gradient_variance(est, n, p=p))) for rule, n in allocations.items()}
         cells.append({"law": law, "C": factor * b, "estimator": est, "total_variance": total})
@@ -265,7 +266,7 @@ def run_rules(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
                 "V10",
                 "report",
                 f"RLOO, p ~ {law}, C = 8B: variance / uniform: "
-                + ", ".join(f"{rule} {ratios[rule]:.3f}" for rule in ("VIP", "inverse-accuracy", "inverse-variance")),
+                + ", ".join(f"{rule} {ratios[rule]:.3f}" for rule in ("VIP", "released code", "inverse-accuracy", "inverse-variance")),
                 ratios["VIP"],
                 None,
                 1.0,
@@ -278,10 +279,65 @@ def run_rules(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     return rows
 
 
+PAPER_ALLOCATION_SECONDS = 29.956  # VIP Table 4: rollout allocation per step (§5.2 + Algorithm 2)
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def run_overhead(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
+    """V12 (allocation row): wall time of one step's allocation at the paper's scale
+    (B = 512, C = 8B and 16B, App. E) against VIP Table 4. Timings are measured, so this
+    row is the one part of a record that a fixed seed does not reproduce."""
+    b, repeats = 512, 50 if config.full else 15
+    cells = []
+    for factor, est in itertools.product((8, 16), ("dr_grpo", "rloo")):
+        p = draw_p(rng, "uniform", b)
+        a = success_variance_weights(p)
+        budget = factor * b
+        cells.append(
+            {
+                "C": budget,
+                "estimator": est,
+                **{
+                    f"{method}_s": _median_seconds(lambda m=method: allocate(a, budget, LOWER, UPPER, est, m), repeats)
+                    for method in ("exact", "paper")
+                },
+                "released_s": _median_seconds(lambda: released_vip_allocation(p, budget, estimator=est), repeats),
+            }
+        )
+    worst = max(cells, key=lambda c: c["exact_s"])
+    return [
+        ClaimResult(
+            "V12",
+            "report",
+            f"allocation per step, B = 512, C in {{8B, 16B}}: exact <= {1e3 * worst['exact_s']:.2f} ms, "
+            f"paper <= {1e3 * max(c['paper_s'] for c in cells):.2f} ms, released <= {1e3 * max(c['released_s'] for c in cells):.2f} ms "
+            f"(VIP Table 4: {PAPER_ALLOCATION_SECONDS} s)",
+            worst["exact_s"],
+            None,
+            PAPER_ALLOCATION_SECONDS,
+            None,
+            "",
+            True,
+            {"cells": cells, "repeats": repeats},
+        )
+    ]
+
+
 CHECKS = [
     Check("relaxed_vs_cvxpy", ("V5", "V6"), run_relaxed, "Thms 5.1/5.2: closed-form relaxed allocation vs a cvxpy oracle"),
     Check("integer_rounding", ("V7",), run_rounding, "Algorithm 2 vs the exact integer optimum and brute force"),
-    Check("rules_variance", ("V10",), run_rules, "total gradient variance of VIP vs uniform and App. C.1 heuristics"),
+    Check("rules_variance", ("V10",), run_rules, "total gradient variance of VIP vs uniform, App. C.1 heuristics and the released rule"),
+    Check("released_rule", ("V13",), run_released, "the released code's allocation rule against the paper's, step by step"),
+    Check("allocation_overhead", ("V12",), run_overhead, "allocation wall time per step against VIP Table 4"),
 ]
 
 

@@ -188,10 +188,14 @@ def _relaxed(a: np.ndarray, budget, lower, upper, estimator: str) -> np.ndarray:
         log_lam = optimize.brentq(excess, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200)
     n = np.full(b, float(lower))
     n[positive] = _kkt_log(a_pos, log_lam, lower, upper, estimator)
-    # Remove the last floating-point residual of sum n = C on the interior coordinates.
-    # Near n = 3 the Dr. GRPO root is a double root, so n(lambda) is only sqrt(eps)-accurate
-    # there; the correction is of that size at most.
-    interior = positive & (n > lower) & (n < upper)
+    return _close_budget(n, positive, budget, lower, upper)
+
+
+def _close_budget(n: np.ndarray, free: np.ndarray, budget, lower, upper) -> np.ndarray:
+    """Remove the last floating-point residual of sum n = C on the interior coordinates
+    among ``free``. Near n = 3 the Dr. GRPO root is a double root, so n(lambda) is only
+    sqrt(eps)-accurate there; the correction is of that size at most."""
+    interior = free & (n > lower) & (n < upper)
     if interior.any():
         n[interior] += (budget - n.sum()) / interior.sum()
     return np.clip(n, lower, upper)
@@ -214,31 +218,39 @@ def _unit_gains(lower: int, upper: int, estimator: str) -> np.ndarray:
     return g[:-1] - g[1:]
 
 
-def _top_gains(a: np.ndarray, start: np.ndarray, units: int, upper: int, estimator: str, lower: int) -> np.ndarray:
-    """Add ``units`` rollouts to ``start`` by taking the largest marginal gains a_q d(n).
+def _take_largest(scores: np.ndarray, start: np.ndarray, units: int, lower: int) -> np.ndarray:
+    """Add ``units`` rollouts to ``start`` by taking the ``units`` largest marginal gains.
 
-    Vectorised: all candidate gains a_q d(n), n = start_q..U-1, are materialised (at most
-    B (U - L) numbers); the ``units``-th largest is found by np.partition (linear time),
-    every gain above it is taken, and the gains equal to it are taken in prompt-major
-    order, so ties go to the lower prompt index and, within a prompt, to the smaller n
-    (the order in which greedy takes them). Exact because d is non-increasing in n.
+    ``scores[q, j]`` is prompt q's gain (or any increasing transform of it) from the rollout
+    that takes it from n = lower + j to n + 1, for n = L..U-1; each row must be non-increasing
+    (discrete convexity). Slots below ``start_q`` are excluded. Vectorised: the ``units``-th
+    largest score is found by np.partition (linear time), every score above it is taken, and
+    the scores equal to it are taken in prompt-major order, so ties go to the lower prompt
+    index and, within a prompt, to the smaller n: the order in which a one-unit-at-a-time
+    argmax takes them. Exact because each row is non-increasing.
     """
     start = start.astype(np.int64)
     if units == 0:
         return start
-    unit = _unit_gains(lower, upper, estimator)  # index n - L
-    allowed = np.arange(upper - lower)[None, :] >= (start - lower)[:, None]  # n >= start_q only
-    # Rank by log gain: a_q d(n) underflows to 0 for subnormal a_q and would tie with a_q = 0.
-    # A zero weight ranks below every positive one (-max float) but above the slots that
-    # cannot be taken (-inf), so leftover units still land on allowed slots only.
-    with np.errstate(divide="ignore"):
-        log_gain = np.where(a[:, None] > 0, np.log(a)[:, None] + np.log(unit)[None, :], -np.finfo(float).max)
-    gains = np.where(allowed, log_gain, -np.inf).ravel()
+    allowed = np.arange(scores.shape[1])[None, :] >= (start - lower)[:, None]  # n >= start_q only
+    gains = np.where(allowed, scores, -np.inf).ravel()
     threshold = np.partition(gains, gains.size - units)[gains.size - units]
     taken = gains > threshold
     ties = np.flatnonzero(gains == threshold)[: units - taken.sum()]
     taken[ties] = True
-    return start + taken.reshape(a.size, upper - lower).sum(axis=1)
+    return start + taken.reshape(scores.shape).sum(axis=1)
+
+
+def _log_gain_scores(a: np.ndarray, lower: int, upper: int, estimator: str) -> np.ndarray:
+    """log(a_q d(n)) for n = L..U-1, the ranking scores of problem (5).
+
+    Ranked in log space: a_q d(n) underflows to 0 for subnormal a_q and would tie with
+    a_q = 0. A zero weight ranks below every positive one (-max float) but above the slots
+    that cannot be taken (-inf), so leftover units still land on allowed slots only.
+    """
+    unit = _unit_gains(lower, upper, estimator)
+    with np.errstate(divide="ignore"):
+        return np.where(a[:, None] > 0, np.log(a)[:, None] + np.log(unit)[None, :], -np.finfo(float).max)
 
 
 def integer_allocation(a, budget, lower, upper, estimator: str) -> np.ndarray:
@@ -248,7 +260,8 @@ def integer_allocation(a, budget, lower, upper, estimator: str) -> np.ndarray:
     start = np.full(a.size, lower, dtype=np.int64)
     if upper == lower:
         return start
-    return _top_gains(a, start, int(budget - lower * a.size), int(upper), estimator, int(lower))
+    scores = _log_gain_scores(a, int(lower), int(upper), estimator)
+    return _take_largest(scores, start, int(budget - lower * a.size), int(lower))
 
 
 def round_allocation(n_relaxed, a, budget, lower, upper, estimator: str) -> np.ndarray:
@@ -257,7 +270,7 @@ def round_allocation(n_relaxed, a, budget, lower, upper, estimator: str) -> np.n
 
     Each prompt's decreases shrink as it grows (discrete convexity), so the sequence of
     one-at-a-time argmax choices is exactly the set of the C_rem largest candidate
-    decreases above the floors, which :func:`_top_gains` selects without a per-unit loop.
+    decreases above the floors, which :func:`_take_largest` selects without a per-unit loop.
     Ties go to the lower prompt index, as an argmax over q in order does.
     """
     _checks.choice("estimator", estimator, ESTIMATORS)
@@ -275,7 +288,7 @@ def _round(n_relaxed, a: np.ndarray, budget, lower, upper, estimator: str) -> np
         raise ValueError(f"n_relaxed sums above the budget after flooring ({floors.sum()} > {budget})")
     if upper == lower:
         return floors
-    return _top_gains(a, floors, remaining, int(upper), estimator, int(lower))
+    return _take_largest(_log_gain_scores(a, int(lower), int(upper), estimator), floors, remaining, int(lower))
 
 
 def allocate(a, budget, lower, upper, estimator: str, method: str = "exact") -> np.ndarray:
@@ -322,3 +335,134 @@ def inverse_variance_allocation(var, budget, lower, upper, eps: float = 1e-3) ->
     """App. C.1: weights w_q = 1 / (var_q + eps) (more rollouts to prompts with less answer variance)."""
     var = _checks.nonnegative("var", var)
     return proportional_allocation(1.0 / (var + eps), budget, lower, upper)
+
+
+# --- the rule of VIP's released code (not the paper's) ----------------------------------
+
+RELEASED_GAMMA = {"rloo": 7e-4, "dr_grpo": 4e-4}  # weight of the gamma log(p_hat) n term
+RELEASED_LOWER, RELEASED_UPPER = 4, 32
+RELEASED_MIN_KEPT = 4  # prompts left with fewer rollouts are dropped (n = 0)
+RELEASED_P_CLIP = 1e-6
+ROUNDINGS = ("released", "exact")
+
+
+def released_terms(p_hat, estimator: str, gamma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(a_q, c_q) of the released code's objective sum_q a_q g(n_q) - c_q n_q.
+
+    a_q = p(1 - p) with p = p_hat clipped to [1e-6, 1 - 1e-6] (no factor 4 sigma_Z^2, which
+    matters because gamma is absolute), and c_q = -gamma log p >= 0, so that the term
+    gamma log(p_hat) n rewards rollouts on hard prompts.
+    """
+    _checks.choice("estimator", estimator, ESTIMATORS)
+    p = np.clip(_checks.probability("p_hat", p_hat), RELEASED_P_CLIP, 1.0 - RELEASED_P_CLIP)
+    gamma = RELEASED_GAMMA[estimator] if gamma is None else _checks.nonnegative("gamma", gamma)
+    return p * (1.0 - p), -float(gamma) * np.log(p)
+
+
+def released_objective(p_hat, n, estimator: str, gamma: float | None = None) -> float:
+    """sum_q a_q g(n_q) + gamma log(p_hat_q) n_q: the released code's objective."""
+    a, c = released_terms(p_hat, estimator, gamma)
+    n = np.asarray(n, dtype=float)
+    return float(np.sum(per_prompt_objective(a, n, estimator) - c * n))
+
+
+def _relaxed_with_reward(a: np.ndarray, c: np.ndarray, budget, lower, upper, estimator: str) -> np.ndarray:
+    """The minimiser of sum_q a_q g(n_q) - c_q n_q on the box with sum n = C (a_q > 0, c_q >= 0).
+
+    KKT: a_q (-g'(n_q)) = mu - c_q on interior prompts; where mu <= c_q the objective is
+    decreasing on the whole box and n_q = U. n_q(mu) is non-increasing; Brent's method on
+    mu between the breakpoints (all at U) and (all at L) finds the root, as in
+    :func:`relaxed_allocation` but with a prompt-specific threshold, so in linear space.
+    """
+    b = a.size
+    if budget in (b * lower, b * upper):
+        return np.full(b, budget / b)
+
+    def n_of(mu: float) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            k = np.where(mu > c, a / np.maximum(mu - c, np.finfo(float).tiny), np.inf)
+        return np.clip(_interior_solution(k, estimator), lower, upper)
+
+    lo = float(np.min(c + a * _slope(upper, estimator)))
+    hi = float(np.max(c + a * _slope(lower, estimator)))
+    mu = optimize.brentq(lambda m: n_of(m).sum() - budget, lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=400)
+    return _close_budget(n_of(mu), np.ones(b, dtype=bool), budget, lower, upper)
+
+
+def released_relaxed_allocation(p_hat, budget, lower=RELEASED_LOWER, upper=RELEASED_UPPER, estimator="rloo", gamma=None) -> np.ndarray:
+    """Step 2 of :func:`released_vip_allocation` before flooring: the real-valued minimiser
+    of the released objective sum_q a_q g(n_q) + gamma log(p_hat_q) n_q on the box."""
+    a, c = released_terms(p_hat, estimator, gamma)
+    check_problem(a, budget, lower, upper)
+    return _relaxed_with_reward(a, c, budget, lower, upper, estimator)
+
+
+def _shifted_unit_gains(lower: int, upper: int) -> np.ndarray:
+    """h(n) - h(n+1) with h(n) = (n + 3)/(n + 4)^2, the released rounding's decrease per unit
+    of a; h is Dr. GRPO's shape at n + 4, convex for n >= -1, so the gains are non-increasing."""
+    n = np.arange(lower, upper + 1, dtype=float)
+    h = (n + 3.0) / (n + 4.0) ** 2
+    return h[:-1] - h[1:]
+
+
+def _drop_small(n: np.ndarray, upper: int) -> np.ndarray:
+    """Set prompts under RELEASED_MIN_KEPT rollouts to 0 and move their rollouts to the
+    prompts with the most rollouts: largest n first (ties: lower index), each up to U.
+
+    Our reading of "moved to the prompts with the most rollouts" is the one-unit-at-a-time
+    loop "give to the argmax-n prompt still below U". Rollouts that no kept prompt can take
+    (all at U) stay unspent, so sum n < C is possible, only when lower < 4.
+    """
+    dropped = n < RELEASED_MIN_KEPT
+    freed = int(n[dropped].sum())
+    n = np.where(dropped, 0, n)
+    if freed == 0:
+        return n
+    kept = np.flatnonzero(~dropped)
+    order = kept[np.lexsort((kept, -n[kept]))]
+    capacity = upper - n[order]
+    before = np.cumsum(capacity) - capacity
+    n[order] += np.clip(freed - before, 0, capacity)
+    return n
+
+
+def released_vip_allocation(
+    p_hat,
+    budget,
+    lower: int = RELEASED_LOWER,
+    upper: int = RELEASED_UPPER,
+    estimator: str = "rloo",
+    gamma: float | None = None,
+    rounding: str = "released",
+) -> np.ndarray:
+    """The allocation rule of VIP's *released code*, which departs from the paper (claim V13).
+
+    1. objective sum_q a_q g(n_q) + gamma log(p_hat_q) n_q, with g of (6) or (8), a_q and
+       gamma as in :func:`released_terms` (gamma = 7e-4 RLOO, 4e-4 Dr. GRPO), bounds [4, 32];
+    2. its relaxed minimiser, floored;
+    3. the remaining budget one unit at a time to the largest decrease of
+       a_q (n + 3)/(n + 4)^2 (not the objective of step 1), n < U;
+    4. prompts left under 4 rollouts set to 0, their rollouts moved (:func:`_drop_small`).
+    When all (clipped) p_hat are equal the rule returns the uniform split.
+
+    ``rounding="exact"`` replaces steps 2-3 by the exact integer optimum of the step-1
+    objective (so that a study can separate what the objective and the rounding cost).
+    Step 4 only acts when ``lower`` < 4. The relaxed step is solved exactly here; the
+    released code's solver may stop short of the bounds (3.9999 floors to 3), which is
+    what step 4 guards against.
+    """
+    _checks.choice("rounding", rounding, ROUNDINGS)
+    a, c = released_terms(p_hat, estimator, gamma)
+    check_problem(a, budget, lower, upper)
+    budget, lower, upper = int(budget), int(lower), int(upper)
+    p = np.clip(np.asarray(p_hat, dtype=float), RELEASED_P_CLIP, 1.0 - RELEASED_P_CLIP)
+    if np.all(p == p[0]):
+        return uniform_allocation(p.size, budget, lower, upper)
+    if rounding == "exact":
+        scores = a[:, None] * _unit_gains(lower, upper, estimator)[None, :] + c[:, None]
+        n = _take_largest(scores, np.full(p.size, lower), budget - lower * p.size, lower)
+    else:
+        floors = np.floor(_relaxed_with_reward(a, c, budget, lower, upper, estimator)).astype(np.int64)
+        scores = a[:, None] * _shifted_unit_gains(lower, upper)[None, :]
+        n = _take_largest(scores, floors, budget - int(floors.sum()), lower)
+    return _drop_small(n, upper)
