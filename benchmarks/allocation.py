@@ -2,8 +2,8 @@
 
     python -m benchmarks.allocation [--repeats 20]
 
-Prints the median time of allocate(method="exact"), allocate(method="paper") and the
-cvxpy oracle of the relaxed problem, for B in {64, 512, 4096, 65536} at C = 8B and 16B
+Prints the median time of allocate(method="exact"), allocate(method="paper"), the released
+code's rule (its own bounds [4, 32]) and the cvxpy oracle of the relaxed problem, for B in {64, 512, 4096, 65536} at C = 8B and 16B
 (L = 3, U = 32), and the oracle/exact ratio. VIP Table 4 reports 29.956 s per step for
 its allocation. The oracle is timed only where it finishes in reasonable time.
 """
@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from simulators.allocation_oracle import cvxpy_relaxed
-from theory.allocation import allocate, success_variance_weights
+from theory.allocation import allocate, released_vip_allocation, success_variance_weights
 
 ORACLE_MAX_B = 4096  # the Dr. GRPO cutting-plane oracle needs minutes beyond this
 
@@ -37,19 +37,21 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     print(f"estimator {args.estimator}, L = 3, U = 32; medians over {args.repeats} runs (oracle: 3)")
-    print(f"{'B':>6} {'C':>8} {'exact ms':>10} {'paper ms':>10} {'cvxpy ms':>10} {'cvxpy/exact':>12}")
+    print(f"{'B':>6} {'C':>8} {'exact ms':>10} {'paper ms':>10} {'released ms':>12} {'cvxpy ms':>10} {'cvxpy/exact':>12}")
     for b in (64, 512, 4096, 65536):
-        a = success_variance_weights(rng.random(b))
+        p = rng.random(b)
+        a = success_variance_weights(p)
         for factor in (8, 16):
             budget = factor * b
             exact = median_time(lambda: allocate(a, budget, 3, 32, args.estimator, "exact"), args.repeats)
             paper = median_time(lambda: allocate(a, budget, 3, 32, args.estimator, "paper"), args.repeats)
+            released = median_time(lambda: released_vip_allocation(p, budget, estimator=args.estimator), args.repeats)
             if b <= ORACLE_MAX_B:
                 oracle = median_time(lambda: cvxpy_relaxed(a, budget, 3, 32, args.estimator), 3)
                 oracle_cells = f"{oracle * 1e3:10.1f} {oracle / exact:11.0f}x"
             else:
                 oracle_cells = f"{'skipped':>10} {'':>12}"
-            print(f"{b:6d} {budget:8d} {exact * 1e3:10.3f} {paper * 1e3:10.3f} {oracle_cells}")
+            print(f"{b:6d} {budget:8d} {exact * 1e3:10.3f} {paper * 1e3:10.3f} {released * 1e3:12.3f} {oracle_cells}")
     a = success_variance_weights(rng.random(512))
     target = median_time(lambda: allocate(a, 4096, 3, 32, args.estimator, "exact"), 200)
     print(f"\ntarget: allocate(method='exact') at B = 512, C = 4096: median {target * 1e3:.3f} ms (target <= 1 ms)")
