@@ -63,6 +63,22 @@ def test_released_rule_is_feasible(problem, estimator):
     assert n.sum() == budget and n.min() >= lower and n.max() <= upper
 
 
+@given(released_problems(), estimators, st.randoms(use_true_random=False))
+@settings(max_examples=100, deadline=None)
+def test_released_rule_is_permutation_equivariant(problem, estimator, random):
+    # Only on distinct p: p and 1 - p share a = p(1 - p), so the rounding's ties between
+    # them go by index. Monotonicity in a does not hold by design: the gamma term (see
+    # test_gamma_term_moves_rollouts_to_hard_prompts).
+    p, budget, lower, upper = problem
+    perm = np.array(random.sample(range(p.size), p.size))
+    a, _ = released_terms(p, estimator)
+    for rounding in ("released", "exact"):
+        n = released_vip_allocation(p, budget, lower, upper, estimator, rounding=rounding)
+        n_perm = released_vip_allocation(p[perm], budget, lower, upper, estimator, rounding=rounding)
+        if len(np.unique(a)) == p.size:
+            np.testing.assert_array_equal(n_perm, n[perm])
+
+
 @given(released_problems(lower=(3, 5)), estimators)
 @settings(max_examples=120, deadline=None)
 def test_vectorised_rule_equals_the_literal_loops(problem, estimator):
