@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-TOPICS = ("variance", "allocation")
+TOPICS = ("variance", "allocation", "stats_calibration")
 
 
 @dataclasses.dataclass(frozen=True)
