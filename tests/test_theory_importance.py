@@ -1,0 +1,136 @@
+"""theory/importance.py (CTPO §2-3): ratios, clip bounds, variance formulas, objectives and
+their gradients; masks and bad input."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from theory.importance import (
+    adaptive_clip_bounds,
+    ctpo_objective,
+    cumulative_log_ratio_variance,
+    cumulative_ratio,
+    cumulative_ratio_variance,
+    grpo_objective,
+    gspo_objective,
+    gspo_ratio,
+    log_cumulative_ratio,
+    objective_gradient,
+    sequence_ratio,
+    token_ratio,
+)
+
+OBJECTIVES = {"grpo": grpo_objective, "gspo": gspo_objective, "ctpo": ctpo_objective}
+
+
+@st.composite
+def batches(draw, max_b=5, max_t=8, spread=0.3):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    b, t = draw(st.integers(1, max_b)), draw(st.integers(1, max_t))
+    lens = rng.integers(1, t + 1, size=b)
+    mask = np.arange(t)[None, :] < lens[:, None]
+    old = rng.normal(-1.5, 0.5, (b, t))
+    new = old + spread * rng.standard_normal((b, t))
+    # padding holds garbage that must be ignored
+    new = np.where(mask, new, np.nan)
+    old = np.where(mask, old, -np.inf)
+    return new, old, mask, rng.standard_normal(b)
+
+
+@given(batches())
+@settings(max_examples=100, deadline=None)
+def test_ratio_identities(batch):
+    new, old, mask, _ = batch
+    r, cum = token_ratio(new, old, mask), cumulative_ratio(new, old, mask)
+    assert np.all(r > 0) and np.all(cum > 0)
+    n = mask.sum(axis=1)
+    rows = np.arange(len(n))
+    np.testing.assert_allclose(cum[rows, n - 1], sequence_ratio(new, old, mask), rtol=1e-12)
+    geo = np.exp(np.log(np.where(mask, r, 1.0)).sum(axis=1) / n)
+    np.testing.assert_allclose(gspo_ratio(new, old, mask), geo, rtol=1e-12)
+    np.testing.assert_allclose(np.log(cum), log_cumulative_ratio(new, old, mask), atol=1e-12)
+    assert np.all(r[~mask] == 1.0) and np.all(cum[~mask] == 1.0)
+
+
+@given(batches())
+@settings(max_examples=60, deadline=None)
+def test_on_policy_objectives_equal_the_mean_advantage(batch):
+    _, old, mask, adv = batch
+    for f in OBJECTIVES.values():
+        assert f(old, old, mask, adv) == pytest.approx(adv.mean(), rel=1e-12, abs=1e-12)
+
+
+@given(batches(), st.sampled_from(sorted(OBJECTIVES)))
+@settings(max_examples=40, deadline=None)
+def test_gradients_match_finite_differences(batch, name):
+    new, old, mask, adv = batch
+    new = np.where(mask, new, 0.0)
+    grad = objective_gradient(name, new, old, mask, adv)
+    h = 1e-6
+    for i, j in zip(*np.nonzero(mask)):
+        step = np.zeros_like(new)
+        step[i, j] = h
+        fd = (OBJECTIVES[name](new + step, old, mask, adv) - OBJECTIVES[name](new - step, old, mask, adv)) / (2 * h)
+        assert grad[i, j] == pytest.approx(fd, abs=1e-7)
+    assert np.all(grad[~mask] == 0.0)
+
+
+def test_ctpo_gradient_weights_early_tokens_unless_the_prefix_is_detached():
+    old = np.full((1, 5), -1.0)
+    mask = np.ones((1, 5), dtype=bool)
+    full = objective_gradient("ctpo", old, old, mask, np.array([1.0]))
+    detached = objective_gradient("ctpo", old, old, mask, np.array([1.0]), detach_prefix=True)
+    np.testing.assert_allclose(detached, np.full((1, 5), 0.2))  # Prop 1: every token 1/|o|
+    np.testing.assert_allclose(full, [[5, 4, 3, 2, 1]] * np.array(0.2))  # (|o| - t + 1)/|o|
+    np.testing.assert_allclose(objective_gradient("grpo", old, old, mask, np.array([1.0])), detached)
+
+
+def test_clipping_stops_the_gradient_on_the_kept_side():
+    old = np.zeros((2, 1))
+    new = np.log(np.array([[1.5], [0.5]]))  # r = 1.5 (above 1.2) and 0.5 (below 0.8)
+    mask = np.ones((2, 1), dtype=bool)
+    grad = objective_gradient("grpo", new, old, mask, np.array([1.0, 1.0]))
+    assert grad[0, 0] == 0.0 and grad[1, 0] > 0  # A > 0: clipped above, not below
+    grad = objective_gradient("grpo", new, old, mask, np.array([-1.0, -1.0]))
+    assert grad[0, 0] < 0 and grad[1, 0] == 0.0
+
+
+@given(st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+@settings(max_examples=50, deadline=None)
+def test_adaptive_bounds_widen_with_position(eps_low, eps_high, power):
+    low, high = adaptive_clip_bounds(np.arange(1, 200), eps_low, eps_high, power)
+    assert np.all(np.diff(low) <= 0) and np.all(np.diff(high) >= 0)
+    assert np.all(low <= 1.0) and np.all(high >= 1.0)
+    np.testing.assert_allclose(np.log(high[[0, 3, 8]]), eps_high * np.array([1, 4, 9]) ** power)
+
+
+def test_variance_formulas():
+    chi2 = np.array([0.1, 0.2, 0.05])
+    np.testing.assert_allclose(cumulative_ratio_variance(chi2), [0.1, 1.1 * 1.2 - 1, 1.1 * 1.2 * 1.05 - 1])
+    delta, h = 1e-9, 100
+    var = cumulative_ratio_variance(np.full(h, delta))
+    np.testing.assert_allclose(var[-1] / var[[0, 9, 49]], [100, 10, 2], rtol=1e-6)  # -> H/t as delta -> 0
+    np.testing.assert_allclose(cumulative_log_ratio_variance(np.full(4, 0.3)), 0.3 * np.arange(1, 5))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: token_ratio(np.zeros((2, 3)), np.zeros((2, 4)), np.ones((2, 3), bool)), "one shape"),
+        (lambda: token_ratio(np.zeros(3), np.zeros(3), np.ones(3, bool)), "2-D"),
+        (lambda: token_ratio(np.zeros((1, 3)), np.zeros((1, 3)), np.array([[True, False, True]])), "no holes"),
+        (lambda: token_ratio(np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((1, 3), bool)), "at least one real token"),
+        (lambda: token_ratio(np.array([[0.0, np.nan]]), np.zeros((1, 2)), np.ones((1, 2), bool)), "finite at real tokens"),
+        (lambda: token_ratio(np.zeros((1, 2)), np.zeros((1, 2)), np.array([[2, 0]])), "boolean"),
+        (lambda: grpo_objective(np.zeros((2, 2)), np.zeros((2, 2)), np.ones((2, 2), bool), np.zeros(3)), r"advantages must have shape \(B,\)"),
+        (lambda: ctpo_objective(np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2), bool), [np.nan]), "advantages must be finite"),
+        (lambda: adaptive_clip_bounds(0), "t must be >= 1"),
+        (lambda: adaptive_clip_bounds(3, eps_low=-0.1), "eps_low must be >= 0"),
+        (lambda: cumulative_ratio_variance([0.1, -0.2]), "chi2_per_position must be >= 0"),
+        (lambda: objective_gradient("ppo", np.zeros((1, 1)), np.zeros((1, 1)), np.ones((1, 1), bool), [1.0]), "objective must be one of"),
+    ],
+)
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

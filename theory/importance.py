@@ -1,0 +1,200 @@
+"""Importance ratios and clipped surrogate objectives of CTPO (§2-3, App. A), GRPO and GSPO.
+
+Inputs are per-token log-probabilities of a batch of B sequences padded to length T:
+``logp_new`` (pi_theta), ``logp_old`` (pi_b) and a boolean ``mask`` of real tokens, which
+must be a prefix of each row (no holes) with at least one real token. Log-probabilities at
+padded positions are ignored (they may be -inf or NaN). Every ratio is formed in log space;
+padded entries of the per-token arrays are 1 (ratio) or 0 (log ratio).
+
+Positions t are 1-based as in the paper: column j of a (B, T) array is position t = j + 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from theory import _checks
+
+# Defaults: CTPO §4.1 (eps_low = 0.025, eps_high = 0.05, p = 0.5); GRPO/PPO's symmetric 0.2;
+# GSPO's published ranges (3e-4, 4e-4), which its sequence-level ratio needs.
+CTPO_CLIP = (0.025, 0.05, 0.5)
+GRPO_CLIP = (0.2, 0.2)
+GSPO_CLIP = (3e-4, 4e-4)
+
+
+def _log_ratios(logp_new, logp_old, mask) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (log r_t with 0 at padding, mask as bool)."""
+    new, old = np.asarray(logp_new, dtype=float), np.asarray(logp_old, dtype=float)
+    mask = np.asarray(mask)
+    if new.ndim != 2 or new.shape != old.shape or mask.shape != new.shape:
+        raise ValueError(
+            f"logp_new, logp_old and mask must be 2-D arrays of one shape (B, T); got {new.shape}, {old.shape}, {mask.shape}"
+        )
+    if mask.dtype != bool:
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError("mask must be boolean (or 0/1)")
+        mask = mask.astype(bool)
+    if np.any(mask[:, 1:] & ~mask[:, :-1]):
+        raise ValueError("mask must mark a prefix of each row (no holes: a real token after padding)")
+    if not mask[:, 0].all():
+        raise ValueError("mask must hold at least one real token per sequence")
+    log_r = np.where(mask, new - old, 0.0)
+    if not np.all(np.isfinite(log_r)):
+        raise ValueError("logp_new and logp_old must be finite at real tokens (mask = True)")
+    return log_r, mask
+
+
+def lengths(mask) -> np.ndarray:
+    """|o_i|: the number of real tokens of each sequence."""
+    return np.asarray(mask, dtype=bool).sum(axis=1)
+
+
+def token_ratio(logp_new, logp_old, mask) -> np.ndarray:
+    """r_t = pi_theta(a_t | s_t) / pi_b(a_t | s_t) (§2.1, GRPO's ratio); 1 at padding."""
+    log_r, _ = _log_ratios(logp_new, logp_old, mask)
+    return np.exp(log_r)
+
+
+def log_cumulative_ratio(logp_new, logp_old, mask) -> np.ndarray:
+    """log rho_t^cum = sum_{t' <= t} log r_t' (§3.1); 0 at padding."""
+    log_r, mask = _log_ratios(logp_new, logp_old, mask)
+    return np.where(mask, np.cumsum(log_r, axis=1), 0.0)
+
+
+def cumulative_ratio(logp_new, logp_old, mask) -> np.ndarray:
+    """rho_t^cum = prod_{t' <= t} r_t' = pi_theta(a_1:t | x) / pi_b(a_1:t | x) (§3.1); 1 at padding."""
+    return np.exp(log_cumulative_ratio(logp_new, logp_old, mask))
+
+
+def sequence_ratio(logp_new, logp_old, mask) -> np.ndarray:
+    """rho^seq = prod_t r_t over the whole response (§2.2), one per sequence."""
+    log_r, _ = _log_ratios(logp_new, logp_old, mask)
+    return np.exp(log_r.sum(axis=1))
+
+
+def gspo_ratio(logp_new, logp_old, mask) -> np.ndarray:
+    """rho^GSPO = (rho^seq)^(1/|o|), the geometric mean of the token ratios (§2.2)."""
+    log_r, mask = _log_ratios(logp_new, logp_old, mask)
+    return np.exp(log_r.sum(axis=1) / mask.sum(axis=1))
+
+
+def adaptive_clip_bounds(t, eps_low: float = CTPO_CLIP[0], eps_high: float = CTPO_CLIP[1], power: float = CTPO_CLIP[2]):
+    """(e^(-eps_low t^p), e^(eps_high t^p)): CTPO's position-adaptive trust region for rho_t^cum (§3.3).
+
+    ``power = 0`` gives a fixed range; t >= 1 (1-based positions).
+    """
+    t = _checks.at_least("t", t, 1.0)
+    eps_low = float(_checks.nonnegative("eps_low", eps_low))
+    eps_high = float(_checks.nonnegative("eps_high", eps_high))
+    power = float(_checks.nonnegative("power", power))
+    with np.errstate(over="ignore"):  # an infinite upper bound means "no upper clip"
+        return np.exp(-eps_low * t**power), np.exp(eps_high * t**power)
+
+
+def cumulative_ratio_variance(chi2_per_position) -> np.ndarray:
+    """Var(rho_t^cum) = prod_{t' <= t} (1 + chi2_t') - 1 for t = 1..H (Prop 2(ii), independent positions).
+
+    The last entry is Var(rho^seq); Var(rho^seq) / Var(rho_t^cum) is the ratio of Prop 2(ii).
+    Computed as expm1(cumsum(log1p(chi2))) so that tiny chi2 (the delta -> 0 limit) keep
+    their relative accuracy.
+    """
+    chi2 = _checks.nonnegative("chi2_per_position", chi2_per_position)
+    if chi2.ndim != 1 or chi2.size == 0:
+        raise ValueError(f"chi2_per_position must be a non-empty 1-D array; got shape {chi2.shape}")
+    return np.expm1(np.cumsum(np.log1p(chi2)))
+
+
+def cumulative_log_ratio_variance(log_ratio_var_per_position) -> np.ndarray:
+    """Var(log rho_t^cum) = sum_{t' <= t} Var(log r_t'), = t sigma^2 for equal variances (§3.3)."""
+    var = _checks.nonnegative("log_ratio_var_per_position", log_ratio_var_per_position)
+    if var.ndim != 1 or var.size == 0:
+        raise ValueError(f"log_ratio_var_per_position must be a non-empty 1-D array; got shape {var.shape}")
+    return np.cumsum(var)
+
+
+# --- clipped surrogate objectives -----------------------------------------------------------
+
+
+def _advantages(advantages, b: int) -> np.ndarray:
+    adv = _checks.as_float_array("advantages", advantages)
+    if adv.shape != (b,):
+        raise ValueError(f"advantages must have shape (B,) = ({b},), one per sequence; got {adv.shape}")
+    return adv
+
+
+def _surrogate(ratio, adv, low, high):
+    """min(ratio A, clip(ratio, low, high) A) and whether the unclipped term is the active one
+    (its gradient flows): False exactly where the clip binds on the side that the min keeps."""
+    unclipped = ratio * adv
+    clipped = np.clip(ratio, low, high) * adv
+    return np.minimum(unclipped, clipped), unclipped <= clipped
+
+
+def grpo_objective(logp_new, logp_old, mask, advantages, eps_low: float = GRPO_CLIP[0], eps_high: float = GRPO_CLIP[1]) -> float:
+    """J_GRPO = mean_i 1/|o_i| sum_t min(r_it A_i, clip(r_it, 1 - eps_low, 1 + eps_high) A_i) (§2.1)."""
+    return float(_grpo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high)[0])
+
+
+def _grpo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high):
+    log_r, mask = _log_ratios(logp_new, logp_old, mask)
+    adv = _advantages(advantages, log_r.shape[0])[:, None]
+    value, active = _surrogate(np.exp(log_r), adv, 1.0 - eps_low, 1.0 + eps_high)
+    weight = mask / mask.sum(axis=1, keepdims=True) / mask.shape[0]
+    return np.sum(value * weight), np.exp(log_r) * adv * active * weight
+
+
+def gspo_objective(logp_new, logp_old, mask, advantages, eps_low: float = GSPO_CLIP[0], eps_high: float = GSPO_CLIP[1]) -> float:
+    """J_GSPO = mean_i min(rho_i^GSPO A_i, clip(rho_i^GSPO, 1 - eps_low, 1 + eps_high) A_i) (§2.2)."""
+    return float(_gspo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high)[0])
+
+
+def _gspo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high):
+    log_r, mask = _log_ratios(logp_new, logp_old, mask)
+    adv = _advantages(advantages, log_r.shape[0])
+    n = mask.sum(axis=1)
+    rho = np.exp(log_r.sum(axis=1) / n)
+    value, active = _surrogate(rho, adv, 1.0 - eps_low, 1.0 + eps_high)
+    b = mask.shape[0]
+    return np.sum(value) / b, mask * (rho * adv * active / n / b)[:, None]
+
+
+def ctpo_objective(
+    logp_new, logp_old, mask, advantages, eps_low: float = CTPO_CLIP[0], eps_high: float = CTPO_CLIP[1], power: float = CTPO_CLIP[2]
+) -> float:
+    """J_CTPO = mean_i 1/|o_i| sum_t min(rho_it^cum A_i, clip(rho_it^cum, e^(-eps_low t^p), e^(eps_high t^p)) A_i) (§3.3)."""
+    return float(_ctpo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high, power)[0])
+
+
+def _ctpo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high, power):
+    log_rho = log_cumulative_ratio(logp_new, logp_old, mask)
+    mask = np.asarray(mask, dtype=bool)
+    adv = _advantages(advantages, log_rho.shape[0])[:, None]
+    low, high = adaptive_clip_bounds(np.arange(1, log_rho.shape[1] + 1), eps_low, eps_high, power)
+    rho = np.exp(log_rho)
+    value, active = _surrogate(rho, adv, low[None, :], high[None, :])
+    weight = mask / mask.sum(axis=1, keepdims=True) / mask.shape[0]
+    return np.sum(value * weight), rho * adv * active * weight
+
+
+def objective_gradient(objective: str, logp_new, logp_old, mask, advantages, *, detach_prefix: bool = False, **clip) -> np.ndarray:
+    """dJ/d logp_new (B, T) of ``objective`` in {"grpo", "gspo", "ctpo"}: what autograd gives
+    for the surrogate, and the reference the trainer's torch losses must match.
+
+    GRPO: r_t A / (B |o|) where the clip does not bind. GSPO: every token of sequence i gets
+    rho_i A_i / (B |o_i|) (d rho^GSPO / d logp_t = rho / |o|). CTPO: rho_t^cum depends on every
+    earlier token, so token t' collects sum_{t >= t'} of the active terms rho_t A / (B |o|) —
+    a reverse cumulative sum that weights early tokens more. With ``detach_prefix=True``
+    the prefix ratio rho_{t-1}^cum is treated as a constant, and token t gets only its own
+    term rho_t A / (B |o|): the estimator of Prop 1, sum_t rho_t^cum A grad log pi(a_t | s_t).
+    """
+    _checks.choice("objective", objective, ("grpo", "gspo", "ctpo"))
+    if objective == "grpo":
+        return _grpo_terms(logp_new, logp_old, mask, advantages, clip.get("eps_low", GRPO_CLIP[0]), clip.get("eps_high", GRPO_CLIP[1]))[1]
+    if objective == "gspo":
+        return _gspo_terms(logp_new, logp_old, mask, advantages, clip.get("eps_low", GSPO_CLIP[0]), clip.get("eps_high", GSPO_CLIP[1]))[1]
+    own = _ctpo_terms(
+        logp_new, logp_old, mask, advantages, clip.get("eps_low", CTPO_CLIP[0]), clip.get("eps_high", CTPO_CLIP[1]), clip.get("power", CTPO_CLIP[2])
+    )[1]
+    if detach_prefix:
+        return own
+    return np.where(np.asarray(mask, dtype=bool), np.cumsum(own[:, ::-1], axis=1)[:, ::-1], 0.0)
