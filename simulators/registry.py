@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-TOPICS = ("variance", "allocation", "stats_calibration")
+TOPICS = ("variance", "allocation", "stats_calibration", "importance")
 
 
 @dataclasses.dataclass(frozen=True)
