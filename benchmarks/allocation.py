@@ -11,23 +11,14 @@ its allocation. The oracle is timed only where it finishes in reasonable time.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 from simulators.allocation_oracle import cvxpy_relaxed
+from simulators.timing import median_seconds
 from theory.allocation import allocate, released_vip_allocation, success_variance_weights
 
 ORACLE_MAX_B = 4096  # the Dr. GRPO cutting-plane oracle needs minutes beyond this
-
-
-def median_time(fn, repeats: int) -> float:
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return float(np.median(runs))
 
 
 def main(argv=None) -> None:
@@ -43,17 +34,17 @@ def main(argv=None) -> None:
         a = success_variance_weights(p)
         for factor in (8, 16):
             budget = factor * b
-            exact = median_time(lambda: allocate(a, budget, 3, 32, args.estimator, "exact"), args.repeats)
-            paper = median_time(lambda: allocate(a, budget, 3, 32, args.estimator, "paper"), args.repeats)
-            released = median_time(lambda: released_vip_allocation(p, budget, estimator=args.estimator), args.repeats)
+            exact = median_seconds(lambda: allocate(a, budget, 3, 32, args.estimator, "exact"), args.repeats)
+            paper = median_seconds(lambda: allocate(a, budget, 3, 32, args.estimator, "paper"), args.repeats)
+            released = median_seconds(lambda: released_vip_allocation(p, budget, estimator=args.estimator), args.repeats)
             if b <= ORACLE_MAX_B:
-                oracle = median_time(lambda: cvxpy_relaxed(a, budget, 3, 32, args.estimator), 3)
+                oracle = median_seconds(lambda: cvxpy_relaxed(a, budget, 3, 32, args.estimator), 3)
                 oracle_cells = f"{oracle * 1e3:10.1f} {oracle / exact:11.0f}x"
             else:
                 oracle_cells = f"{'skipped':>10} {'':>12}"
             print(f"{b:6d} {budget:8d} {exact * 1e3:10.3f} {paper * 1e3:10.3f} {released * 1e3:12.3f} {oracle_cells}")
     a = success_variance_weights(rng.random(512))
-    target = median_time(lambda: allocate(a, 4096, 3, 32, args.estimator, "exact"), 200)
+    target = median_seconds(lambda: allocate(a, 4096, 3, 32, args.estimator, "exact"), 200)
     print(f"\ntarget: allocate(method='exact') at B = 512, C = 4096: median {target * 1e3:.3f} ms (target <= 1 ms)")
 
 

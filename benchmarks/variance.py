@@ -12,6 +12,7 @@ import numpy as np
 
 from simulators import variance
 from simulators.registry import RunConfig, check_rng
+from simulators.timing import median_seconds
 from theory.variance import projected_gradient
 
 
@@ -56,12 +57,7 @@ def main() -> None:
     norms = rng.gamma(2.0, 0.5, size=(20_000, 16))
     timings = {}
     for label, fn in (("vectorised", lambda: projected_gradient(rewards, norms, "dr_grpo")), ("per-group loop", lambda: loop_baseline(rewards, norms))):
-        runs = []
-        for _ in range(5):
-            start = time.perf_counter()
-            fn()
-            runs.append(time.perf_counter() - start)
-        timings[label] = float(np.median(runs))
+        timings[label] = median_seconds(fn, 5, warmup=False)
     np.testing.assert_allclose(projected_gradient(rewards, norms, "dr_grpo"), loop_baseline(rewards, norms), atol=1e-12)
     print(
         f"\nG for 20,000 groups of 16: vectorised {timings['vectorised'] * 1e3:.2f} ms, "

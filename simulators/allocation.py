@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import cvxpy as cp
 import numpy as np
@@ -26,8 +25,9 @@ from tqdm import tqdm
 
 from simulators.allocation_oracle import cvxpy_relaxed
 from simulators.allocation_released import run_released
-from simulators.ledger import ClaimResult
+from simulators.ledger import ClaimResult, report
 from simulators.success_laws import P_DISTRIBUTIONS, draw_p
+from simulators.timing import median_seconds
 from simulators.registry import Check, RunConfig
 from theory.allocation import (
     allocate,
@@ -189,17 +189,12 @@ def run_rounding(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     return [
         ClaimResult("V7", "claim", f"Algorithm 2 feasible: sum n = C, L <= n <= U [{len(feasible)} instances]", float(np.mean(feasible)), None, 1.0, float(np.mean(feasible)), "rate", all(feasible), {"cells": gaps}),
         ClaimResult("V7", "claim", f"exact integer optimum = brute force [{len(brute)} instances, B <= 5]", brute_diff, None, 0.0, brute_diff, "max rel", brute_diff <= 1e-12, {"cells": brute}),
-        ClaimResult(
+        report(
             "V7",
-            "report",
             f"Algorithm 2 vs exact optimum: suboptimal in {suboptimal}/{len(rel)} instances, max rel gap {rel.max():.2e}",
-            float(rel.max()),
-            None,
-            0.0,
-            None,
-            "",
-            True,
             {"cells": gaps, "suboptimal": suboptimal},
+            float(rel.max()),
+            0.0,
         ),
         ClaimResult(
             "V7",
@@ -261,35 +256,14 @@ def run_rules(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     for law in P_DISTRIBUTIONS:
         mine = [c for c in cells if c["law"] == law and c["estimator"] == "rloo" and c["C"] == 8 * b]
         ratios = {rule: v / mine[0]["total_variance"]["uniform"] for rule, v in mine[0]["total_variance"].items()}
-        rows.append(
-            ClaimResult(
-                "V10",
-                "report",
-                f"RLOO, p ~ {law}, C = 8B: variance / uniform: "
-                + ", ".join(f"{rule} {ratios[rule]:.3f}" for rule in ("VIP", "released code", "inverse-accuracy", "inverse-variance")),
-                ratios["VIP"],
-                None,
-                1.0,
-                None,
-                "",
-                True,
-                {"ratios": ratios},
-            )
+        what = f"RLOO, p ~ {law}, C = 8B: variance / uniform: " + ", ".join(
+            f"{rule} {ratios[rule]:.3f}" for rule in ("VIP", "released code", "inverse-accuracy", "inverse-variance")
         )
+        rows.append(report("V10", what, {"ratios": ratios}, ratios["VIP"], 1.0))
     return rows
 
 
 PAPER_ALLOCATION_SECONDS = 29.956  # VIP Table 4: rollout allocation per step (§5.2 + Algorithm 2)
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def run_overhead(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
@@ -307,29 +281,19 @@ def run_overhead(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
                 "C": budget,
                 "estimator": est,
                 **{
-                    f"{method}_s": _median_seconds(lambda m=method: allocate(a, budget, LOWER, UPPER, est, m), repeats)
+                    f"{method}_s": median_seconds(lambda m=method: allocate(a, budget, LOWER, UPPER, est, m), repeats)
                     for method in ("exact", "paper")
                 },
-                "released_s": _median_seconds(lambda: released_vip_allocation(p, budget, estimator=est), repeats),
+                "released_s": median_seconds(lambda: released_vip_allocation(p, budget, estimator=est), repeats),
             }
         )
     worst = max(cells, key=lambda c: c["exact_s"])
-    return [
-        ClaimResult(
-            "V12",
-            "report",
-            f"allocation per step, B = 512, C in {{8B, 16B}}: exact <= {1e3 * worst['exact_s']:.2f} ms, "
-            f"paper <= {1e3 * max(c['paper_s'] for c in cells):.2f} ms, released <= {1e3 * max(c['released_s'] for c in cells):.2f} ms "
-            f"(VIP Table 4: {PAPER_ALLOCATION_SECONDS} s)",
-            worst["exact_s"],
-            None,
-            PAPER_ALLOCATION_SECONDS,
-            None,
-            "",
-            True,
-            {"cells": cells, "repeats": repeats},
-        )
-    ]
+    what = (
+        f"allocation per step, B = 512, C in {{8B, 16B}}: exact <= {1e3 * worst['exact_s']:.2f} ms, "
+        f"paper <= {1e3 * max(c['paper_s'] for c in cells):.2f} ms, released <= {1e3 * max(c['released_s'] for c in cells):.2f} ms "
+        f"(VIP Table 4: {PAPER_ALLOCATION_SECONDS} s)"
+    )
+    return [report("V12", what, {"cells": cells, "repeats": repeats}, worst["exact_s"], PAPER_ALLOCATION_SECONDS)]
 
 
 CHECKS = [

@@ -22,7 +22,7 @@ import itertools
 
 import numpy as np
 
-from simulators.ledger import ClaimResult
+from simulators.ledger import ClaimResult, report
 from simulators.registry import RunConfig
 from simulators.success_laws import P_DISTRIBUTIONS, draw_p
 from theory.allocation import (
@@ -119,7 +119,7 @@ def _step_row(cell: dict) -> ClaimResult:
         f"+rounding {ratios['released rule']:.3f}; L=3 drops {cell['dropped']} "
         f"({100 * cell['dropped_signal_share']:.1f}% of signal) at {ratios['released rule, L = 3']:.3f}"
     )
-    return ClaimResult("V13", "report", what, ratios["released rule"], None, 1.0, None, "", True, {"ratios": ratios, **cell})
+    return report("V13", what, {"ratios": ratios, **cell}, ratios["released rule"], 1.0)
 
 
 def run_released(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
@@ -135,17 +135,12 @@ def run_released(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
         ClaimResult("V13", "claim", f"released relaxed step meets its KKT conditions (RLOO) [{len(kkt)} instances]", residual, None, 0.0, residual, "max res", residual < KKT_TOLERANCE, {"cells": kkt}),
         ClaimResult("V13", "control", f"the paper's KKT conditions (9) at the released relaxed step [{len(kkt)} instances]", paper_residual, None, 0.0, paper_residual, "min res", paper_residual > KKT_TOLERANCE, {"cells": kkt}),
         ClaimResult("V13", "claim", f"exact integer optimum of the released objective <= its rounding [{len(gaps)} instances]", float(rel.min()), None, 0.0, float(rel.min()), "min rel", exact_better, {"cells": gaps}),
-        ClaimResult(
+        report(
             "V13",
-            "report",
             f"released rounding vs its objective's optimum: suboptimal in {suboptimal}/{len(rel)}, median rel gap {np.median(rel):.1e}, max {rel.max():.1e}",
-            float(np.median(rel)),
-            None,
-            0.0,
-            None,
-            "",
-            True,
             {"cells": gaps, "suboptimal": suboptimal},
+            float(np.median(rel)),
+            0.0,
         ),
     ]
     return rows + [_step_row(c) for c in cells]

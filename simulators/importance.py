@@ -35,14 +35,17 @@ import itertools
 import numpy as np
 from scipy import stats
 
-from simulators.ledger import ClaimResult
+from simulators.ledger import ClaimResult, report
 from simulators.mc import mean_se, variance_se, z_score
 from simulators.registry import Check, RunConfig
-from simulators.token_mdp import MarkovPolicyPair, TabularTokenMDP, log_softmax, prefix_mean, prefix_states
+from simulators.token_mdp import MarkovPolicyPair, TabularTokenMDP, log_softmax, prefix_mean
 from theory.importance import (
     adaptive_clip_bounds,
+    ctpo_objective,
     cumulative_log_ratio_variance,
     cumulative_ratio_variance,
+    grpo_objective,
+    gspo_objective,
     objective_gradient,
 )
 
@@ -50,6 +53,7 @@ Z_LIMIT = 4.0
 EXACT = 1e-9  # relative tolerance of an exact identity in floating point
 FIXED_CLIP = (0.5, 5.0)  # CTPO Fig. 1: fixed range of the ratio
 VARIANTS = (("GRPO", "grpo", False), ("GSPO", "gspo", False), ("CTPO", "ctpo", False), ("CTPO, detached prefix", "ctpo", True))
+OBJECTIVES = {"grpo": grpo_objective, "gspo": gspo_objective, "ctpo": ctpo_objective}
 NO_CLIP = {"eps_low": 1e3, "eps_high": 1e3, "power": 0.0}  # bounds e^-1000 .. e^1000 (GRPO/GSPO: [1 - 1e3, 1 + 1e3])
 
 
@@ -107,7 +111,7 @@ def _exact_row(claim, kind, what, value, threshold, below: bool, details=None) -
     or value > threshold (not below)."""
     holds = value < threshold if below else value > threshold
     ok = holds if kind == "claim" else not holds
-    return ClaimResult(claim, kind, what, value, None, 0.0, value, "rel" if below else "gap", ok if kind != "report" else True, details or {})
+    return ClaimResult(claim, kind, what, value, None, 0.0, value, "rel" if below else "gap", ok, details or {})
 
 
 # --- C1, C2: unbiasedness ------------------------------------------------------------------
@@ -129,7 +133,6 @@ def run_unbiased(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     e = Enumerated(TabularTokenMDP.random(rng, vocab=3, horizon=horizon, delta=0.6))
     grad = e.true_gradient()
     q = e.q_values()
-    ones = np.ones_like(q)
     token = np.exp(e.log_r)
     outcome = np.repeat(e.reward[:, None], horizon, axis=1)
     cum_q = _rel(e.expected(e.cum, q), grad)
@@ -158,7 +161,7 @@ def run_unbiased(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
         _exact_row("C1", "claim", f"Prop 1: E_b[sum rho_t^cum Q_t grad log pi] = grad J (exact, V = 3, H = {horizon})", cum_q, EXACT, True, cells),
         _exact_row("C1", "claim", "full sequence ratio with the outcome reward R is unbiased (exact)", seq_r, EXACT, True, cells),
         ClaimResult("C1", "claim", f"Prop 1 by Monte Carlo: 6 random projections, {n_mc} sequences", None, None, None, z_cum, "max|z|", z_cum < Z_LIMIT, cells),
-        ClaimResult("C1", "report", f"CTPO's practice, rho_t^cum with the outcome A = R (suffix from pi_b): relative bias {cum_r:.3f} of |grad J|", cum_r, None, 0.0, None, "", True, cells),
+        report("C1", f"CTPO's practice, rho_t^cum with the outcome A = R (suffix from pi_b): relative bias {cum_r:.3f} of |grad J|", cells, cum_r, 0.0),
         _exact_row("C2", "claim", f"token ratio unbiased at t = 1 (rel {per_t[0]:.1e}) ...", per_t[0], EXACT, True, cells),
         _exact_row("C2", "claim", f"... and biased at every t > 1 (min rel bias {min(per_t[1:]):.3f}; whole-gradient bias {tok_q:.3f})", min(per_t[1:]), 1e-3, False, cells),
         ClaimResult("C2", "control", "token-ratio estimator in the same Monte-Carlo test", None, None, None, z_tok, "max|z|", z_tok >= Z_LIMIT, cells),
@@ -267,19 +270,13 @@ def run_long_horizon(config: RunConfig, rng: np.random.Generator) -> list[ClaimR
         ClaimResult("C6", "control", "log ratios correlated across positions (Markov pair): t sigma^2", float(dvar[-1]), float(dse[-1]), float(ts[-1] * dep_sigma2), zdm, "max|z|", zdm >= Z_LIMIT, cells),
         ClaimResult("C7", "claim", f"fixed clipping [0.5, 5]: clip rate rises with t ({np.mean(fixed[early]):.3f} at t = 10-20, {np.mean(fixed[late]):.3f} at t > H/2)", rise, rise_se, 0.0, rise / rise_se, "z", rise / rise_se >= Z_LIMIT, cells),
         ClaimResult("C7", "claim", f"sqrt(t)-adaptive clipping is flatter: spread over t >= 10 {spread_adaptive:.3f} vs fixed {spread_fixed:.3f}", spread_adaptive, None, spread_fixed, None, "", spread_adaptive < spread_fixed, cells),
-        ClaimResult(
+        report(
             "C7",
-            "report",
             f"adaptive clip rate {adaptive[9]:.3f} at t = 10 -> {adaptive[-1]:.3f} at t = H: E[log r] = {mean_log:.1e} drifts log rho_t^cum by t E[log r] "
             f"while the bounds grow as sqrt(t); std/sigma_hat sqrt(t) in [{np.min(std / (sigma_hat * np.sqrt(t_all))):.3f}, {np.max(std / (sigma_hat * np.sqrt(t_all))):.3f}], "
             f"Spearman(fixed rate, t) = {rho_s:.2f}",
-            float(adaptive[-1]),
-            None,
-            None,
-            None,
-            "",
-            True,
             cells,
+            float(adaptive[-1]),
         ),
     ]
 
@@ -292,11 +289,8 @@ def _logit_gradient(e: Enumerated, idx, dlogp: np.ndarray) -> np.ndarray:
 
 
 def _batch_objective(e: Enumerated, idx, logits_theta, name: str, adv) -> float:
-    from theory import importance
-
     lp_new = e.mdp.token_logp(logits_theta, e.seqs[idx], e.states[idx])
-    mask = np.ones_like(lp_new, dtype=bool)
-    return getattr(importance, f"{name}_objective")(lp_new, e.lp_b[idx], mask, adv)
+    return OBJECTIVES[name](lp_new, e.lp_b[idx], np.ones_like(lp_new, dtype=bool), adv)
 
 
 def run_objectives(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
@@ -337,18 +331,7 @@ def run_objectives(config: RunConfig, rng: np.random.Generator) -> list[ClaimRes
     return [
         _exact_row("C8", "claim", f"objective gradients (theory.importance, chained to logits) = finite differences ({', '.join(f'{k} {v:.1e}' for k, v in fd_err.items())})", worst, 1e-5, True, {"fd": fd_err}),
         _exact_row("C8", "control", f"Prop 1's estimator (prefix detached) as the CTPO objective's gradient (rel {detached_err:.2f})", detached_err, 1e-5, True, {"fd": fd_err}),
-        ClaimResult(
-            "C8",
-            "report",
-            "cos(E_b[grad objective], grad J): " + "; ".join(f"{k} {v:.3f}" for k, v in cosines.items()),
-            cosines["off-policy: CTPO"],
-            None,
-            1.0,
-            None,
-            "",
-            True,
-            {"cosines": cosines},
-        ),
+        report("C8", "cos(E_b[grad objective], grad J): " + "; ".join(f"{k} {v:.3f}" for k, v in cosines.items()), {"cosines": cosines}, cosines["off-policy: CTPO"], 1.0),
     ]
 
 

@@ -65,6 +65,11 @@ class ClaimResult:
         return _json_safe(row)
 
 
+def report(claim: str, what: str, details: dict, estimate: float | None = None, theory: float | None = None) -> ClaimResult:
+    """A ``report`` row: a measured comparison with no pass/fail meaning."""
+    return ClaimResult(claim, "report", what, estimate, None, theory, None, "", True, details)
+
+
 def run_failed(results) -> bool:
     """True when a claim failed or a negative control was not rejected."""
     return any(not r.ok for r in results if r.kind in ("claim", "control"))

@@ -27,14 +27,12 @@ Bartlett's normal-theory test on log-normal Z; the size check must reject both.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 from tqdm import tqdm
 
-from simulators.ledger import ClaimResult
+from simulators.ledger import ClaimResult, report
 from simulators.registry import Check, RunConfig
 from stats_tests import edgington_correlation_test, fisher_correlation_test, levene_test, obrien_test
 
@@ -157,7 +155,7 @@ def run_calibration(config: RunConfig, rng: np.random.Generator) -> list[ClaimRe
         mine = [c for c in power if (c["Q"], c["n"]) == (q, n)]
         corr = ", ".join(f"rho {c['rho']}: F {c['rates']['fisher']['rate']:.2f} E {c['rates']['edgington']['rate']:.2f}" for c in mine if "rho" in c)
         var = ", ".join(f"tau {c['tau']}: L {c['rates']['levene']['rate']:.2f} O {c['rates']['obrien']['rate']:.2f}" for c in mine if "tau" in c)
-        rows.append(ClaimResult("V11", "report", f"power, Q = {q}, n = {n}: {corr}; {var}", None, None, None, None, "", True, {"cells": mine}))
+        rows.append(report("V11", f"power, Q = {q}, n = {n}: {corr}; {var}", {"cells": mine}))
     return rows
 
 

@@ -36,7 +36,6 @@ from theory.variance import (
     gradient_mean_iid,
     gradient_variance,
     gradient_variance_iid,
-    independent_moments,
     projected_gradient,
 )
 
