@@ -1,0 +1,153 @@
+"""theory/predictor.py (VIP §5.1, Algorithm 1, App. E.2) and its baselines."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import special
+
+from theory.predictor import (
+    GPSuccessPredictor,
+    LastObservedPredictor,
+    MovingAveragePredictor,
+    RidgePredictor,
+    latent_observation,
+    link_function,
+    rbf_block,
+    success_rates,
+)
+
+
+def world(seed=0, q=40, d=5):
+    rng = np.random.default_rng(seed)
+    return rng, rng.standard_normal((q, d))
+
+
+def dense_algorithm1(x, h, mean, idx, g_obs, jitter):
+    """Algorithm 1 with the full Q x Q kernel matrix and dense Gaussian conditioning."""
+    sigma = np.exp(-((x[:, None, :] - x[None, :, :]) ** 2).sum(-1) / (2 * h**2))
+    others = np.setdiff1d(np.arange(len(x)), idx)
+    s_bb = sigma[np.ix_(idx, idx)] + jitter * np.eye(len(idx))
+    out = mean.copy()
+    out[others] = mean[others] + sigma[np.ix_(others, idx)] @ np.linalg.solve(s_bb, g_obs - mean[idx])
+    out[idx] = g_obs
+    return out
+
+
+def test_algorithm1_matches_dense_conditioning_over_steps():
+    rng, x = world()
+    gp = GPSuccessPredictor(x, bandwidth=2.0, precision="float64", jitter=1e-8)
+    mean = np.zeros(len(x))
+    for _ in range(4):
+        idx = rng.choice(len(x), size=7, replace=False)
+        rewards = [np.where(rng.random(6) < 0.3, 1.0, -1.0) for _ in idx]
+        g_obs = special.logit(np.clip(success_rates(rewards), gp.eps, 1 - gp.eps))
+        mean = dense_algorithm1(x, 2.0, mean, idx, g_obs, 1e-8)
+        gp.update(idx, rewards)
+        np.testing.assert_allclose(gp.mean, mean, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gp.predict(np.arange(len(x))), special.expit(mean), rtol=1e-10)
+
+
+def test_float32_cross_block_is_close_to_float64():
+    rng, x = world(q=300, d=16)
+    a, b = GPSuccessPredictor(x, precision="float64"), GPSuccessPredictor(x)
+    idx = rng.choice(300, 30, replace=False)
+    rewards = [np.where(rng.random(8) < 0.5, 1.0, 0.0) for _ in idx]
+    a.update(idx, rewards)
+    b.update(idx, rewards)
+    np.testing.assert_allclose(a.mean, b.mean, atol=1e-4)  # latent values up to |logit(eps)| = 6.9
+
+
+@given(st.integers(0, 2**32 - 1))
+@settings(max_examples=25, deadline=None)
+def test_predictions_in_unit_interval_and_order_invariant(seed):
+    rng, x = world(seed, q=30, d=4)
+    idx = rng.choice(30, size=6, replace=False)
+    rewards = [np.where(rng.random(int(rng.integers(2, 9))) < rng.random(), 1.0, -1.0) for _ in idx]
+    order = rng.permutation(6)
+    exact_gp = lambda emb: GPSuccessPredictor(emb, precision="float64")  # noqa: E731 (float32 sums depend on order)
+    for cls in (exact_gp, MovingAveragePredictor, LastObservedPredictor, RidgePredictor):
+        one, two = cls(x), cls(x)
+        one.update(idx, rewards)
+        two.update(idx[order], [rewards[i] for i in order])
+        p = one.predict(np.arange(30))
+        assert np.all((p > 0) & (p < 1))
+        np.testing.assert_allclose(two.predict(np.arange(30)), p, rtol=1e-9)
+
+
+def test_binomial_noise_trusts_small_groups_less():
+    _, x = world(q=3, d=2)
+    x = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0]])
+    few, many = GPSuccessPredictor(x, bandwidth=1.0, observation_noise="binomial"), GPSuccessPredictor(x, bandwidth=1.0, observation_noise="binomial")
+    few.update(np.array([0]), [np.ones(2)])
+    many.update(np.array([0]), [np.ones(64)])
+    # the neighbour of prompt 0 moves further toward success when prompt 0 had 64 rollouts
+    assert many.predict(np.array([1]))[0] > few.predict(np.array([1]))[0] > 0.5
+    paper = GPSuccessPredictor(x, bandwidth=1.0)
+    paper.update(np.array([0]), [np.ones(2)])
+    assert paper.predict(np.array([0]))[0] == pytest.approx(1 - paper.eps)  # noiseless: next prior = observation
+
+
+def test_softplus_round_trip_and_clipping():
+    s2 = np.array([1e-3, 0.1, 1.0, 30.0, 800.0])
+    np.testing.assert_allclose(link_function(latent_observation(s2, "softplus", 1e-6), "softplus"), s2, rtol=1e-12)
+    assert np.isfinite(latent_observation(np.array([0.0]), "softplus", 1e-6)).all()  # s^2 = 0 is clipped
+    rng, x = world()
+    gp = GPSuccessPredictor(x, link="softplus")
+    gp.update(np.array([0, 1]), [np.full(5, 2.0), rng.standard_normal(5) * 3])  # a constant group: s^2 = 0
+    v = gp.predict(np.arange(len(x)))
+    assert np.all(np.isfinite(v)) and np.all(v > 0)
+
+
+def test_kernel_block():
+    rng, x = world(q=6, d=3)
+    k = rbf_block(x, x, 1.5)
+    np.testing.assert_allclose(np.diag(k), 1.0, atol=1e-12)
+    np.testing.assert_allclose(k[0, 1], np.exp(-np.sum((x[0] - x[1]) ** 2) / (2 * 1.5**2)), rtol=1e-12)
+
+
+def test_ridge_recovers_a_linear_rate():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((200, 3))
+    p = 0.5 + 0.1 * x[:, 0]
+    ridge = RidgePredictor(x, alpha=1e-6)
+    idx = np.arange(200)
+    ridge.update(idx, [np.where(rng.random(400) < pi, 1.0, 0.0) for pi in p])
+    assert np.mean(np.abs(ridge.predict(idx) - p)) < 0.02
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda gp: gp.predict(np.array([40])), r"indices must lie in \[0, 39\]"),
+        (lambda gp: gp.predict(np.array([], dtype=int)), "non-empty"),
+        (lambda gp: gp.predict(np.array([1, 1])), "must not repeat"),
+        (lambda gp: gp.update(np.array([0, 1]), [np.ones(3)]), "one array per index"),
+        (lambda gp: gp.update(np.array([0]), [np.array([1.0, 0.5])]), r"all \+-1 or all 0/1"),
+        (lambda gp: gp.update(np.array([0]), [np.array([1.0, -1.0, 0.0])]), r"all \+-1 or all 0/1"),
+        (lambda gp: gp.update(np.array([0]), [np.array([1.0, np.nan])]), "must be finite"),
+        (lambda gp: gp.update(np.array([0]), [np.array([])]), "non-empty"),
+    ],
+)
+def test_bad_input(call, match):
+    _, x = world()
+    with pytest.raises(ValueError, match=match):
+        call(GPSuccessPredictor(x))
+
+
+def test_bad_construction():
+    _, x = world()
+    with pytest.raises(ValueError, match="embeddings must be a 2-D array"):
+        GPSuccessPredictor(x[0])
+    with pytest.raises(ValueError, match="link must be one of"):
+        GPSuccessPredictor(x, link="probit")
+    with pytest.raises(ValueError, match="bandwidth must be a positive"):
+        GPSuccessPredictor(x, bandwidth=-1.0)
+    with pytest.raises(ValueError, match="median pairwise distance is 0"):
+        GPSuccessPredictor(np.ones((5, 2)))
+    with pytest.raises(ValueError, match="observation_noise"):
+        GPSuccessPredictor(x, observation_noise="gaussian")
+    with pytest.raises(ValueError, match="eps must lie in"):
+        GPSuccessPredictor(x, eps=0.7)
+    with pytest.raises(ValueError, match="sample variance"):
+        GPSuccessPredictor(x, link="softplus").update(np.array([0]), [np.ones(1)])
