@@ -26,6 +26,11 @@ from theory import _checks
 
 LINKS = ("sigmoid", "softplus")
 PRECISIONS = ("float32", "float64")
+# Algorithm 1's clip of the observed rate; VIP does not give its value. 0.05 is about the
+# add-half estimate's floor for n = 8 rollouts (1/(2n + 2)); with 1e-3 a group that is all
+# right or all wrong becomes a latent observation of +-6.9, which the noiseless
+# interpolation spreads to its neighbours (see the V9 rows of simulators.predictor).
+EPS = 0.05
 
 
 # --- rewards -> observations ----------------------------------------------------------------
@@ -105,7 +110,7 @@ def rbf_block(x: np.ndarray, y: np.ndarray, bandwidth: float, sq_x=None, sq_y=No
 class _Predictor:
     """Shared input checks: embeddings (Q, d) finite; indices unique, in range, non-empty."""
 
-    def __init__(self, embeddings, link: str = "sigmoid", eps: float = 1e-3):
+    def __init__(self, embeddings, link: str = "sigmoid", eps: float = EPS):
         x = _checks.as_float_array("embeddings", embeddings)
         if x.ndim != 2 or x.shape[0] < 2:
             raise ValueError(f"embeddings must be a 2-D array (Q prompts x d) with Q >= 2; got shape {x.shape}")
@@ -152,7 +157,7 @@ class GPSuccessPredictor(_Predictor):
     """
 
     def __init__(
-        self, embeddings, bandwidth="median", link: str = "sigmoid", eps: float = 1e-3, observation_noise=None, jitter: float = 1e-6, precision: str = "float32", rng=None
+        self, embeddings, bandwidth="median", link: str = "sigmoid", eps: float = EPS, observation_noise=None, jitter: float = 1e-6, precision: str = "float32", rng=None
     ):
         super().__init__(embeddings, link, eps)
         _checks.choice("precision", precision, PRECISIONS)
@@ -204,7 +209,7 @@ class MovingAveragePredictor(_Predictor):
     """The mean of the last ``window`` observed per-prompt rates, the same for every prompt
     (VIP §6: "using 1024 most recent samples"); 0.5 before any observation."""
 
-    def __init__(self, embeddings, window: int = 1024, link: str = "sigmoid", eps: float = 1e-3):
+    def __init__(self, embeddings, window: int = 1024, link: str = "sigmoid", eps: float = EPS):
         super().__init__(embeddings, link, eps)
         self.history = deque(maxlen=int(window))
 
@@ -220,7 +225,7 @@ class MovingAveragePredictor(_Predictor):
 class LastObservedPredictor(_Predictor):
     """Each prompt's last observed rate (clipped); the mean of all last rates for unseen prompts."""
 
-    def __init__(self, embeddings, link: str = "sigmoid", eps: float = 1e-3):
+    def __init__(self, embeddings, link: str = "sigmoid", eps: float = EPS):
         super().__init__(embeddings, link, eps)
         self.last = np.full(self.n_prompts, np.nan)
 
@@ -241,7 +246,7 @@ class RidgePredictor(_Predictor):
     to [eps, 1 - eps]. Solved in closed form on d + 1 normal equations (scikit-learn is not a
     dependency and this is one linear solve)."""
 
-    def __init__(self, embeddings, alpha: float = 1.0, window: int = 1024, link: str = "sigmoid", eps: float = 1e-3):
+    def __init__(self, embeddings, alpha: float = 1.0, window: int = 1024, link: str = "sigmoid", eps: float = EPS):
         super().__init__(embeddings, link, eps)
         self.alpha = float(_checks.nonnegative("alpha", alpha))
         self.rows: deque = deque(maxlen=int(window))
