@@ -126,7 +126,7 @@ def test_ridge_recovers_a_linear_rate():
         (lambda gp: gp.update(np.array([0]), [np.array([1.0, 0.5])]), r"all \+-1 or all 0/1"),
         (lambda gp: gp.update(np.array([0]), [np.array([1.0, -1.0, 0.0])]), r"all \+-1 or all 0/1"),
         (lambda gp: gp.update(np.array([0]), [np.array([1.0, np.nan])]), "must be finite"),
-        (lambda gp: gp.update(np.array([0]), [np.array([])]), "non-empty"),
+        (lambda gp: gp.update(np.array([0]), [np.array([])]), "at least 1 reward"),
     ],
 )
 def test_bad_input(call, match):
@@ -149,5 +149,5 @@ def test_bad_construction():
         GPSuccessPredictor(x, observation_noise="gaussian")
     with pytest.raises(ValueError, match="eps must lie in"):
         GPSuccessPredictor(x, eps=0.7)
-    with pytest.raises(ValueError, match="sample variance"):
+    with pytest.raises(ValueError, match="at least 2 reward"):
         GPSuccessPredictor(x, link="softplus").update(np.array([0]), [np.ones(1)])

@@ -36,29 +36,40 @@ EPS = 0.05
 # --- rewards -> observations ----------------------------------------------------------------
 
 
+def _flat_rewards(rewards, min_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(all rewards concatenated, group start offsets, group sizes), each group checked."""
+    arrays = [np.asarray(r, dtype=float) for r in rewards]
+    for q, r in enumerate(arrays):
+        if r.ndim != 1 or r.size < min_size:
+            raise ValueError(f"rewards[{q}] must be a 1-D array of at least {min_size} reward(s); got shape {r.shape}")
+    sizes = np.array([r.size for r in arrays])
+    flat = np.concatenate(arrays)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    bad = ~np.isfinite(flat)
+    if bad.any():
+        raise ValueError(f"rewards[{int(np.flatnonzero(np.add.reduceat(bad, starts))[0])}] must be finite; got a NaN or infinite value")
+    return flat, starts, sizes
+
+
 def success_rates(rewards) -> np.ndarray:
-    """Mean success of each prompt's rewards: (R + 1)/2 for +-1 rewards, R for 0/1 rewards."""
-    rates = []
-    for q, r in enumerate(rewards):
-        r = _checks.as_float_array(f"rewards[{q}]", r)
-        if r.ndim != 1 or r.size == 0:
-            raise ValueError(f"rewards[{q}] must be a non-empty 1-D array; got shape {r.shape}")
-        values = set(np.unique(r).tolist())
-        if not values <= {-1.0, 0.0, 1.0} or {-1.0, 0.0} <= values:
-            raise ValueError(f"rewards[{q}] must be all +-1 or all 0/1; got values {sorted(values)}")
-        rates.append(np.mean((r + 1) / 2) if -1.0 in values else np.mean(r))
-    return np.array(rates)
+    """Mean success of each prompt's rewards: (R + 1)/2 for +-1 rewards, R for 0/1 rewards.
+
+    Vectorised over the batch (one concatenation and segment sums), since it runs every step."""
+    flat, starts, sizes = _flat_rewards(rewards, 1)
+    minus, zero = np.add.reduceat(flat == -1.0, starts), np.add.reduceat(flat == 0.0, starts)
+    bad = np.add.reduceat(~np.isin(flat, (-1.0, 0.0, 1.0)), starts) + ((minus > 0) & (zero > 0))
+    if bad.any():
+        q = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"rewards[{q}] must be all +-1 or all 0/1; got values {sorted(set(flat[starts[q] : starts[q] + sizes[q]].tolist()))}")
+    total = np.add.reduceat(flat, starts)
+    return np.where(minus > 0, (total + sizes) / (2 * sizes), total / sizes)
 
 
 def sample_variances(rewards) -> np.ndarray:
     """Unbiased sample variance s_q^2 of each prompt's real-valued rewards (App. E.2); n_q >= 2."""
-    out = []
-    for q, r in enumerate(rewards):
-        r = _checks.as_float_array(f"rewards[{q}]", r)
-        if r.ndim != 1 or r.size < 2:
-            raise ValueError(f"rewards[{q}] must be a 1-D array of at least 2 rewards (a sample variance); got shape {r.shape}")
-        out.append(np.var(r, ddof=1))
-    return np.array(out)
+    flat, starts, sizes = _flat_rewards(rewards, 2)
+    mean = np.add.reduceat(flat, starts) / sizes
+    return np.add.reduceat((flat - np.repeat(mean, sizes)) ** 2, starts) / (sizes - 1)
 
 
 def latent_observation(values, link: str, eps: float) -> np.ndarray:
@@ -95,12 +106,13 @@ def rbf_block(x: np.ndarray, y: np.ndarray, bandwidth: float, sq_x=None, sq_y=No
     """K(x, y) = exp(-||x - y||^2 / (2 h^2)) (§5.1), from squared norms and one matrix product."""
     sq_x = np.einsum("ij,ij->i", x, x) if sq_x is None else sq_x
     sq_y = np.einsum("ij,ij->i", y, y) if sq_y is None else sq_y
-    k = x @ y.T  # one buffer, transformed in place: large temporaries cost page faults
-    k *= -2.0
-    k += sq_x[:, None]
-    k += sq_y[None, :]
-    np.maximum(k, 0.0, out=k)
-    k *= -1.0 / (2.0 * bandwidth**2)
+    scale = 1.0 / (2.0 * bandwidth**2)
+    # -||x - y||^2 / (2 h^2) = (2 x.y - |x|^2 - |y|^2) scale, built in one buffer in place
+    # (large temporaries cost page faults) and capped at 0 against rounding.
+    k = x @ (y.T * (2.0 * scale)).astype(x.dtype, copy=False)
+    k -= (sq_x * scale).astype(k.dtype, copy=False)[:, None]
+    k -= (sq_y * scale).astype(k.dtype, copy=False)[None, :]
+    np.minimum(k, 0.0, out=k)
     return np.exp(k, out=k)
 
 
