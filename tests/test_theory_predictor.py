@@ -99,6 +99,19 @@ def test_softplus_round_trip_and_clipping():
     assert np.all(np.isfinite(v)) and np.all(v > 0)
 
 
+def test_counts_equal_reward_arrays():
+    rng, x = world()
+    a, b = GPSuccessPredictor(x), GPSuccessPredictor(x)
+    idx = np.array([3, 7, 9])
+    a.update(idx, [np.array([1.0, 1.0, 0.0]), np.array([0.0, 0.0]), np.array([1.0, -1.0, 1.0, -1.0])])
+    b.update_counts(idx, np.array([2, 0, 2]), np.array([3, 2, 4]))
+    np.testing.assert_allclose(a.mean, b.mean)
+    with pytest.raises(ValueError, match="successes must lie in"):
+        b.update_counts(idx, np.array([4, 0, 2]), np.array([3, 2, 4]))
+    with pytest.raises(ValueError, match="integer arrays"):
+        b.update_counts(idx, np.array([0.5, 0, 2]), np.array([3, 2, 4]))
+
+
 def test_kernel_block():
     rng, x = world(q=6, d=3)
     k = rbf_block(x, x, 1.5)

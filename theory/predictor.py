@@ -12,7 +12,8 @@ Baselines with the same interface (``predict(indices)``, ``update(indices, rewar
 :class:`MovingAveragePredictor`, :class:`RidgePredictor`, :class:`LastObservedPredictor`.
 
 Rewards passed to ``update`` are one array per prompt of the batch: +-1 or 0/1 rewards for
-the success links (anything else raises), real-valued rewards for ``link="softplus"``.
+the success links (anything else raises), real-valued rewards for ``link="softplus"``;
+``update_counts(indices, successes, trials)`` takes success counts instead.
 """
 
 from __future__ import annotations
@@ -145,6 +146,17 @@ class _Predictor:
         if np.unique(idx).size != idx.size:
             raise ValueError("indices must not repeat within a batch")
         return idx
+
+    def update_counts(self, indices, successes, trials) -> None:
+        """``update`` from per-prompt success counts (binary rewards): s_q of n_q rollouts correct."""
+        if self.link != "sigmoid":
+            raise ValueError("update_counts needs link='sigmoid' (success counts); pass rewards to update() for softplus")
+        s, n = np.asarray(successes), np.asarray(trials)
+        if s.shape != n.shape or s.ndim != 1 or not (np.issubdtype(s.dtype, np.integer) and np.issubdtype(n.dtype, np.integer)):
+            raise ValueError(f"successes and trials must be 1-D integer arrays of one shape; got {s.shape} and {n.shape}")
+        if np.any(n < 1) or np.any(s < 0) or np.any(s > n):
+            raise ValueError("trials must be >= 1 and successes must lie in [0, trials]")
+        self.update(indices, [np.repeat([1.0, 0.0], [k, m - k]) for k, m in zip(s.tolist(), n.tolist())])
 
     def _observed(self, indices, rewards) -> tuple[np.ndarray, np.ndarray]:
         """(indices, observed value per prompt: success rate or sample variance)."""
