@@ -19,6 +19,8 @@ true p.
   ridge the comparison depends on how linear the difficulty is in the embedding, so it is
   reported, as is a GP whose bandwidth is 100x too small (no sharing between prompts).
   Control: a GP updated with the batch's rewards shuffled across its prompts (a bug).
+  With the ``embed`` extra, the comparison is repeated once on all-MiniLM-L6-v2 embeddings of
+  generated math-problem texts (:mod:`simulators.math_prompts`).
 - V10 (Table 3 analogue): predictor + allocator at equal budget; realised total gradient
   variance sum_q Var(G_q) at the true p (RLOO, Prop 4.3) and the share of rollouts spent
   on groups whose rewards all agree (zero advantage, no gradient). The claim: with the
@@ -36,6 +38,8 @@ from scipy import special
 from tqdm import tqdm
 
 from simulators.ledger import ClaimResult, report
+from simulators.math_prompts import generate_math_prompts
+from simulators.prompt_embeddings import embed_prompts
 from simulators.registry import Check, RunConfig
 from simulators.timing import median_seconds
 from theory.allocation import allocate, inverse_accuracy_allocation, inverse_variance_allocation, success_variance_weights, uniform_allocation
@@ -72,19 +76,27 @@ class DriftingWorld:
 
     @classmethod
     def random(cls, rng: np.random.Generator, n_prompts: int, dim: int = 16, clusters: int = 8, steps: int = 60):
+        """Clustered synthetic embeddings; difficulty from random Fourier features of an RBF
+        kernel whose lengthscale is LENGTHSCALE times the median embedding distance."""
         centers = 2.0 * rng.standard_normal((clusters, dim))
         cluster = rng.integers(0, clusters, size=n_prompts)
         x = centers[cluster] + rng.standard_normal((n_prompts, dim))
         i, j = rng.integers(0, n_prompts, size=(2, 2000))
         scale = np.median(np.linalg.norm(x[i] - x[j], axis=1))
-        # random Fourier features of an RBF kernel whose lengthscale is half the median distance
         freq = rng.standard_normal((64, dim)) / (LENGTHSCALE * scale)
         phase = rng.uniform(0, 2 * np.pi, size=64)
         smooth = np.cos(x @ freq.T + phase) @ rng.standard_normal(64)
-        base = -1.0 + 2.0 * smooth / smooth.std()
+        return cls.with_drift(rng, x, -1.0 + 2.0 * smooth / smooth.std(), cluster, steps)
+
+    @classmethod
+    def with_drift(cls, rng: np.random.Generator, embeddings, base_logit, cluster, steps: int):
+        """A world on given embeddings and initial logits: a learning rate per cluster in
+        [0, 0.06] logit per step, ~steps/15 regressions of one cluster by 1 logit, and a
+        per-prompt random walk of sd 0.05."""
+        clusters = int(cluster.max()) + 1
         when = rng.choice(np.arange(steps), size=min(steps, max(1, steps // 15)), replace=False)
-        regressions = {int(s): (int(rng.integers(clusters)), 1.0) for s in when}  # a cluster loses 1 logit
-        return cls(x, base, cluster, rng.uniform(0.0, 0.06, size=clusters), regressions, 0.05, rng)
+        regressions = {int(s): (int(rng.integers(clusters)), 1.0) for s in when}
+        return cls(np.asarray(embeddings, dtype=float), np.asarray(base_logit, dtype=float), cluster, rng.uniform(0.0, 0.06, size=clusters), regressions, 0.05, rng)
 
     @property
     def n_prompts(self) -> int:
@@ -166,9 +178,9 @@ def run_algorithm1(config: RunConfig, rng: np.random.Generator) -> list[ClaimRes
 # --- V9 -------------------------------------------------------------------------------------
 
 
-def mae_run(rng: np.random.Generator, q: int, batch: int, steps: int, rollouts: int) -> dict:
-    """Per-step MAE on the next batch of every predictor, on one world."""
-    world = DriftingWorld.random(rng, q, steps=steps)
+def mae_run(rng: np.random.Generator, q: int, batch: int, steps: int, rollouts: int, world: DriftingWorld | None = None) -> dict:
+    """Per-step MAE on the next batch of every predictor, on one world (a synthetic one by default)."""
+    world = world if world is not None else DriftingWorld.random(rng, q, steps=steps)
     models = predictors(world.embeddings)
     models["GP, bandwidth / 100"] = GPSuccessPredictor(world.embeddings, bandwidth=models["GP (Algorithm 1)"].bandwidth / 100)
     models[MISMATCHED] = GPSuccessPredictor(world.embeddings)  # the control: rewards given to the wrong prompts
@@ -209,7 +221,25 @@ def run_mae(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     diff, se = _paired(runs, MISMATCHED, "moving average")
     rows.append(ClaimResult("V9", "control", f"{MISMATCHED} below moving average: {means[MISMATCHED]:.3f}", diff, se, 0.0, diff / se, "z", diff / se < Z_LIMIT, details))
     rows.append(report("V9", "mean MAE over steps: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()), details))
-    return rows
+    return rows + [_real_embedding_row(rng, q, batch, steps)]
+
+
+def math_prompt_world(rng: np.random.Generator, q: int, steps: int, embed) -> DriftingWorld:
+    """The drifting world on ``embed(texts)`` of generated math problems, clustered by kind."""
+    texts, logits, kinds = generate_math_prompts(rng, q)
+    return DriftingWorld.with_drift(rng, embed(texts), logits, kinds, steps)
+
+
+def _real_embedding_row(rng: np.random.Generator, q: int, batch: int, steps: int) -> ClaimResult:
+    """V9 once more on all-MiniLM-L6-v2 embeddings of generated math problems (``embed`` extra)."""
+    try:
+        world = math_prompt_world(rng, q, steps, embed_prompts)
+    except ImportError as exc:
+        return report("V9", f"real embeddings (all-MiniLM-L6-v2 of generated math problems): not run, {exc}", {})
+    mae = mae_run(rng, q, batch, steps, rollouts=8, world=world)
+    means = {name: float(np.mean(v)) for name, v in mae.items()}
+    what = "real embeddings (all-MiniLM-L6-v2, generated math problems), one seed, mean MAE: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items())
+    return report("V9", what, {"means": means})
 
 
 # --- V10 ------------------------------------------------------------------------------------

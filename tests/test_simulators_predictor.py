@@ -43,3 +43,24 @@ def test_predictor_rows(check):
         assert row.ok, f"{row.claim} {row.kind}: {row.what}"
     if check.name != "gp_overhead":
         assert any(r.kind == "claim" for r in rows)
+
+
+def test_math_prompts_and_their_world():
+    from simulators.math_prompts import TEMPLATES, generate_math_prompts
+
+    rng = np.random.default_rng(4)
+    texts, logits, kinds = generate_math_prompts(rng, 200)
+    assert len(texts) == 200 and all(isinstance(t, str) and t for t in texts)
+    assert set(kinds) <= set(range(len(TEMPLATES)))
+    # harder templates have lower mean logits
+    easiest, hardest = 0, len(TEMPLATES) - 1
+    assert logits[kinds == easiest].mean() > logits[kinds == hardest].mean()
+
+    def bag_of_characters(batch):  # a stand-in encoder, so the test needs no embed extra
+        return np.array([[t.count(c) for c in "0123456789+xdr"] for t in batch], dtype=float)
+
+    world = predictor.math_prompt_world(rng, 200, 10, bag_of_characters)
+    assert world.embeddings.shape == (200, 14)
+    assert np.all((world.p() > 0) & (world.p() < 1))
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        generate_math_prompts(rng, 0)
