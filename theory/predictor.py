@@ -206,7 +206,7 @@ class GPSuccessPredictor(_Predictor):
         """p_hat = sigmoid(m_t(x_q)) (or the softplus variance) for the given prompts."""
         return link_function(self.mean[self._indices(indices)], self.link)
 
-    def update(self, indices, rewards, chunk: int = 4096) -> None:
+    def update(self, indices, rewards, chunk: int = 16_384) -> None:
         """One step of Algorithm 1 with the batch's rewards (one array per prompt)."""
         idx, values = self._observed(indices, rewards)
         g_obs = latent_observation(values, self.link, self.eps)
@@ -220,13 +220,32 @@ class GPSuccessPredictor(_Predictor):
         factor = linalg.cho_factor(k_bb + np.diag(noise), lower=True)
         alpha = linalg.cho_solve(factor, g_obs - self.mean[idx])  # Sigma_BB^-1 (g_obs - m_B), no inverse
         new_mean = self.mean.copy()
-        x_b32, alpha32 = self._x[idx], alpha.astype(self._x.dtype)
-        for start in range(0, self.n_prompts, chunk):  # K(X, X_B) a slice of rows at a time
-            rows = slice(start, start + chunk)
-            new_mean[rows] += rbf_block(self._x[rows], x_b32, self.bandwidth, self._sq[rows], self._sq[idx]) @ alpha32
+        new_mean += self._cross_kernel_times(idx, alpha, chunk)
         # line 11: the batch's next prior is its observation (noiseless) or its posterior mean
         new_mean[idx] = g_obs if self.observation_noise is None else self.mean[idx] + k_bb @ alpha
         self.mean = new_mean
+
+
+    def _cross_kernel_times(self, idx: np.ndarray, alpha: np.ndarray, chunk: int) -> np.ndarray:
+        """K(X, X_B) alpha for every prompt, a slice of rows at a time in one reused buffer
+        (fresh 35 MB blocks each step cost page faults comparable to the arithmetic)."""
+        scale = 1.0 / (2.0 * self.bandwidth**2)
+        dtype = self._x.dtype
+        cols = (2.0 * scale * self._x[idx]).T.astype(dtype).copy()  # (d, B)
+        col_term = (scale * self._sq[idx]).astype(dtype)
+        alpha = alpha.astype(dtype)
+        if getattr(self, "_buffer", None) is None or self._buffer.shape != (chunk, idx.size):
+            self._buffer = np.empty((chunk, idx.size), dtype=dtype)
+        out = np.empty(self.n_prompts)
+        for start in range(0, self.n_prompts, chunk):
+            stop = min(start + chunk, self.n_prompts)
+            k = self._buffer[: stop - start]
+            np.matmul(self._x[start:stop], cols, out=k)  # 2 s x.y
+            k -= (scale * self._sq[start:stop]).astype(dtype)[:, None]
+            k -= col_term[None, :]
+            np.minimum(k, 0.0, out=k)  # the exponent -s ||x - y||^2 is <= 0 up to rounding
+            out[start:stop] = np.exp(k, out=k) @ alpha
+        return out
 
 
 class MovingAveragePredictor(_Predictor):
