@@ -27,6 +27,7 @@ from simulators.registry import RunConfig
 from simulators.success_laws import P_DISTRIBUTIONS, draw_p
 from theory.allocation import (
     integer_allocation,
+    marginal_value,
     released_objective,
     released_relaxed_allocation,
     released_terms,
@@ -59,7 +60,7 @@ def variance_of(p: np.ndarray, n: np.ndarray, estimator: str) -> float:
 def released_kkt_residual(a, c, n, lower, upper) -> float:
     """Relative spread of a_q (-g'(n_q)) + c_q over interior prompts plus violations of its
     ordering at the bounds (RLOO shape; 0 at a KKT point of the released objective)."""
-    mu = a / (n - 1.0) ** 2 + c
+    mu = marginal_value(a, n, "rloo") + c
     interior = (n > lower + 1e-7) & (n < upper - 1e-7)
     if not interior.any():
         return 0.0
