@@ -102,3 +102,51 @@ def test_rollout_rule_values():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_reward_shift_and_coverage_factorisation_on_a_finite_world():
+    from theory.bounds import coverage_coefficient, policy_coverage, prompt_coverage, reward_shift_bound
+
+    rng = np.random.default_rng(5)
+    prompts, responses = 6, 5
+    rho, rho_label = rng.dirichlet(np.ones(prompts)), rng.dirichlet(np.ones(prompts))
+    pi_ref, pi_theta = rng.dirichlet(np.ones(responses), size=prompts), rng.dirichlet(np.ones(responses), size=prompts)
+    d_theta, d_train = (rho[:, None] * pi_theta).ravel(), (rho_label[:, None] * pi_ref).ravel()
+    c = coverage_coefficient(d_theta, d_train)
+    assert c <= prompt_coverage(rho, rho_label) * policy_coverage(pi_theta, pi_ref, rho_label) + 1e-12  # Lemma 6
+    error = rng.uniform(-0.3, 0.3, size=d_theta.size)  # e_phi = r_hat - r*
+    shift = abs(d_theta @ error)  # J^phi - J* = E_{D_theta}[e_phi]
+    assert shift <= reward_shift_bound(c**2 - 1, d_train @ error**2) + 1e-12  # Lemma 5
+    assert coverage_coefficient([0.5, 0.5], [1.0, 0.0]) == math.inf
+
+
+def test_theorem_terms_and_the_pac_bayes_price():
+    from theory.bounds import fixed_policy_bound, kl_estimate_bound, pac_bayes_bound
+
+    t1 = fixed_policy_bound(100, 4, 0.05, 0.1, 2.0, coverage=1.5, l_train=0.04, clip_error=0.2)
+    assert t1["total"] == pytest.approx(sampling_bound(100, 4, 0.05, 0.1, 2.0) + 1.5 * 0.2 + 0.1 * 0.2)
+    t2 = pac_bayes_bound(100, 4, 0.05, 0.1, 2.0, kl_qp=0.0, coverage_mean=1.5, l_train=0.04, clip_error_mean=0.2)
+    assert t2["sampling"] > t1["sampling"]  # log(8/delta) > log(4/delta) even at KL = 0
+    assert kl_estimate_bound(100, 4, 0.05, 2.0) == pytest.approx(4.0 * alpha(100, 4, 0.05))
+
+
+def test_ou_bound_dominates_the_exact_gaussian_kl():
+    from theory.bounds import gaussian_kl, ou_kl_bound, ou_stationary_covariance
+
+    rng = np.random.default_rng(6)
+    d = 4
+    basis = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    h_eig, g_eig = rng.uniform(0.5, 3.0, d), rng.uniform(0.2, 2.0, d)
+    hessian, sigma_g = basis @ np.diag(h_eig) @ basis.T, basis @ np.diag(g_eig) @ basis.T  # commuting
+    eps = 0.01
+    sigma = ou_stationary_covariance(hessian, sigma_g, eps)
+    np.testing.assert_allclose(hessian @ sigma + sigma @ hessian, eps * sigma_g, atol=1e-12)
+    np.testing.assert_allclose(sigma, eps / 2 * np.linalg.solve(hessian, sigma_g), atol=1e-12)
+    theta_hat, theta0, lam = rng.standard_normal(d), np.zeros(d), np.eye(d) * 2.0
+    exact = gaussian_kl(theta_hat, sigma, theta0, lam)
+    bound = ou_kl_bound(theta_hat, theta0, lam, sigma_g, eps, h_eig.min(), h_eig.max())
+    assert exact <= bound + 1e-9
+    assert gaussian_kl(theta0, lam, theta0, lam) == pytest.approx(0.0, abs=1e-12)
+    assert gaussian_kl([1.0], [[1.0]], [0.0], [[2.0]]) == pytest.approx(0.5 * (0.5 + 0.5 - 1 + math.log(2.0)))
+    with pytest.raises(ValueError, match="0 < m <= M"):
+        ou_kl_bound(theta_hat, theta0, lam, sigma_g, eps, 2.0, 1.0)

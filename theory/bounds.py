@@ -1,8 +1,8 @@
 """RLHF-gen (003): sampling bounds, the tau* clipping rule and the K* budget rules.
 
-Built so far (issue 8 is open): Lemmas 2-4, alpha_{n,K,delta}, Lemma 7's clipping error,
-Corollary 1, Corollary 3 with B_theta(tau), and §6.2.1 / Corollaries 4-5. The derivations
-were redone here (see each docstring); they agree with the paper.
+Built so far (issue 8 is open: the simulator is not): Lemmas 2-7 and 12, Theorems 1-2,
+Corollaries 1-5 and B_theta(tau). The derivations were redone here (see each docstring);
+they agree with the paper.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import linalg
 
 from theory import _checks
 
@@ -149,3 +150,125 @@ def optimal_rollouts(c_prefill, c_decode, sigma_rollout2=None, sigma_prompt2=Non
             raise ValueError(f"budget must pay for at least one prompt: budget >= c_prefill + K c_decode = {c_p + k * c_d}; got {budget}")
         out["n"] = n
     return out
+
+
+# --- reward shift (Lemmas 5-6), the full bounds (Theorems 1-2), OU (Corollary 2) ---------------
+
+
+def _distribution(name: str, p) -> np.ndarray:
+    p = _checks.nonnegative(name, p)
+    if not np.isclose(p.sum(), 1.0, rtol=1e-9, atol=1e-12):
+        raise ValueError(f"{name} must sum to 1 (a distribution); got {p.sum()}")
+    return p
+
+
+def coverage_coefficient(p_theta, p_train) -> float:
+    """C(theta) = sqrt(1 + chi2(D_theta || D_train)) (Definition 1) for two finite distributions
+    over the same (prompt, response) pairs; inf when D_theta is not absolutely continuous."""
+    p, q = _distribution("p_theta", p_theta), _distribution("p_train", p_train)
+    if p.shape != q.shape:
+        raise ValueError(f"p_theta and p_train must have one shape; got {p.shape} and {q.shape}")
+    if np.any((q == 0) & (p > 0)):
+        return math.inf
+    support = q > 0
+    return math.sqrt(float(np.sum(p[support] ** 2 / q[support])))
+
+
+def reward_shift_bound(chi2, l_train) -> float:
+    """Lemma 5: |J^phi - J*| <= sqrt(1 + chi2) sqrt(L_train^(2)) (Cauchy-Schwarz after the change of measure)."""
+    chi2 = float(_checks.nonnegative("chi2", chi2))
+    return math.sqrt(1.0 + chi2) * math.sqrt(float(_checks.nonnegative("l_train", l_train)))
+
+
+def prompt_coverage(rho, rho_label) -> float:
+    """Lemma 6: C_prompt = (E_{rho_label}[(rho / rho_label)^2])^(1/2)."""
+    return coverage_coefficient(rho, rho_label)
+
+
+def policy_coverage(pi_theta, pi_ref, rho_label) -> float:
+    """Lemma 6: C_pol(theta) = sup over prompts with rho_label > 0 of (E_{pi_ref}[(pi_theta / pi_ref)^2])^(1/2).
+
+    ``pi_theta``, ``pi_ref``: (prompts, responses), one distribution per row."""
+    p, q = _checks.nonnegative("pi_theta", pi_theta), _checks.nonnegative("pi_ref", pi_ref)
+    w = _checks.nonnegative("rho_label", rho_label)
+    if p.ndim != 2 or p.shape != q.shape or w.shape != (p.shape[0],):
+        raise ValueError(f"pi_theta and pi_ref must be (prompts, responses) of one shape and rho_label (prompts,); got {p.shape}, {q.shape}, {w.shape}")
+    rows = [coverage_coefficient(p[i], q[i]) for i in np.flatnonzero(w > 0)]
+    return max(rows)
+
+
+def kl_estimate_bound(n, K, delta, tau) -> float:
+    """Lemma 12: |kappa_hat - kappa| <= 2 tau alpha_{n,K,delta} (each clipped log ratio spans 2 tau)."""
+    if not float(tau) >= 0:
+        raise ValueError(f"tau must be >= 0; got {tau}")
+    return 2.0 * float(tau) * alpha(n, K, delta)
+
+
+def fixed_policy_bound(n, K, delta, beta, tau, coverage, l_train, clip_error) -> dict:
+    """Theorem 1, eq. (7): sampling error (Lemma 4) + reward shift (Lemma 5) + beta x clipping
+    error (Lemma 7, ``clip_error`` = E|l - l^tau| under D_theta). Returns the three terms and their sum."""
+    coverage = float(_checks.at_least("coverage", coverage, 1.0))
+    terms = {
+        "sampling": sampling_bound(n, K, delta, beta, tau),
+        "reward_shift": coverage * math.sqrt(float(_checks.nonnegative("l_train", l_train))),
+        "clipping": float(beta) * float(_checks.nonnegative("clip_error", clip_error)),
+    }
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+def pac_bayes_bound(n, K, delta, beta, tau, kl_qp, coverage_mean, l_train, clip_error_mean) -> dict:
+    """Theorem 2: as Theorem 1 with log(4/delta) replaced by KL(Q || P) + log(8/delta) in the
+    sampling term and the other two terms averaged over theta ~ Q; holds for all Q at once."""
+    n, K = _count("n", n), _count("K", K)
+    log_term = float(_checks.nonnegative("kl_qp", kl_qp)) + math.log(8.0 / _delta(delta))
+    sampling = _range_factor(beta, tau) * (math.sqrt(log_term / (2.0 * n)) + math.sqrt(log_term / (2.0 * n * K)))
+    coverage = float(_checks.at_least("coverage_mean", coverage_mean, 1.0))
+    terms = {
+        "sampling": sampling,
+        "reward_shift": coverage * math.sqrt(float(_checks.nonnegative("l_train", l_train))),
+        "clipping": float(beta) * float(_checks.nonnegative("clip_error_mean", clip_error_mean)),
+    }
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+def gaussian_kl(mu_q, cov_q, mu_p, cov_p) -> float:
+    """Lemma 13: KL(N(mu_q, cov_q) || N(mu_p, cov_p)), by Cholesky factors (no inverse)."""
+    mu_q, mu_p = np.atleast_1d(_checks.as_float_array("mu_q", mu_q)), np.atleast_1d(_checks.as_float_array("mu_p", mu_p))
+    cov_q, cov_p = np.atleast_2d(_checks.as_float_array("cov_q", cov_q)), np.atleast_2d(_checks.as_float_array("cov_p", cov_p))
+    d = mu_q.size
+    if mu_p.shape != (d,) or cov_q.shape != (d, d) or cov_p.shape != (d, d):
+        raise ValueError(f"shapes must be (d,), (d, d), (d,), (d, d) for one d; got {mu_q.shape}, {cov_q.shape}, {mu_p.shape}, {cov_p.shape}")
+    chol_p, chol_q = linalg.cholesky(cov_p, lower=True), linalg.cholesky(cov_q, lower=True)
+    trace = np.sum(linalg.solve_triangular(chol_p, chol_q, lower=True) ** 2)
+    maha = np.sum(linalg.solve_triangular(chol_p, mu_q - mu_p, lower=True) ** 2)
+    logdet = 2.0 * (np.sum(np.log(np.diag(chol_p))) - np.sum(np.log(np.diag(chol_q))))
+    return float(0.5 * (trace + maha - d + logdet))
+
+
+def ou_stationary_covariance(hessian, sigma_g, eps) -> np.ndarray:
+    """Sigma solving H Sigma + Sigma H = eps Sigma_g (§5.2, the OU stationary law), by
+    scipy.linalg.solve_continuous_lyapunov."""
+    h, g = np.atleast_2d(_checks.as_float_array("hessian", hessian)), np.atleast_2d(_checks.as_float_array("sigma_g", sigma_g))
+    return linalg.solve_continuous_lyapunov(h, float(eps) * g)
+
+
+def ou_kl_bound(theta_hat, theta0, prior_cov, sigma_g, eps, m, M) -> float:
+    """Corollary 2, eq. (8): with H and Sigma_g commuting, Sigma = (eps/2) H^-1 Sigma_g lies between
+    eps/(2M) Sigma_g and eps/(2m) Sigma_g (Lemma 16), so KL(N(theta_hat, Sigma) || N(theta0, Lambda)) is at most
+    1/2 [(theta_hat - theta0)' Lambda^-1 (theta_hat - theta0) + eps/(2m) tr(Lambda^-1 Sigma_g) - d
+    + log det Lambda - log det Sigma_g - d log(eps/(2M))]."""
+    if not 0 < float(m) <= float(M):
+        raise ValueError(f"m and M must satisfy 0 < m <= M; got m = {m}, M = {M}")
+    if not float(eps) > 0:
+        raise ValueError(f"eps must be > 0; got {eps}")
+    theta_hat, theta0 = np.atleast_1d(_checks.as_float_array("theta_hat", theta_hat)), np.atleast_1d(_checks.as_float_array("theta0", theta0))
+    lam, g = np.atleast_2d(_checks.as_float_array("prior_cov", prior_cov)), np.atleast_2d(_checks.as_float_array("sigma_g", sigma_g))
+    d = theta_hat.size
+    chol = linalg.cholesky(lam, lower=True)
+    maha = np.sum(linalg.solve_triangular(chol, theta_hat - theta0, lower=True) ** 2)
+    trace = np.trace(linalg.cho_solve((chol, True), g))
+    logdet_lam = 2.0 * np.sum(np.log(np.diag(chol)))
+    logdet_g = np.linalg.slogdet(g)[1]
+    return float(0.5 * (maha + float(eps) / (2 * float(m)) * trace - d + logdet_lam - logdet_g - d * math.log(float(eps) / (2 * float(M)))))
