@@ -216,7 +216,7 @@ def rule_allocations(p: np.ndarray, budget: int, estimator: str) -> dict:
     return {
         "uniform": uniform_allocation(p.size, budget, LOWER, UPPER),
         "inverse-accuracy": inverse_accuracy_allocation(p, budget, LOWER, UPPER),
-        "inverse-variance": inverse_variance_allocation(4 * p * (1 - p), budget, LOWER, UPPER),
+        "inverse-variance": inverse_variance_allocation(success_variance_weights(p), budget, LOWER, UPPER),
         "VIP": allocate(success_variance_weights(p), budget, LOWER, UPPER, estimator, "exact"),
         "released code": released_vip_allocation(p, budget, estimator=estimator),  # its own bounds [4, 32]
     }

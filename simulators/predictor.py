@@ -73,6 +73,7 @@ class DriftingWorld:
     regressions: dict  # step -> (cluster, logit drop)
     walk_sd: float
     rng: np.random.Generator
+    step: int = 0  # steps of training so far
 
     @classmethod
     def random(cls, rng: np.random.Generator, n_prompts: int, dim: int = 16, clusters: int = 8, steps: int = 60):
@@ -104,12 +105,11 @@ class DriftingWorld:
 
     def advance(self) -> None:
         """One step of training: per-cluster gains, a per-prompt random walk, regressions."""
-        step = getattr(self, "_step", 0)
         self.base_logit = self.base_logit + self.rates[self.cluster] + self.walk_sd * self.rng.standard_normal(self.n_prompts)
-        if step in self.regressions:
-            c, drop = self.regressions[step]
+        if self.step in self.regressions:
+            c, drop = self.regressions[self.step]
             self.base_logit = np.where(self.cluster == c, self.base_logit - drop, self.base_logit)
-        self._step = step + 1
+        self.step += 1
 
     def p(self, idx=None) -> np.ndarray:
         logit = self.base_logit if idx is None else self.base_logit[idx]
@@ -261,7 +261,7 @@ def _allocation(kind: str, p_hat: np.ndarray, budget: int) -> np.ndarray:
     if kind == "inverse-accuracy":
         return inverse_accuracy_allocation(p_hat, budget, LOWER, UPPER)
     if kind == "inverse-variance":
-        return inverse_variance_allocation(4 * p_hat * (1 - p_hat), budget, LOWER, UPPER)
+        return inverse_variance_allocation(success_variance_weights(p_hat), budget, LOWER, UPPER)
     return allocate(success_variance_weights(p_hat), budget, LOWER, UPPER, "rloo")
 
 

@@ -33,6 +33,7 @@ from statsmodels.stats.proportion import proportion_confint
 from tqdm import tqdm
 
 from simulators.ledger import ClaimResult, report
+from simulators.mc import z_score
 from simulators.registry import Check, RunConfig
 from stats_tests import edgington_correlation_test, fisher_correlation_test, levene_test, obrien_test
 
@@ -83,6 +84,11 @@ def run_tests(rewards: np.ndarray, norms: np.ndarray, which) -> dict:
     return out
 
 
+def null_se(reps: int) -> float:
+    """SE of a rejection rate over ``reps`` replications when the test holds its level ALPHA."""
+    return float(np.sqrt(ALPHA * (1 - ALPHA) / reps))
+
+
 def rejection_rates(rng, rewards, norms, setting, reps, which, bar=None, **alt) -> dict:
     """Rejection rate at ALPHA of each test over ``reps`` replications, with z and CI;
     the mean of W for the variance tests and of the excluded groups."""
@@ -100,7 +106,7 @@ def rejection_rates(rng, rewards, norms, setting, reps, which, bar=None, **alt) 
             continue
         hits = int(np.sum(values < ALPHA))
         low, high = proportion_confint(hits, reps, alpha=0.05, method="wilson")
-        out[key] = {"rate": hits / reps, "z": (hits / reps - ALPHA) / np.sqrt(ALPHA * (1 - ALPHA) / reps), "ci95": [low, high]}
+        out[key] = {"rate": hits / reps, "z": z_score(hits / reps, null_se(reps), ALPHA), "ci95": [low, high]}
     return {"rewards": rewards, "norms": norms, "Q": q, "n": n, "reps": reps, **alt, "rates": out}
 
 
@@ -114,7 +120,7 @@ def size_row(kind: str, what: str, cells: list[dict], key: str) -> ClaimResult:
     ok = {"claim": within, "control": not within, "report": True}[kind]
     extra = f" mean W {worst['rates'][f'mean_{key}_W']:.3f}" if f"mean_{key}_W" in worst["rates"] else ""
     label = f"{what} [worst Q = {worst['Q']}, n = {worst['n']}: {rate['rate']:.3f}, 95% CI {rate['ci95'][0]:.3f}-{rate['ci95'][1]:.3f}{extra}]"
-    se = float(np.sqrt(ALPHA * (1 - ALPHA) / worst["reps"]))
+    se = null_se(worst["reps"])
     return ClaimResult("V11", kind, label, rate["rate"], se, ALPHA, float(max(zs, key=abs)), "max|z|", ok, {"cells": cells, "key": key})
 
 

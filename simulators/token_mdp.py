@@ -18,11 +18,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy.special import log_softmax, softmax
 
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+from theory.importance import chi2_divergence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +64,7 @@ class TabularTokenMDP:
 
     def token_logp(self, logits: np.ndarray, seqs: np.ndarray, states: np.ndarray) -> np.ndarray:
         """log pi(a_t | s_t) for every sequence and position (N, H)."""
-        return log_softmax(logits)[states, seqs]
+        return log_softmax(logits, axis=-1)[states, seqs]
 
     def score_sum(self, weights: np.ndarray, seqs: np.ndarray, states: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """sum_{seq, t} weights[seq, t] grad_logits log pi(a_t | s_t), shape (n_states, V):
@@ -74,7 +72,7 @@ class TabularTokenMDP:
         grad = np.zeros_like(logits)
         np.add.at(grad, (states.ravel(), seqs.ravel()), weights.ravel())
         per_state = np.bincount(states.ravel(), weights=weights.ravel(), minlength=logits.shape[0])
-        return grad - per_state[:, None] * np.exp(log_softmax(logits))
+        return grad - per_state[:, None] * softmax(logits, axis=-1)
 
 
 def state_lengths(vocab: int, horizon: int) -> np.ndarray:
@@ -126,7 +124,7 @@ class MarkovPolicyPair:
 
     def sample_log_ratios(self, rng: np.random.Generator, n: int, horizon: int) -> np.ndarray:
         """log r_t = log pi_theta(a_t | a_{t-1}) - log pi_b(a_t | a_{t-1}) of n sequences drawn from pi_b."""
-        lp_b, lp_t = log_softmax(self.logits_b), log_softmax(self.logits_theta)
+        lp_b, lp_t = log_softmax(self.logits_b, axis=-1), log_softmax(self.logits_theta, axis=-1)
         cdf = np.cumsum(np.exp(lp_b), axis=1)
         prev = np.full(n, self.vocab)
         out = np.empty((n, horizon))
@@ -145,5 +143,4 @@ class MarkovPolicyPair:
 
     def chi2_per_step(self) -> float:
         """chi2(pi_theta || pi_b) of one step when every row is equal."""
-        p_b, p_t = np.exp(log_softmax(self.logits_b[0])), np.exp(log_softmax(self.logits_theta[0]))
-        return float(np.sum(p_t**2 / p_b) - 1.0)
+        return float(chi2_divergence(softmax(self.logits_theta[0]), softmax(self.logits_b[0])))

@@ -346,6 +346,11 @@ RELEASED_P_CLIP = 1e-6
 ROUNDINGS = ("released", "exact")
 
 
+def _released_probability(p_hat) -> np.ndarray:
+    """p_hat validated and clipped to [1e-6, 1 - 1e-6], as the released code does."""
+    return np.clip(_checks.probability("p_hat", p_hat), RELEASED_P_CLIP, 1.0 - RELEASED_P_CLIP)
+
+
 def released_terms(p_hat, estimator: str, gamma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(a_q, c_q) of the released code's objective sum_q a_q g(n_q) - c_q n_q.
 
@@ -354,7 +359,7 @@ def released_terms(p_hat, estimator: str, gamma: float | None = None) -> tuple[n
     gamma log(p_hat) n rewards rollouts on hard prompts.
     """
     _checks.choice("estimator", estimator, ESTIMATORS)
-    p = np.clip(_checks.probability("p_hat", p_hat), RELEASED_P_CLIP, 1.0 - RELEASED_P_CLIP)
+    p = _released_probability(p_hat)
     gamma = RELEASED_GAMMA[estimator] if gamma is None else _checks.nonnegative("gamma", gamma)
     return p * (1.0 - p), -float(gamma) * np.log(p)
 
@@ -452,10 +457,10 @@ def released_vip_allocation(
     what step 4 guards against.
     """
     _checks.choice("rounding", rounding, ROUNDINGS)
-    a, c = released_terms(p_hat, estimator, gamma)
+    p = _released_probability(p_hat)
+    a, c = released_terms(p, estimator, gamma)
     check_problem(a, budget, lower, upper)
     budget, lower, upper = int(budget), int(lower), int(upper)
-    p = np.clip(np.asarray(p_hat, dtype=float), RELEASED_P_CLIP, 1.0 - RELEASED_P_CLIP)
     if np.all(p == p[0]):
         return uniform_allocation(p.size, budget, lower, upper)
     if rounding == "exact":

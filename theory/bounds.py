@@ -13,6 +13,7 @@ import numpy as np
 from scipy import linalg
 
 from theory import _checks
+from theory.importance import chi2_divergence
 
 
 def _delta(delta) -> float:
@@ -168,10 +169,7 @@ def coverage_coefficient(p_theta, p_train) -> float:
     p, q = _distribution("p_theta", p_theta), _distribution("p_train", p_train)
     if p.shape != q.shape:
         raise ValueError(f"p_theta and p_train must have one shape; got {p.shape} and {q.shape}")
-    if np.any((q == 0) & (p > 0)):
-        return math.inf
-    support = q > 0
-    return math.sqrt(float(np.sum(p[support] ** 2 / q[support])))
+    return math.sqrt(1.0 + float(chi2_divergence(p, q)))
 
 
 def reward_shift_bound(chi2, l_train) -> float:

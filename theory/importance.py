@@ -91,6 +91,15 @@ def adaptive_clip_bounds(t, eps_low: float = CTPO_CLIP[0], eps_high: float = CTP
         return np.exp(-eps_low * t**power), np.exp(eps_high * t**power)
 
 
+def chi2_divergence(p, q, axis: int = -1) -> np.ndarray:
+    """chi2(p || q) = sum p^2 / q - 1 along ``axis`` (the local divergence of Prop 2(ii),
+    E_q[(p/q)^2] - 1); inf where p puts mass outside the support of q."""
+    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(q > 0, p**2 / np.where(q > 0, q, 1.0), np.where(p > 0, np.inf, 0.0))
+    return np.sum(terms, axis=axis) - 1.0
+
+
 def cumulative_ratio_variance(chi2_per_position) -> np.ndarray:
     """Var(rho_t^cum) = prod_{t' <= t} (1 + chi2_t') - 1 for t = 1..H (Prop 2(ii), independent positions).
 
@@ -135,7 +144,7 @@ def grpo_objective(logp_new, logp_old, mask, advantages, eps_low: float = GRPO_C
     return float(_grpo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high)[0])
 
 
-def _grpo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high):
+def _grpo_terms(logp_new, logp_old, mask, advantages, eps_low=GRPO_CLIP[0], eps_high=GRPO_CLIP[1]):
     log_r, mask = _log_ratios(logp_new, logp_old, mask)
     adv = _advantages(advantages, log_r.shape[0])[:, None]
     value, active = _surrogate(np.exp(log_r), adv, 1.0 - eps_low, 1.0 + eps_high)
@@ -148,7 +157,7 @@ def gspo_objective(logp_new, logp_old, mask, advantages, eps_low: float = GSPO_C
     return float(_gspo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high)[0])
 
 
-def _gspo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high):
+def _gspo_terms(logp_new, logp_old, mask, advantages, eps_low=GSPO_CLIP[0], eps_high=GSPO_CLIP[1]):
     log_r, mask = _log_ratios(logp_new, logp_old, mask)
     adv = _advantages(advantages, log_r.shape[0])
     n = mask.sum(axis=1)
@@ -165,7 +174,7 @@ def ctpo_objective(
     return float(_ctpo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high, power)[0])
 
 
-def _ctpo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high, power):
+def _ctpo_terms(logp_new, logp_old, mask, advantages, eps_low=CTPO_CLIP[0], eps_high=CTPO_CLIP[1], power=CTPO_CLIP[2]):
     log_rho = log_cumulative_ratio(logp_new, logp_old, mask)
     mask = np.asarray(mask, dtype=bool)
     adv = _advantages(advantages, log_rho.shape[0])[:, None]
@@ -188,13 +197,8 @@ def objective_gradient(objective: str, logp_new, logp_old, mask, advantages, *, 
     term rho_t A / (B |o|): the estimator of Prop 1, sum_t rho_t^cum A grad log pi(a_t | s_t).
     """
     _checks.choice("objective", objective, ("grpo", "gspo", "ctpo"))
-    if objective == "grpo":
-        return _grpo_terms(logp_new, logp_old, mask, advantages, clip.get("eps_low", GRPO_CLIP[0]), clip.get("eps_high", GRPO_CLIP[1]))[1]
-    if objective == "gspo":
-        return _gspo_terms(logp_new, logp_old, mask, advantages, clip.get("eps_low", GSPO_CLIP[0]), clip.get("eps_high", GSPO_CLIP[1]))[1]
-    own = _ctpo_terms(
-        logp_new, logp_old, mask, advantages, clip.get("eps_low", CTPO_CLIP[0]), clip.get("eps_high", CTPO_CLIP[1]), clip.get("power", CTPO_CLIP[2])
-    )[1]
-    if detach_prefix:
+    terms = {"grpo": _grpo_terms, "gspo": _gspo_terms, "ctpo": _ctpo_terms}[objective]
+    own = terms(logp_new, logp_old, mask, advantages, **clip)[1]  # the objective's clip keywords
+    if objective != "ctpo" or detach_prefix:
         return own
     return np.where(np.asarray(mask, dtype=bool), np.cumsum(own[:, ::-1], axis=1)[:, ::-1], 0.0)

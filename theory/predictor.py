@@ -103,18 +103,12 @@ def median_bandwidth(embeddings: np.ndarray, rng: np.random.Generator, pairs: in
     return h
 
 
-def rbf_block(x: np.ndarray, y: np.ndarray, bandwidth: float, sq_x=None, sq_y=None) -> np.ndarray:
-    """K(x, y) = exp(-||x - y||^2 / (2 h^2)) (§5.1), from squared norms and one matrix product."""
-    sq_x = np.einsum("ij,ij->i", x, x) if sq_x is None else sq_x
-    sq_y = np.einsum("ij,ij->i", y, y) if sq_y is None else sq_y
-    scale = 1.0 / (2.0 * bandwidth**2)
-    # -||x - y||^2 / (2 h^2) = (2 x.y - |x|^2 - |y|^2) scale, built in one buffer in place
-    # (large temporaries cost page faults) and capped at 0 against rounding.
-    k = x @ (y.T * (2.0 * scale)).astype(x.dtype, copy=False)
-    k -= (sq_x * scale).astype(k.dtype, copy=False)[:, None]
-    k -= (sq_y * scale).astype(k.dtype, copy=False)[None, :]
-    np.minimum(k, 0.0, out=k)
-    return np.exp(k, out=k)
+def rbf_block(x: np.ndarray, y: np.ndarray, bandwidth: float) -> np.ndarray:
+    """K(x, y) = exp(-||x - y||^2 / (2 h^2)) (§5.1), from squared norms and one matrix product.
+    (The GP's per-step Q x B block has its own in-place path: ``_cross_kernel_times``.)"""
+    sq_x, sq_y = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
+    d2 = sq_x[:, None] + sq_y[None, :] - 2.0 * (x @ y.T)
+    return np.exp(-np.maximum(d2, 0.0) / (2.0 * bandwidth**2))
 
 
 # --- predictors -----------------------------------------------------------------------------
