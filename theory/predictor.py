@@ -104,11 +104,15 @@ def median_bandwidth(embeddings: np.ndarray, rng: np.random.Generator, pairs: in
 
 
 def rbf_block(x: np.ndarray, y: np.ndarray, bandwidth: float) -> np.ndarray:
-    """K(x, y) = exp(-||x - y||^2 / (2 h^2)) (§5.1), from squared norms and one matrix product.
-    (The GP's per-step Q x B block has its own in-place path: ``_cross_kernel_times``.)"""
-    sq_x, sq_y = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
-    d2 = sq_x[:, None] + sq_y[None, :] - 2.0 * (x @ y.T)
-    return np.exp(-np.maximum(d2, 0.0) / (2.0 * bandwidth**2))
+    """K(x, y) = exp(-||x - y||^2 / (2 h^2)) (§5.1), from squared norms and one matrix product,
+    built in one buffer in place: a Q x Q block (the cached baseline) has no room for temporaries.
+    (The GP's per-step Q x B block has its own reused-buffer path: ``_cross_kernel_times``.)"""
+    scale = 1.0 / (2.0 * bandwidth**2)
+    k = x @ (2.0 * scale * y.T)  # 2 s x.y, then minus s|x|^2 and s|y|^2
+    k -= scale * np.einsum("ij,ij->i", x, x)[:, None]
+    k -= scale * np.einsum("ij,ij->i", y, y)[None, :]
+    np.minimum(k, 0.0, out=k)  # the exponent is <= 0 up to rounding
+    return np.exp(k, out=k)
 
 
 # --- predictors -----------------------------------------------------------------------------
