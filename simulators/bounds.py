@@ -1,0 +1,150 @@
+"""Checks of RLHF-gen's bounds (003) in the exact world of :mod:`simulators.rlhf_world`.
+
+``python -m simulators.bounds [--full]``. Issue 8 is open: R1-R8 and R13 are checked here;
+R9-R12 and R14-R16 (PAC-Bayes selection, OU, the tau* and K* rules) are not yet.
+
+- R1 (Lemma 1): the three-term decomposition holds on every draw (an identity plus the
+  triangle inequality; checked to floating-point precision).
+- R2-R4, R8, R13: draw n prompts x K rollouts many times; the rate at which each bound is
+  exceeded is compared with delta by z = (rate - delta) / sqrt(delta (1 - delta) / N): a
+  claim passes at z < 4. Tightness (reported): the bound over the (1 - delta)-quantile of
+  the actual error; a bound above 1 + 2 beta tau (the range of the per-rollout term) is vacuous.
+- Control: Lemma 2 with its independence assumption violated (the K = 64 rollouts of a prompt
+  are copies of one), which the same test rejects. (Dropping the factor 1 + 2 beta tau is
+  not rejected here: every bound is loose by a factor >= 5, more than that factor.)
+- R5-R7: the reward-shift and clipping inequalities and the Lemma 6 factorisation, exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulators.ledger import ClaimResult, report
+from simulators.registry import Check, RunConfig
+from simulators.rlhf_world import RLHFWorld, make_world
+from theory.bounds import (
+    coverage_coefficient,
+    fixed_policy_bound,
+    kl_estimate_bound,
+    policy_coverage,
+    prompt_bound,
+    prompt_coverage,
+    rollout_bound,
+    sampling_bound,
+)
+from theory.importance import chi2_divergence
+
+Z_LIMIT = 4.0
+EXACT = 1e-9
+DELTA = 0.1
+BETA, TAU = 1.0, 2.0
+DISTANCES = (0.5, 2.0)  # scale of pi_theta's heavy-tailed logit perturbation
+SIZES = ((8, 4), (32, 1), (4, 16))  # (n, K)
+COPIES_CELL = (4, 64)  # the control's (n, K): K identical rollouts per prompt
+
+
+def violation_row(claim: str, kind: str, what: str, errors: np.ndarray, bound: float, details: dict) -> ClaimResult:
+    """Rate of errors > bound against delta; claim passes (control is rejected) by z < 4 (>= 4)."""
+    N = errors.size
+    rate = float(np.mean(errors > bound))
+    se = float(np.sqrt(DELTA * (1 - DELTA) / N))
+    z = (rate - DELTA) / se
+    quantile = float(np.quantile(errors, 1 - DELTA))
+    details = {**details, "bound": bound, "error_quantile": quantile, "tightness": bound / quantile if quantile > 0 else np.inf, "replications": N}
+    ok = z < Z_LIMIT if kind == "claim" else z >= Z_LIMIT
+    return ClaimResult(claim, kind, what, rate, se, DELTA, z, "z", ok, details)
+
+
+def _estimates(world: RLHFWorld, reward: np.ndarray, n: int, K: int, replications: int, rng) -> dict:
+    """Per replication: J_hat_{n,K}, J_hat_{n,inf}, and the clipped-KL average kappa_hat."""
+    prompts, responses = world.sample(n, K, replications, rng)
+    z = world.per_rollout(reward, BETA, TAU)
+    clipped = np.clip(world.log_ratio, -TAU, TAU)
+    conditional = np.sum(world.pi_theta * z, axis=1)  # E[z | x]
+    return {
+        "j_nk": z[prompts[..., None], responses].mean(axis=(1, 2)),
+        "j_ninf": conditional[prompts].mean(axis=1),
+        "kappa_nk": clipped[prompts[..., None], responses].mean(axis=(1, 2)),
+    }
+
+
+def _copies_control(world: RLHFWorld, replications: int, rng, distance: float) -> ClaimResult:
+    """Lemma 2 when its independence assumption fails: the K rollouts of a prompt are one
+    rollout repeated, so the error is that of n draws, not n K."""
+    n, K = COPIES_CELL
+    prompts, responses = world.sample(n, 1, replications, rng)
+    z = world.per_rollout(world.r_hat, BETA, TAU)
+    conditional = np.sum(world.pi_theta * z, axis=1)
+    errors = np.abs(z[prompts, responses[..., 0]].mean(axis=1) - conditional[prompts].mean(axis=1))  # K copies average to one
+    cell = {"distance": distance, "n": n, "K": K, "beta": BETA, "tau": TAU, "delta": DELTA}
+    return violation_row("R2", "control", f"Lemma 2 with K={K} copies of one rollout, d={distance}, n={n}", errors, rollout_bound(n, K, DELTA, BETA, TAU), cell)
+
+
+def run_sampling(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
+    replications = 20_000 if config.full else 4_000
+    results, decomposition_gap = [], 0.0
+    for distance in DISTANCES:
+        world = make_world(rng, distance=distance)
+        j_tau = world.objective(world.r_hat, BETA, TAU)
+        j_phi = world.objective(world.r_hat, BETA, None)
+        j_star = world.objective(world.r_star, BETA, None)
+        kappa = float(np.sum(world.d_theta * np.clip(world.log_ratio, -TAU, TAU)))
+        clip_error = float(np.sum(world.d_theta * np.maximum(np.abs(world.log_ratio) - TAU, 0.0)))
+        coverage = coverage_coefficient(world.d_theta.ravel(), world.d_train.ravel())
+        for n, K in SIZES:
+            est = _estimates(world, world.r_hat, n, K, replications, rng)
+            cell = {"distance": distance, "n": n, "K": K, "beta": BETA, "tau": TAU, "delta": DELTA}
+            label = f"d={distance}, n={n}, K={K}"
+            total = np.abs(est["j_nk"] - j_star)
+            three = np.abs(est["j_nk"] - j_tau) + abs(j_phi - j_star) + abs(j_tau - j_phi)
+            decomposition_gap = max(decomposition_gap, float(np.max(total - three)))
+            theorem1 = fixed_policy_bound(n, K, DELTA, BETA, TAU, coverage, world.l_train(), clip_error)
+            results += [
+                violation_row("R2", "claim", f"Lemma 2 rollout error > bound, {label}", np.abs(est["j_nk"] - est["j_ninf"]), rollout_bound(n, K, DELTA, BETA, TAU), cell),
+                violation_row("R3", "claim", f"Lemma 3 prompt error > bound, {label}", np.abs(est["j_ninf"] - j_tau), prompt_bound(n, DELTA, BETA, TAU), cell),
+                violation_row("R4", "claim", f"Lemma 4 sampling error > bound, {label}", np.abs(est["j_nk"] - j_tau), sampling_bound(n, K, DELTA, BETA, TAU), cell),
+                violation_row("R8", "claim", f"Theorem 1 |J_hat - J*| > bound, {label}", total, theorem1["total"], {**cell, **{f"term_{k}": v for k, v in theorem1.items()}}),
+                violation_row("R13", "claim", f"Lemma 12 clipped-KL error > bound, {label}", np.abs(est["kappa_nk"] - kappa), kl_estimate_bound(n, K, DELTA, TAU), cell),
+            ]
+        results.append(_copies_control(world, replications, rng, distance))
+    results.append(
+        ClaimResult("R1", "claim", "Lemma 1: max(|J_hat - J*| - sum of three terms)", decomposition_gap, None, 0.0, None, "", decomposition_gap <= EXACT, {})
+    )
+    tight = [r.details["tightness"] for r in results if r.kind == "claim" and "tightness" in r.details]
+    results.append(report("R4", "tightness of R2-R4, R8, R13: bound / (1-delta)-quantile of the error", {"min": min(tight), "max": max(tight)}, estimate=min(tight)))
+    return results
+
+
+def run_exact(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
+    worlds = 50 if config.full else 20
+    shift_slack, factor_slack, clip_slack = [], [], []
+    for _ in range(worlds):
+        world = make_world(rng, distance=float(rng.uniform(0.2, 3.0)))
+        shift = abs(world.objective(world.r_hat, BETA, None) - world.objective(world.r_star, BETA, None))
+        chi2 = float(chi2_divergence(world.d_theta.ravel(), world.d_train.ravel()))
+        shift_slack.append(np.sqrt(1 + chi2) * np.sqrt(world.l_train()) - shift)
+        coverage = np.sqrt(1 + chi2)
+        factor_slack.append(prompt_coverage(world.rho, world.rho_label) * policy_coverage(world.pi_theta, np.exp(world.log_pi_ref), world.rho_label) - coverage)
+        clip_gap = abs(world.objective(world.r_hat, BETA, TAU) - world.objective(world.r_hat, BETA, None))
+        clip_slack.append(BETA * float(np.sum(world.d_theta * np.maximum(np.abs(world.log_ratio) - TAU, 0.0))) - clip_gap)
+    rows = []
+    for claim, what, slack in (
+        ("R5", "Lemma 5: min of C(theta) sqrt(L_train) - |J^phi - J*|", shift_slack),
+        ("R6", "Lemma 6: min of C_prompt C_pol - C(theta)", factor_slack),
+        ("R7", "Lemma 7: min of beta E|l - l^tau| - |J^tau - J|", clip_slack),
+    ):
+        low = float(np.min(slack))
+        rows.append(ClaimResult(claim, "claim", what + f" over {worlds} worlds", low, None, 0.0, None, "", low >= -EXACT, {"slack": slack}))
+    return rows
+
+
+CHECKS = [
+    Check("bounds_sampling", ("R1", "R2", "R3", "R4", "R8", "R13"), run_sampling, "violation rates of Lemmas 2-4, 12 and Theorem 1"),
+    Check("bounds_exact", ("R5", "R6", "R7"), run_exact, "reward-shift, coverage factorisation and clipping inequalities, exactly"),
+]
+
+
+if __name__ == "__main__":
+    from simulators.cli import main
+
+    raise SystemExit(main(topics=("bounds",), prog="python -m simulators.bounds"))

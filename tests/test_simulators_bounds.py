@@ -1,0 +1,55 @@
+"""The RLHF world is exact and the bounds checks give verdicts that could fail."""
+
+import numpy as np
+import pytest
+
+from simulators import bounds
+from simulators.registry import RunConfig
+from simulators.rlhf_world import make_world
+
+QUICK = RunConfig(full=False, progress=False)
+
+
+def test_world_identity_reward_shift_is_expected_reward_error():
+    """J^phi - J* = E_{D_theta}[r_hat - r*] (the KL terms cancel), to rounding."""
+    world = make_world(np.random.default_rng(1), distance=1.5)
+    gap = world.objective(world.r_hat, 0.7, None) - world.objective(world.r_star, 0.7, None)
+    assert gap == pytest.approx(float(np.sum(world.d_theta * (world.r_hat - world.r_star))), abs=1e-12)
+
+
+def test_clipping_error_is_excess_over_tau():
+    """|l - l^tau| = (|l| - tau)_+ on every pair."""
+    world = make_world(np.random.default_rng(2), distance=3.0)
+    ell, tau = world.log_ratio, 1.0
+    assert np.allclose(np.abs(ell - np.clip(ell, -tau, tau)), np.maximum(np.abs(ell) - tau, 0.0))
+
+
+def test_sampled_responses_follow_pi_theta():
+    world = make_world(np.random.default_rng(3), prompts=3, responses=4)
+    prompts, responses = world.sample(1, 20_000, 1, np.random.default_rng(4))
+    freq = np.bincount(responses.ravel(), minlength=4) / responses.size
+    assert np.allclose(freq, world.pi_theta[prompts[0, 0]], atol=0.02)
+
+
+def test_reward_model_fit_is_informative():
+    """The Bradley-Terry fit recovers r* better than a constant 1/2 on D_train."""
+    world = make_world(np.random.default_rng(5), pairs=4000)
+    constant = float(np.sum(world.d_train * (0.5 - world.r_star) ** 2))
+    assert world.l_train() < 0.5 * constant
+
+
+def test_sampling_check_passes_claims_and_rejects_copies_control():
+    rows = bounds.run_sampling(QUICK, np.random.default_rng(0))
+    controls = [r for r in rows if r.kind == "control"]
+    assert controls and all(r.ok and r.statistic >= 4 for r in controls)
+    assert all(r.ok for r in rows if r.kind == "claim")
+
+
+def test_violation_row_fails_a_claim_when_the_bound_is_too_small():
+    errors = np.abs(np.random.default_rng(0).normal(size=4000))
+    row = bounds.violation_row("R4", "claim", "too small", errors, bound=0.1, details={})
+    assert not row.ok and row.statistic > 4
+
+
+def test_exact_check_holds():
+    assert all(r.ok for r in bounds.run_exact(QUICK, np.random.default_rng(0)))
