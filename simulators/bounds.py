@@ -1,7 +1,7 @@
 """Checks of RLHF-gen's bounds (003) in the exact world of :mod:`simulators.rlhf_world`.
 
-``python -m simulators.bounds [--full]``. Issue 8 is open: R1-R8 and R13 are checked here;
-R9-R12 and R14-R16 (PAC-Bayes selection, OU, the tau* and K* rules) are not yet.
+``python -m simulators.bounds [--full]``. Issue 8 is open: R1-R8, R12 and R13 are checked here;
+R9-R11 and R14-R16 (PAC-Bayes selection, OU, the K* rules) are not yet.
 
 - R1 (Lemma 1): the three-term decomposition holds on every draw (an identity plus the
   triangle inequality; checked to floating-point precision).
@@ -12,6 +12,8 @@ R9-R12 and R14-R16 (PAC-Bayes selection, OU, the tau* and K* rules) are not yet.
 - Control: Lemma 2 with its independence assumption violated (the K = 64 rollouts of a prompt
   are copies of one), which the same test rejects. (Dropping the factor 1 + 2 beta tau is
   not rejected here: every bound is loose by a factor >= 5, more than that factor.)
+- R12 (Corollary 3): tau* minimises B_theta(tau) on the sample (exact); reported: the actual
+  mean error at tau* against the tau that minimises it in the world.
 - R5-R7: the reward-shift and clipping inequalities and the Lemma 6 factorisation, exactly.
 """
 
@@ -23,14 +25,17 @@ from simulators.ledger import ClaimResult, report
 from simulators.registry import Check, RunConfig
 from simulators.rlhf_world import RLHFWorld, make_world
 from theory.bounds import (
+    alpha,
     coverage_coefficient,
     fixed_policy_bound,
     kl_estimate_bound,
+    optimal_tau,
     policy_coverage,
     prompt_bound,
     prompt_coverage,
     rollout_bound,
     sampling_bound,
+    tau_objective,
 )
 from theory.importance import chi2_divergence
 
@@ -40,7 +45,10 @@ DELTA = 0.1
 BETA, TAU = 1.0, 2.0
 DISTANCES = (0.5, 2.0)  # scale of pi_theta's heavy-tailed logit perturbation
 SIZES = ((8, 4), (32, 1), (4, 16))  # (n, K)
-COPIES_CELL = (4, 64)  # the control's (n, K): K identical rollouts per prompt
+COPIES_CELL = (4, 64)
+TAU_CELLS = (16, 128, 1024)  # n for the tau* rule, with TAU_K rollouts each
+TAU_K = 4
+TAU_GRID = np.linspace(0.0, 8.0, 81)  # the control's (n, K): K identical rollouts per prompt
 
 
 def violation_row(claim: str, kind: str, what: str, errors: np.ndarray, bound: float, details: dict) -> ClaimResult:
@@ -115,6 +123,50 @@ def run_sampling(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     return results
 
 
+def _actual_error_curve(world: RLHFWorld, n: int, replications: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per replication: the sample's |l| (R, n K), and |J_hat^{phi,tau}_{n,K} - J*| on TAU_GRID (R, G)."""
+    prompts, responses = world.sample(n, TAU_K, replications, rng)
+    idx = (prompts[..., None], responses)
+    ell = world.log_ratio[idx].reshape(replications, -1)
+    reward_mean = world.r_hat[idx].reshape(replications, -1).mean(axis=1)
+    j_star = world.objective(world.r_star, BETA, None)
+    errors = np.stack([np.abs(reward_mean - BETA * np.clip(ell, -t, t).mean(axis=1) - j_star) for t in TAU_GRID], axis=1)
+    return np.abs(ell), errors
+
+
+def run_tau(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
+    """R12: Corollary 3's tau* against the grid minimiser of B_theta(tau) on the same sample
+    (a claim: exact), and against the tau that minimises the actual mean error E|J_hat - J*|
+    in the world (a report)."""
+    replications = 1_000 if config.full else 200
+    worst_gap, rows, cells = 0.0, [], []
+    for distance in DISTANCES:
+        world = make_world(rng, distance=distance)
+        for n in TAU_CELLS:
+            abs_ell, errors = _actual_error_curve(world, n, replications, rng)
+            tau_star = np.array([optimal_tau(u, n, TAU_K, DELTA) for u in abs_ell])
+            for u, t in zip(abs_ell[:20], tau_star[:20]):  # B on the grid is costly; 20 samples suffice for an exact check
+                grid = min(tau_objective(g, u, n, TAU_K, DELTA, BETA) for g in np.concatenate([TAU_GRID, np.unique(u)]))
+                worst_gap = max(worst_gap, tau_objective(t, u, n, TAU_K, DELTA, BETA) - grid)
+            mean_error = errors.mean(axis=0)
+            best = int(np.argmin(mean_error))
+            at_star = np.array([np.interp(t, TAU_GRID, e) for t, e in zip(tau_star, errors)])  # error at each sample's own tau*
+            cells.append({
+                "distance": distance, "n": n, "K": TAU_K, "alpha": alpha(n, TAU_K, DELTA),
+                "tau_star_mean": float(tau_star.mean()), "tau_actual_best": float(TAU_GRID[best]),
+                "error_at_tau_star": float(at_star.mean()), "error_at_best": float(mean_error[best]),
+                "error_unclipped": float(mean_error[-1]), "tau_grid": TAU_GRID.tolist(), "mean_error": mean_error.tolist(),
+            })
+    rows.append(ClaimResult("R12", "claim", "Corollary 3: B(tau*) - min over a grid of B(tau), same sample", worst_gap, None, 0.0, None, "", worst_gap <= EXACT, {}))
+    summary = "; ".join(
+        f"d={c['distance']}, n={c['n']}: tau* {c['tau_star_mean']:.2f} (error {c['error_at_tau_star']:.3f}) vs best {c['tau_actual_best']:.1f} ({c['error_at_best']:.3f})"
+        for c in cells
+    )
+    ratio = max(c["error_at_tau_star"] / c["error_at_best"] for c in cells)
+    rows.append(report("R12", f"actual E|J_hat - J*| at tau* vs at the error-optimal tau: {summary}", {"cells": cells}, estimate=ratio))
+    return rows
+
+
 def run_exact(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     worlds = 50 if config.full else 20
     shift_slack, factor_slack, clip_slack = [], [], []
@@ -140,6 +192,7 @@ def run_exact(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
 
 CHECKS = [
     Check("bounds_sampling", ("R1", "R2", "R3", "R4", "R8", "R13"), run_sampling, "violation rates of Lemmas 2-4, 12 and Theorem 1"),
+    Check("bounds_tau", ("R12",), run_tau, "the tau* rule against B_theta's grid minimiser and the actual-error-optimal tau"),
     Check("bounds_exact", ("R5", "R6", "R7"), run_exact, "reward-shift, coverage factorisation and clipping inequalities, exactly"),
 ]
 

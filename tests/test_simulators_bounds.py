@@ -53,3 +53,13 @@ def test_violation_row_fails_a_claim_when_the_bound_is_too_small():
 
 def test_exact_check_holds():
     assert all(r.ok for r in bounds.run_exact(QUICK, np.random.default_rng(0)))
+
+
+def test_tau_check_holds_and_reports_every_cell():
+    rows = bounds.run_tau(QUICK, np.random.default_rng(0))
+    claim = next(r for r in rows if r.kind == "claim")
+    cells = next(r for r in rows if r.kind == "report").details["cells"]
+    assert claim.ok
+    assert len(cells) == len(bounds.DISTANCES) * len(bounds.TAU_CELLS)
+    assert all(0 < c["tau_actual_best"] for c in cells)  # some clipping or none: never tau = 0 in these worlds
+    assert all(c["tau_star_mean"] == 0.0 for c in cells if 2 * c["alpha"] >= 1)
