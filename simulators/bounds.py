@@ -1,7 +1,7 @@
 """Checks of RLHF-gen's bounds (003) in the exact world of :mod:`simulators.rlhf_world`.
 
-``python -m simulators.bounds [--full]``. Issue 8 is open: R1-R8, R12 and R13 are checked here;
-R9-R11 and R14-R16 (PAC-Bayes selection, OU, the K* rules) are not yet.
+``python -m simulators.bounds [--full]``. Issue 8 is open: R1-R8 and R12-R16 are checked here;
+R9-R11 (PAC-Bayes selection, OU) are not yet.
 
 - R1 (Lemma 1): the three-term decomposition holds on every draw (an identity plus the
   triangle inequality; checked to floating-point precision).
@@ -14,6 +14,8 @@ R9-R11 and R14-R16 (PAC-Bayes selection, OU, the K* rules) are not yet.
   not rejected here: every bound is loose by a factor >= 5, more than that factor.)
 - R12 (Corollary 3): tau* minimises B_theta(tau) on the sample (exact); reported: the actual
   mean error at tau* against the tau that minimises it in the world.
+- R14-R16 (§6.2): the exact MSE of each K at equal prefill/decode cost (checked against
+  simulation) and its best K, against K* = 1, Corollary 4 and Corollary 5.
 - R5-R7: the reward-shift and clipping inequalities and the Lemma 6 factorisation, exactly.
 """
 
@@ -29,6 +31,7 @@ from theory.bounds import (
     coverage_coefficient,
     fixed_policy_bound,
     kl_estimate_bound,
+    optimal_rollouts,
     optimal_tau,
     policy_coverage,
     prompt_bound,
@@ -48,7 +51,10 @@ SIZES = ((8, 4), (32, 1), (4, 16))  # (n, K)
 COPIES_CELL = (4, 64)
 TAU_CELLS = (16, 128, 1024)  # n for the tau* rule, with TAU_K rollouts each
 TAU_K = 4
-TAU_GRID = np.linspace(0.0, 8.0, 81)  # the control's (n, K): K identical rollouts per prompt
+TAU_GRID = np.linspace(0.0, 8.0, 81)
+COST_RATIOS = (0.0, 1.0, 8.0, 64.0, 512.0)  # c_prefill / c_decode, c_decode = 1
+BUDGET = 8192.0
+K_GRID = np.arange(1, 129)  # the control's (n, K): K identical rollouts per prompt
 
 
 def violation_row(claim: str, kind: str, what: str, errors: np.ndarray, bound: float, details: dict) -> ClaimResult:
@@ -167,6 +173,67 @@ def run_tau(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     return rows
 
 
+def _two_stage_variances(world: RLHFWorld) -> tuple[float, float]:
+    """sigma_prompt^2 = Var(E[Z | X]) and sigma_rollout^2 = E[Var(Z | X)] of Z = r_hat - beta l^tau (§6.2.2)."""
+    z = world.per_rollout(world.r_hat, BETA, TAU)
+    conditional = np.sum(world.pi_theta * z, axis=1)
+    within = np.sum(world.pi_theta * (z - conditional[:, None]) ** 2, axis=1)
+    mean = world.rho @ conditional
+    return float(world.rho @ (conditional - mean) ** 2), float(world.rho @ within)
+
+
+def equal_cost_mse(sigma_prompt2: float, sigma_rollout2: float, c_prefill: float, K: np.ndarray) -> np.ndarray:
+    """Exact E(J_hat_{n,K} - J^tau)^2 = (sigma_p^2 + sigma_r^2 / K) / n with n = floor(B / (c_p + K c_d))
+    prompts drawn i.i.d. (inf where the budget pays for no prompt)."""
+    n = np.floor(BUDGET / (c_prefill + K))
+    with np.errstate(divide="ignore"):
+        return np.where(n >= 1, (sigma_prompt2 + sigma_rollout2 / K) / n, np.inf)
+
+
+def run_budget(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
+    """R14-R16: the best K at equal cost B >= n c_p + n K c_d against the K* rules.
+
+    The actual error of each K is the exact MSE of the estimator in the world (checked
+    against simulation first: a claim with its z, and a control with the wrong formula
+    sigma_p^2 + sigma_r^2 without the 1/K)."""
+    replications = 20_000 if config.full else 4_000
+    rows, cells, z_right, z_wrong, uniform_ok = [], [], [], [], True
+    for distance in DISTANCES:
+        world = make_world(rng, distance=distance)
+        s_p, s_r = _two_stage_variances(world)
+        j_tau = world.objective(world.r_hat, BETA, TAU)
+        for K in (1, 8, 64):  # simulation against the formula at c_p = 8
+            n = int(BUDGET // (8.0 + K))
+            est = _estimates(world, world.r_hat, n, K, replications, rng)
+            squared = (est["j_nk"] - j_tau) ** 2
+            mean, se = squared.mean(), squared.std(ddof=1) / np.sqrt(replications)
+            z_right.append((mean - equal_cost_mse(s_p, s_r, 8.0, np.array([K]))[0]) / se)
+            if K > 1:  # at K = 1 the two formulas agree
+                z_wrong.append((mean - (s_p + s_r) / n) / se)
+        for ratio in COST_RATIOS:
+            mse = equal_cost_mse(s_p, s_r, ratio, K_GRID)
+            best = int(K_GRID[np.argmin(mse)])
+            rules = {"uniform K*=1": 1, "Corollary 4": optimal_rollouts(ratio, 1.0)["k"], "Corollary 5": optimal_rollouts(ratio, 1.0, s_r, s_p)["k"]}
+            if ratio == 0.0:
+                uniform_ok &= best == 1
+            cells.append({
+                "distance": distance, "c_prefill/c_decode": ratio, "sigma_prompt2": s_p, "sigma_rollout2": s_r, "best_k": best,
+                **{f"{name} K": k for name, k in rules.items()},
+                **{f"{name} mse/best": float(mse[k - 1] / mse[best - 1]) for name, k in rules.items()},
+                "k_grid": K_GRID.tolist(), "mse": mse.tolist(),
+            })
+    worst = float(np.max(np.abs(z_right)))
+    rows.append(ClaimResult("R14", "claim", "simulated MSE at equal cost = (sigma_p^2 + sigma_r^2/K)/n (K = 1, 8, 64)", worst, None, 0.0, worst, "max|z|", worst < Z_LIMIT, {}))
+    wrong = float(np.min(np.abs(z_wrong)))
+    rows.append(ClaimResult("R14", "control", "the same without the 1/K (K = 8, 64)", wrong, None, 0.0, wrong, "min|z|", wrong >= Z_LIMIT, {}))
+    rows.append(ClaimResult("R14", "claim", "§6.2.1: with c_prefill = 0 the exact best K is 1", float(uniform_ok), None, 1.0, None, "", uniform_ok, {"cells": cells}))
+    for claim, rule in (("R15", "Corollary 4"), ("R16", "Corollary 5")):
+        summary = "; ".join(f"d={c['distance']}, c_p/c_d={c['c_prefill/c_decode']:g}: K {c[rule + ' K']} vs best {c['best_k']} ({c[rule + ' mse/best']:.2f}x)" for c in cells)
+        worst_ratio = max(c[f"{rule} mse/best"] for c in cells)
+        rows.append(report(claim, f"{rule} K against the exact best K at equal cost: {summary}", {}, estimate=worst_ratio))
+    return rows
+
+
 def run_exact(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     worlds = 50 if config.full else 20
     shift_slack, factor_slack, clip_slack = [], [], []
@@ -193,6 +260,7 @@ def run_exact(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
 CHECKS = [
     Check("bounds_sampling", ("R1", "R2", "R3", "R4", "R8", "R13"), run_sampling, "violation rates of Lemmas 2-4, 12 and Theorem 1"),
     Check("bounds_tau", ("R12",), run_tau, "the tau* rule against B_theta's grid minimiser and the actual-error-optimal tau"),
+    Check("bounds_budget", ("R14", "R15", "R16"), run_budget, "the best K at equal prefill/decode cost against the K* rules"),
     Check("bounds_exact", ("R5", "R6", "R7"), run_exact, "reward-shift, coverage factorisation and clipping inequalities, exactly"),
 ]
 

@@ -63,3 +63,16 @@ def test_tau_check_holds_and_reports_every_cell():
     assert len(cells) == len(bounds.DISTANCES) * len(bounds.TAU_CELLS)
     assert all(0 < c["tau_actual_best"] for c in cells)  # some clipping or none: never tau = 0 in these worlds
     assert all(c["tau_star_mean"] == 0.0 for c in cells if 2 * c["alpha"] >= 1)
+
+
+def test_equal_cost_mse_prefers_one_rollout_without_prefill_cost():
+    mse = bounds.equal_cost_mse(0.1, 0.5, 0.0, bounds.K_GRID)
+    assert np.argmin(mse) == 0
+    assert bounds.equal_cost_mse(0.1, 0.5, bounds.BUDGET, np.array([1]))[0] == np.inf  # no prompt fits
+
+
+def test_budget_check_holds_and_rejects_the_wrong_variance():
+    rows = bounds.run_budget(QUICK, np.random.default_rng(0))
+    assert all(r.ok for r in rows)
+    assert {r.claim for r in rows} == {"R14", "R15", "R16"}
+    assert any(r.kind == "control" and r.statistic >= 4 for r in rows)

@@ -38,7 +38,8 @@ def _log_ratios(logp_new, logp_old, mask) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("mask must mark a prefix of each row (no holes: a real token after padding)")
     if not mask[:, 0].all():
         raise ValueError("mask must hold at least one real token per sequence")
-    log_r = np.where(mask, new - old, 0.0)
+    log_r = np.zeros_like(new)
+    log_r[mask] = new[mask] - old[mask]  # padding may hold -inf log-probs: never subtract there
     if not np.all(np.isfinite(log_r)):
         raise ValueError("logp_new and logp_old must be finite at real tokens (mask = True)")
     return log_r, mask
