@@ -1,7 +1,7 @@
 """Checks of RLHF-gen's bounds (003) in the exact world of :mod:`simulators.rlhf_world`.
 
-``python -m simulators.bounds [--full]``. Issue 8 is open: R1-R8 and R12-R16 are checked here;
-R9-R11 (PAC-Bayes selection, OU) are not yet.
+``python -m simulators.bounds [--full]``. Issue 8 is open: R1-R8 and R11-R16 are checked here;
+R9-R10 (PAC-Bayes with checkpoint selection) are not yet.
 
 - R1 (Lemma 1): the three-term decomposition holds on every draw (an identity plus the
   triangle inequality; checked to floating-point precision).
@@ -12,6 +12,8 @@ R9-R11 (PAC-Bayes selection, OU) are not yet.
 - Control: Lemma 2 with its independence assumption violated (the K = 64 rollouts of a prompt
   are copies of one), which the same test rejects. (Dropping the factor 1 + 2 beta tau is
   not rejected here: every bound is loose by a factor >= 5, more than that factor.)
+- R11 (Lemma 16, Corollary 2): SGD's stationary variance against the Lyapunov solution
+  (z-tests; control: without its 1/2), the eigenvalue sandwich and the KL bound, exactly.
 - R12 (Corollary 3): tau* minimises B_theta(tau) on the sample (exact); reported: the actual
   mean error at tau* against the tau that minimises it in the world.
 - R14-R16 (§6.2): the exact MSE of each K at equal prefill/decode cost (checked against
@@ -26,12 +28,16 @@ import numpy as np
 from simulators.ledger import ClaimResult, report
 from simulators.registry import Check, RunConfig
 from simulators.rlhf_world import RLHFWorld, make_world
+from simulators.mc import variance_se, z_score
 from theory.bounds import (
     alpha,
     coverage_coefficient,
+    gaussian_kl,
     fixed_policy_bound,
     kl_estimate_bound,
     optimal_rollouts,
+    ou_kl_bound,
+    ou_stationary_covariance,
     optimal_tau,
     policy_coverage,
     prompt_bound,
@@ -54,7 +60,8 @@ TAU_K = 4
 TAU_GRID = np.linspace(0.0, 8.0, 81)
 COST_RATIOS = (0.0, 1.0, 8.0, 64.0, 512.0)  # c_prefill / c_decode, c_decode = 1
 BUDGET = 8192.0
-K_GRID = np.arange(1, 129)  # the control's (n, K): K identical rollouts per prompt
+K_GRID = np.arange(1, 129)
+OU_DIM, OU_EPS = 4, 0.01  # quadratic's dimension and SGD's constant step  # the control's (n, K): K identical rollouts per prompt
 
 
 def violation_row(claim: str, kind: str, what: str, errors: np.ndarray, bound: float, details: dict) -> ClaimResult:
@@ -234,6 +241,51 @@ def run_budget(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]
     return rows
 
 
+def _commuting_pair(rng) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """H = U diag(h) U', Sigma_g = U diag(g) U' (Corollary 2's commuting case); returns U, h, g, H, Sigma_g."""
+    u = np.linalg.qr(rng.normal(size=(OU_DIM, OU_DIM)))[0]
+    h, g = rng.uniform(0.5, 2.0, OU_DIM), rng.uniform(0.2, 3.0, OU_DIM)
+    return u, h, g, (u * h) @ u.T, (u * g) @ u.T
+
+
+def run_ou(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
+    """R11: constant-step SGD theta <- theta - eps (H theta + xi), xi ~ N(0, Sigma_g), on many
+    independent chains run for 8 relaxation times; the stationary variance along each eigen-
+    direction against the Lyapunov solution (control: without its factor 1/2); Lemma 16's
+    sandwich and the KL bound (8) against the exact Gaussian KL, on random instances."""
+    chains = 20_000 if config.full else 4_000
+    u, h, g, hess, sigma_g = _commuting_pair(rng)
+    lyapunov = ou_stationary_covariance(hess, sigma_g, OU_EPS)
+    noise_chol = np.linalg.cholesky(sigma_g)
+    theta = np.zeros((chains, OU_DIM))
+    for _ in range(int(np.ceil(8.0 / (OU_EPS * h.min())))):
+        theta -= OU_EPS * (theta @ hess + rng.standard_normal((chains, OU_DIM)) @ noise_chol.T)
+    var, se = variance_se(theta @ u, axis=0)  # coordinates along the eigenvectors are independent
+    theory = np.diag(u.T @ lyapunov @ u)
+    z = z_score(var, se, theory)
+    z_control = z_score(var, se, 2.0 * theory)
+    rows = [
+        ClaimResult("R11", "claim", f"SGD stationary variance = Lyapunov solution ({OU_DIM} eigendirections, eps = {OU_EPS})", float(var[0]), float(se[0]), float(theory[0]), float(np.max(np.abs(z))), "max|z|", bool(np.max(np.abs(z)) < Z_LIMIT), {"variance": var, "se": se, "theory": theory}),
+        ClaimResult("R11", "control", "the same against eps Sigma_g H^-1 (without the 1/2)", float(var[0]), float(se[0]), float(2 * theory[0]), float(np.min(np.abs(z_control))), "min|z|", bool(np.min(np.abs(z_control)) >= Z_LIMIT), {}),
+    ]
+    sandwich, kl_ratio = [], []
+    for _ in range(200 if config.full else 50):
+        u, h, g, hess, sigma_g = _commuting_pair(rng)
+        cov = ou_stationary_covariance(hess, sigma_g, OU_EPS)
+        lower = np.linalg.eigvalsh(cov - OU_EPS / (2 * h.max()) * sigma_g).min()
+        upper = np.linalg.eigvalsh(OU_EPS / (2 * h.min()) * sigma_g - cov).min()
+        sandwich.append(min(lower, upper))
+        theta_hat, theta0 = rng.normal(size=OU_DIM), rng.normal(size=OU_DIM)
+        prior = np.diag(rng.uniform(0.5, 2.0, OU_DIM))
+        exact = gaussian_kl(theta_hat, cov, theta0, prior)
+        kl_ratio.append(ou_kl_bound(theta_hat, theta0, prior, sigma_g, OU_EPS, h.min(), h.max()) / exact)
+    low = float(np.min(sandwich))
+    rows.append(ClaimResult("R11", "claim", f"Lemma 16: eps/(2M) Sigma_g <= Sigma <= eps/(2m) Sigma_g, min eigenvalue of the gaps over {len(sandwich)} instances", low, None, 0.0, None, "", low >= -EXACT, {}))
+    ratio = float(np.min(kl_ratio))
+    rows.append(ClaimResult("R11", "claim", f"Corollary 2 (8): KL bound / exact KL >= 1 (min over {len(kl_ratio)}; max {max(kl_ratio):.3g})", ratio, None, 1.0, None, "", ratio >= 1.0 - EXACT, {"ratios": kl_ratio}))
+    return rows
+
+
 def run_exact(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     worlds = 50 if config.full else 20
     shift_slack, factor_slack, clip_slack = [], [], []
@@ -261,6 +313,7 @@ CHECKS = [
     Check("bounds_sampling", ("R1", "R2", "R3", "R4", "R8", "R13"), run_sampling, "violation rates of Lemmas 2-4, 12 and Theorem 1"),
     Check("bounds_tau", ("R12",), run_tau, "the tau* rule against B_theta's grid minimiser and the actual-error-optimal tau"),
     Check("bounds_budget", ("R14", "R15", "R16"), run_budget, "the best K at equal prefill/decode cost against the K* rules"),
+    Check("bounds_ou", ("R11",), run_ou, "SGD's stationary covariance, Lemma 16's sandwich and the OU KL bound"),
     Check("bounds_exact", ("R5", "R6", "R7"), run_exact, "reward-shift, coverage factorisation and clipping inequalities, exactly"),
 ]
 

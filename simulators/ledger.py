@@ -140,7 +140,9 @@ def _fmt_estimate(estimate, se) -> str:
 
 
 def _json_safe(value):
-    """Floats to JSON: numpy scalars to Python, inf/NaN to strings."""
+    """Floats to JSON: numpy arrays to lists, numpy scalars to Python, inf/NaN to strings."""
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:
+        value = value.tolist()
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -76,3 +76,15 @@ def test_budget_check_holds_and_rejects_the_wrong_variance():
     assert all(r.ok for r in rows)
     assert {r.claim for r in rows} == {"R14", "R15", "R16"}
     assert any(r.kind == "control" and r.statistic >= 4 for r in rows)
+
+
+def test_ou_check_holds_and_rejects_the_missing_half():
+    rows = bounds.run_ou(QUICK, np.random.default_rng(0))
+    assert all(r.ok for r in rows)
+    control = next(r for r in rows if r.kind == "control")
+    assert control.statistic >= 4
+
+
+def test_commuting_pair_commutes():
+    _, _, _, hess, sigma_g = bounds._commuting_pair(np.random.default_rng(0))
+    assert np.allclose(hess @ sigma_g, sigma_g @ hess)
