@@ -6,6 +6,7 @@ import pytest
 from simulators import bounds
 from simulators.registry import RunConfig
 from simulators.rlhf_world import make_world
+from tests.conftest import run_module
 
 QUICK = RunConfig(full=False, progress=False)
 
@@ -88,3 +89,14 @@ def test_ou_check_holds_and_rejects_the_missing_half():
 def test_commuting_pair_commutes():
     _, _, _, hess, sigma_g = bounds._commuting_pair(np.random.default_rng(0))
     assert np.allclose(hess @ sigma_g, sigma_g @ hess)
+
+
+def test_bounds_figures_regenerate(tmp_path):
+    """The three bounds figures draw from a quick record of the topic."""
+    records, out = tmp_path / "records", tmp_path / "figures"
+    run = run_module("simulators.bounds", "--out", str(records), "--no-progress")
+    assert run.returncode == 0, run.stderr
+    proc = run_module("figures", "--records", str(records), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    for name in ("bounds_tightness", "bounds_tau_rule", "bounds_budget_rule"):
+        assert (out / f"{name}.png").stat().st_size > 1000
