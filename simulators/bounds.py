@@ -1,7 +1,6 @@
 """Checks of RLHF-gen's bounds (003) in the exact world of :mod:`simulators.rlhf_world`.
 
-``python -m simulators.bounds [--full]``. Issue 8 is open: R1-R8 and R11-R16 are checked here;
-R9-R10 (PAC-Bayes with checkpoint selection) are not yet.
+``python -m simulators.bounds [--full]``. Claims R1-R16.
 
 - R1 (Lemma 1): the three-term decomposition holds on every draw (an identity plus the
   triangle inequality; checked to floating-point precision).
@@ -12,6 +11,10 @@ R9-R10 (PAC-Bayes with checkpoint selection) are not yet.
 - Control: Lemma 2 with its independence assumption violated (the K = 64 rollouts of a prompt
   are copies of one), which the same test rejects. (Dropping the factor 1 + 2 beta tau is
   not rejected here: every bound is loose by a factor >= 5, more than that factor.)
+- R9-R10 (Theorem 2, Corollary 1): M = 16 checkpoints, the one with the largest J_hat chosen on
+  the same draw; the violation rate of the bound with KL = log M, and KL <= log M for a
+  Gibbs posterior. No control: every bound here is loose by > 5x, so no plausible wrong
+  version (log(4/delta) without the KL) is visible to a violation test (reported instead).
 - R11 (Lemma 16, Corollary 2): SGD's stationary variance against the Lyapunov solution
   (z-tests; control: without its 1/2), the eigenvalue sandwich and the KL bound, exactly.
 - R12 (Corollary 3): tau* minimises B_theta(tau) on the sample (exact); reported: the actual
@@ -23,7 +26,10 @@ R9-R10 (PAC-Bayes with checkpoint selection) are not yet.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+from scipy.special import log_softmax, softmax
 
 from simulators.ledger import ClaimResult, report
 from simulators.registry import Check, RunConfig
@@ -39,6 +45,8 @@ from theory.bounds import (
     ou_kl_bound,
     ou_stationary_covariance,
     optimal_tau,
+    pac_bayes_bound,
+    uniform_prior_kl,
     policy_coverage,
     prompt_bound,
     prompt_coverage,
@@ -61,7 +69,9 @@ TAU_GRID = np.linspace(0.0, 8.0, 81)
 COST_RATIOS = (0.0, 1.0, 8.0, 64.0, 512.0)  # c_prefill / c_decode, c_decode = 1
 BUDGET = 8192.0
 K_GRID = np.arange(1, 129)
-OU_DIM, OU_EPS = 4, 0.01  # quadratic's dimension and SGD's constant step  # the control's (n, K): K identical rollouts per prompt
+OU_DIM, OU_EPS = 4, 0.01
+CHECKPOINTS, PB_N, PB_K = 16, 16, 4  # R9-R10: M checkpoints, n prompts x K rollouts per draw
+GIBBS_TEMPERATURE = 20.0  # Q proportional to exp(20 J_hat): a soft data-dependent posterior  # quadratic's dimension and SGD's constant step  # the control's (n, K): K identical rollouts per prompt
 
 
 def violation_row(claim: str, kind: str, what: str, errors: np.ndarray, bound: float, details: dict) -> ClaimResult:
@@ -286,6 +296,55 @@ def run_ou(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     return rows
 
 
+def _checkpoints(world: RLHFWorld, rng) -> list[RLHFWorld]:
+    """M policies around pi_ref (distances 0.25-2.5, heavy-tailed), sharing the world's prompts and rewards."""
+    return [
+        dataclasses.replace(world, log_pi_theta=log_softmax(world.log_pi_ref + d * rng.standard_t(2.0, size=world.log_pi_ref.shape), axis=1))
+        for d in np.linspace(0.25, 2.5, CHECKPOINTS)
+    ]
+
+
+def run_pac_bayes(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
+    """R9-R10: on each draw S = (prompts, uniforms), every checkpoint's rollouts are its inverse-CDF
+    draws from the same uniforms; the checkpoint with the largest J_hat is selected (a posterior
+    Q = point mass chosen on S) and Theorem 2's bound with KL = log M is compared with its actual
+    error |J_hat - J*|. R10: KL(Q || uniform) <= log M for the point mass and for a Gibbs posterior."""
+    replications = 10_000 if config.full else 2_000
+    base = make_world(rng)
+    models = _checkpoints(base, rng)
+    prompts = rng.choice(base.rho.size, size=(replications, PB_N), p=base.rho)
+    u = rng.random((replications, PB_N, PB_K, 1))
+    j_hat, j_star, bound = [], [], []
+    for model in models:
+        cdf = np.cumsum(model.pi_theta, axis=1)[prompts]
+        responses = np.minimum((u > cdf[:, :, None, :]).sum(axis=-1), cdf.shape[-1] - 1)
+        j_hat.append(model.per_rollout(model.r_hat, BETA, TAU)[prompts[..., None], responses].mean(axis=(1, 2)))
+        j_star.append(model.objective(model.r_star, BETA, None))
+        clip_error = float(np.sum(model.d_theta * np.maximum(np.abs(model.log_ratio) - TAU, 0.0)))
+        coverage = coverage_coefficient(model.d_theta.ravel(), model.d_train.ravel())
+        bound.append(pac_bayes_bound(PB_N, PB_K, DELTA, BETA, TAU, uniform_prior_kl(CHECKPOINTS), coverage, model.l_train(), clip_error)["total"])
+    j_hat, j_star, bound = np.array(j_hat).T, np.array(j_star), np.array(bound)  # (R, M), (M,), (M,)
+    chosen = np.argmax(j_hat, axis=1)
+    rows_idx = np.arange(replications)
+    errors = np.abs(j_hat[rows_idx, chosen] - j_star[chosen])
+    cell = {"M": CHECKPOINTS, "n": PB_N, "K": PB_K, "beta": BETA, "tau": TAU, "delta": DELTA}
+    rate = float(np.mean(errors > bound[chosen]))
+    se = float(np.sqrt(DELTA * (1 - DELTA) / replications))
+    z = (rate - DELTA) / se
+    quantile = float(np.quantile(errors, 1 - DELTA))
+    j_tau = np.array([m.objective(m.r_hat, BETA, TAU) for m in models])
+    optimism = j_hat[rows_idx, chosen] - j_tau[chosen]
+    gibbs = softmax(GIBBS_TEMPERATURE * j_hat, axis=1)
+    kl_gibbs = np.sum(gibbs * np.log(np.maximum(gibbs, 1e-300) * CHECKPOINTS), axis=1)
+    return [
+        ClaimResult("R9", "claim", f"Theorem 2 (KL = log {CHECKPOINTS}) exceeded by the selected checkpoint's |J_hat - J*|, n={PB_N}, K={PB_K}", rate, se, DELTA, z, "z", z < Z_LIMIT,
+                    {**cell, "error_quantile": quantile, "tightness": float(np.median(bound[chosen]) / quantile)}),
+        report("R9", f"selection optimism E[J_hat - J^tau] of the chosen checkpoint: {optimism.mean():.3f} +- {optimism.std(ddof=1) / np.sqrt(replications):.3f}; bound / (1-delta)-quantile of the error {np.median(bound[chosen]) / quantile:.2f}", cell, estimate=float(optimism.mean())),
+        ClaimResult("R10", "claim", f"Corollary 1: KL(Q || uniform) <= log M = uniform_prior_kl(M) for a Gibbs posterior (max over {replications} draws)", float(kl_gibbs.max()), None, uniform_prior_kl(CHECKPOINTS), None, "",
+                    bool(kl_gibbs.max() <= uniform_prior_kl(CHECKPOINTS) + EXACT), {}),
+    ]
+
+
 def run_exact(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     worlds = 50 if config.full else 20
     shift_slack, factor_slack, clip_slack = [], [], []
@@ -313,6 +372,7 @@ CHECKS = [
     Check("bounds_sampling", ("R1", "R2", "R3", "R4", "R8", "R13"), run_sampling, "violation rates of Lemmas 2-4, 12 and Theorem 1"),
     Check("bounds_tau", ("R12",), run_tau, "the tau* rule against B_theta's grid minimiser and the actual-error-optimal tau"),
     Check("bounds_budget", ("R14", "R15", "R16"), run_budget, "the best K at equal prefill/decode cost against the K* rules"),
+    Check("bounds_pac_bayes", ("R9", "R10"), run_pac_bayes, "Theorem 2 for a checkpoint selected on the same sample"),
     Check("bounds_ou", ("R11",), run_ou, "SGD's stationary covariance, Lemma 16's sandwich and the OU KL bound"),
     Check("bounds_exact", ("R5", "R6", "R7"), run_exact, "reward-shift, coverage factorisation and clipping inequalities, exactly"),
 ]

@@ -91,6 +91,13 @@ def test_commuting_pair_commutes():
     assert np.allclose(hess @ sigma_g, sigma_g @ hess)
 
 
+def test_pac_bayes_check_holds_and_selection_is_optimistic():
+    rows = bounds.run_pac_bayes(QUICK, np.random.default_rng(0))
+    assert {r.claim for r in rows} == {"R9", "R10"} and all(r.ok for r in rows)
+    optimism = next(r for r in rows if r.kind == "report").estimate
+    assert optimism > 0  # choosing the best J_hat on the same sample biases it upwards
+
+
 def test_bounds_figures_regenerate(tmp_path):
     """The three bounds figures draw from a quick record of the topic."""
     records, out = tmp_path / "records", tmp_path / "figures"

@@ -1,6 +1,6 @@
 """RLHF-gen (003): sampling bounds, the tau* clipping rule and the K* budget rules.
 
-Built so far (issue 8 is open; simulators/bounds.py checks R1-R8, R11-R16): Lemmas 2-7 and 12, Theorems 1-2,
+Built (simulators/bounds.py checks them, R1-R16): Lemmas 2-7 and 12, Theorems 1-2,
 Corollaries 1-5 and B_theta(tau). The derivations were redone here (see each docstring);
 they agree with the paper.
 """
