@@ -14,7 +14,8 @@
 - R9-R10 (Theorem 2, Corollary 1): M = 16 checkpoints, the one with the largest J_hat chosen on
   the same draw; the violation rate of the bound with KL = log M, and KL <= log M for a
   Gibbs posterior. No control: every bound here is loose by > 5x, so no plausible wrong
-  version (log(4/delta) without the KL) is visible to a violation test (reported instead).
+  version (log(4/delta) without the KL) is visible to a violation test; the looseness is
+  reported instead.
 - R11 (Lemma 16, Corollary 2): SGD's stationary variance against the Lyapunov solution
   (z-tests; control: without its 1/2), the eigenvalue sandwich and the KL bound, exactly.
 - R12 (Corollary 3): tau* minimises B_theta(tau) on the sample (exact); reported: the actual
