@@ -8,9 +8,10 @@
   exceeded is compared with delta by z = (rate - delta) / sqrt(delta (1 - delta) / N): a
   claim passes at z < 4. Tightness (reported): the bound over the (1 - delta)-quantile of
   the actual error; a bound above 1 + 2 beta tau (the range of the per-rollout term) is vacuous.
-- Control: Lemma 2 with its independence assumption violated (the K = 64 rollouts of a prompt
-  are copies of one), which the same test rejects. (Dropping the factor 1 + 2 beta tau is
-  not rejected here: every bound is loose by a factor >= 5, more than that factor.)
+- Controls: Lemma 2 with its independence assumption violated (the K rollouts of a prompt
+  are copies of one, K = 1,024), and Lemma 4 without its factor 1 + 2 beta tau at beta = 10, n = 4; the same
+  test rejects both. (At beta = 1 the dropped factor is not visible: the bounds are loose by
+  a factor >= 5, as large as the factor.)
 - R9-R10 (Theorem 2, Corollary 1): M = 16 checkpoints, the one with the largest J_hat chosen on
   the same draw; the violation rate of the bound with KL = log M, and KL <= log M for a
   Gibbs posterior. No control: every bound here is loose by > 5x, so no plausible wrong
@@ -63,7 +64,8 @@ DELTA = 0.1
 BETA, TAU = 1.0, 2.0
 DISTANCES = (0.5, 2.0)  # scale of pi_theta's heavy-tailed logit perturbation
 SIZES = ((8, 4), (32, 1), (4, 16))  # (n, K)
-COPIES_CELL = (4, 64)
+COPIES_CELL = (4, 1024)  # the copies control: K identical rollouts per prompt
+DROPPED_CELL, STRONG_BETA = (4, 16), 10.0  # the dropped-factor control: small n, strong KL weight
 TAU_CELLS = (16, 128, 1024)  # n for the tau* rule, with TAU_K rollouts each
 TAU_K = 4
 TAU_GRID = np.linspace(0.0, 8.0, 81)
@@ -87,10 +89,10 @@ def violation_row(claim: str, kind: str, what: str, errors: np.ndarray, bound: f
     return ClaimResult(claim, kind, what, rate, se, DELTA, z, "z", ok, details)
 
 
-def _estimates(world: RLHFWorld, reward: np.ndarray, n: int, K: int, replications: int, rng) -> dict:
+def _estimates(world: RLHFWorld, reward: np.ndarray, n: int, K: int, replications: int, rng, beta: float = BETA) -> dict:
     """Per replication: J_hat_{n,K}, J_hat_{n,inf}, and the clipped-KL average kappa_hat."""
     prompts, responses = world.sample(n, K, replications, rng)
-    z = world.per_rollout(reward, BETA, TAU)
+    z = world.per_rollout(reward, beta, TAU)
     clipped = np.clip(world.log_ratio, -TAU, TAU)
     conditional = np.sum(world.pi_theta * z, axis=1)  # E[z | x]
     return {
@@ -110,6 +112,21 @@ def _copies_control(world: RLHFWorld, replications: int, rng, distance: float) -
     errors = np.abs(z[prompts, responses[..., 0]].mean(axis=1) - conditional[prompts].mean(axis=1))  # K copies average to one
     cell = {"distance": distance, "n": n, "K": K, "beta": BETA, "tau": TAU, "delta": DELTA}
     return violation_row("R2", "control", f"Lemma 2 with K={K} copies of one rollout, d={distance}, n={n}", errors, rollout_bound(n, K, DELTA, BETA, TAU), cell)
+
+
+def _dropped_factor_control(world: RLHFWorld, replications: int, rng, distance: float) -> list[ClaimResult]:
+    """Lemma 4 with and without its range factor 1 + 2 beta tau, at a strong KL weight
+    (beta = STRONG_BETA), where the clipped KL term's spread, not the reward's, sets the error:
+    the claim must hold and the control must be rejected on the same draws."""
+    n, K = DROPPED_CELL
+    est = _estimates(world, world.r_hat, n, K, replications, rng, beta=STRONG_BETA)
+    j_tau = world.objective(world.r_hat, STRONG_BETA, TAU)
+    cell = {"distance": distance, "n": n, "K": K, "beta": STRONG_BETA, "tau": TAU, "delta": DELTA}
+    errors, label = np.abs(est["j_nk"] - j_tau), f"beta={STRONG_BETA:g}, d={distance}, n={n}, K={K}"
+    return [
+        violation_row("R4", "claim", f"Lemma 4 sampling error > bound, {label}", errors, sampling_bound(n, K, DELTA, STRONG_BETA, TAU), cell),
+        violation_row("R4", "control", f"Lemma 4 without 1+2 beta tau, {label}", errors, alpha(n, K, DELTA), cell),
+    ]
 
 
 def run_sampling(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
@@ -139,11 +156,19 @@ def run_sampling(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
                 violation_row("R13", "claim", f"Lemma 12 clipped-KL error > bound, {label}", np.abs(est["kappa_nk"] - kappa), kl_estimate_bound(n, K, DELTA, TAU), cell),
             ]
         results.append(_copies_control(world, replications, rng, distance))
+        results += _dropped_factor_control(world, replications, rng, distance)
     results.append(
         ClaimResult("R1", "claim", "Lemma 1: max(|J_hat - J*| - sum of three terms)", decomposition_gap, None, 0.0, None, "", decomposition_gap <= EXACT, {})
     )
-    tight = [r.details["tightness"] for r in results if r.kind == "claim" and "tightness" in r.details]
-    results.append(report("R4", "tightness of R2-R4, R8, R13: bound / (1-delta)-quantile of the error", {"min": min(tight), "max": max(tight)}, estimate=min(tight)))
+    bounded = [r for r in results if r.kind == "claim" and "tightness" in r.details]
+    tight = [r.details["tightness"] for r in bounded]
+    above_one = sum(r.details["bound"] > 1 for r in bounded)
+    vacuous = sum(r.details["bound"] >= 1 + 2 * r.details["beta"] * TAU for r in bounded)
+    results.append(report(
+        "R4",
+        f"bound / (1-delta)-quantile of the error: {min(tight):.2f}-{max(tight):.2f}; bound > 1 (the reward's range) in {above_one}/{len(bounded)}, >= 1 + 2 beta tau (vacuous) in {vacuous}",
+        {"min": min(tight), "max": max(tight), "above_one": above_one, "vacuous": vacuous}, estimate=min(tight),
+    ))
     return results
 
 

@@ -39,7 +39,7 @@ def test_reward_model_fit_is_informative():
     assert world.l_train() < 0.5 * constant
 
 
-def test_sampling_check_passes_claims_and_rejects_copies_control():
+def test_sampling_check_passes_claims_and_rejects_both_controls():
     rows = bounds.run_sampling(QUICK, np.random.default_rng(0))
     controls = [r for r in rows if r.kind == "control"]
     assert controls and all(r.ok and r.statistic >= 4 for r in controls)
