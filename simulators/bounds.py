@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax, rel_entr, softmax
 
 from simulators.ledger import ClaimResult, report
 from simulators.registry import Check, RunConfig
@@ -39,8 +39,8 @@ from simulators.rlhf_world import RLHFWorld, make_world
 from simulators.mc import variance_se, z_score
 from theory.bounds import (
     alpha,
-    coverage_coefficient,
     gaussian_kl,
+    kl_clipping_bound,
     fixed_policy_bound,
     kl_estimate_bound,
     optimal_rollouts,
@@ -52,6 +52,7 @@ from theory.bounds import (
     policy_coverage,
     prompt_bound,
     prompt_coverage,
+    reward_shift_bound,
     rollout_bound,
     sampling_bound,
     tau_objective,
@@ -77,13 +78,15 @@ CHECKPOINTS, PB_N, PB_K = 16, 16, 4  # R9-R10: M checkpoints, n prompts x K roll
 GIBBS_TEMPERATURE = 20.0  # Q proportional to exp(20 J_hat): a soft data-dependent posterior  # quadratic's dimension and SGD's constant step  # the control's (n, K): K identical rollouts per prompt
 
 
-def violation_row(claim: str, kind: str, what: str, errors: np.ndarray, bound: float, details: dict) -> ClaimResult:
-    """Rate of errors > bound against delta; claim passes (control is rejected) by z < 4 (>= 4)."""
+def violation_row(claim: str, kind: str, what: str, errors: np.ndarray, bound, details: dict) -> ClaimResult:
+    """Rate of errors > bound (a number, or one per draw) against delta; a claim passes (a control
+    is rejected) by z < 4 (>= 4). Tightness: the (median) bound over the (1 - delta)-quantile of the error."""
     N = errors.size
     rate = float(np.mean(errors > bound))
     se = float(np.sqrt(DELTA * (1 - DELTA) / N))
     z = (rate - DELTA) / se
     quantile = float(np.quantile(errors, 1 - DELTA))
+    bound = float(np.median(bound))
     details = {**details, "bound": bound, "error_quantile": quantile, "tightness": bound / quantile if quantile > 0 else np.inf, "replications": N}
     ok = z < Z_LIMIT if kind == "claim" else z >= Z_LIMIT
     return ClaimResult(claim, kind, what, rate, se, DELTA, z, "z", ok, details)
@@ -94,7 +97,7 @@ def _estimates(world: RLHFWorld, reward: np.ndarray, n: int, K: int, replication
     prompts, responses = world.sample(n, K, replications, rng)
     z = world.per_rollout(reward, beta, TAU)
     clipped = np.clip(world.log_ratio, -TAU, TAU)
-    conditional = np.sum(world.pi_theta * z, axis=1)  # E[z | x]
+    conditional = world.conditional_mean(z)
     return {
         "j_nk": z[prompts[..., None], responses].mean(axis=(1, 2)),
         "j_ninf": conditional[prompts].mean(axis=1),
@@ -108,7 +111,7 @@ def _copies_control(world: RLHFWorld, replications: int, rng, distance: float) -
     n, K = COPIES_CELL
     prompts, responses = world.sample(n, 1, replications, rng)
     z = world.per_rollout(world.r_hat, BETA, TAU)
-    conditional = np.sum(world.pi_theta * z, axis=1)
+    conditional = world.conditional_mean(z)
     errors = np.abs(z[prompts, responses[..., 0]].mean(axis=1) - conditional[prompts].mean(axis=1))  # K copies average to one
     cell = {"distance": distance, "n": n, "K": K, "beta": BETA, "tau": TAU, "delta": DELTA}
     return violation_row("R2", "control", f"Lemma 2 with K={K} copies of one rollout, d={distance}, n={n}", errors, rollout_bound(n, K, DELTA, BETA, TAU), cell)
@@ -138,8 +141,8 @@ def run_sampling(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
         j_phi = world.objective(world.r_hat, BETA, None)
         j_star = world.objective(world.r_star, BETA, None)
         kappa = float(np.sum(world.d_theta * np.clip(world.log_ratio, -TAU, TAU)))
-        clip_error = float(np.sum(world.d_theta * np.maximum(np.abs(world.log_ratio) - TAU, 0.0)))
-        coverage = coverage_coefficient(world.d_theta.ravel(), world.d_train.ravel())
+        clip_error = world.clip_error(TAU)
+        coverage = world.coverage()
         for n, K in SIZES:
             est = _estimates(world, world.r_hat, n, K, replications, rng)
             cell = {"distance": distance, "n": n, "K": K, "beta": BETA, "tau": TAU, "delta": DELTA}
@@ -219,7 +222,7 @@ def run_tau(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
 def _two_stage_variances(world: RLHFWorld) -> tuple[float, float]:
     """sigma_prompt^2 = Var(E[Z | X]) and sigma_rollout^2 = E[Var(Z | X)] of Z = r_hat - beta l^tau (§6.2.2)."""
     z = world.per_rollout(world.r_hat, BETA, TAU)
-    conditional = np.sum(world.pi_theta * z, axis=1)
+    conditional = world.conditional_mean(z)
     within = np.sum(world.pi_theta * (z - conditional[:, None]) ** 2, axis=1)
     mean = world.rho @ conditional
     return float(world.rho @ (conditional - mean) ** 2), float(world.rho @ within)
@@ -339,33 +342,26 @@ def run_pac_bayes(config: RunConfig, rng: np.random.Generator) -> list[ClaimResu
     base = make_world(rng)
     models = _checkpoints(base, rng)
     prompts = rng.choice(base.rho.size, size=(replications, PB_N), p=base.rho)
-    u = rng.random((replications, PB_N, PB_K, 1))
+    u = rng.random((replications, PB_N, PB_K))
     j_hat, j_star, bound = [], [], []
     for model in models:
-        cdf = np.cumsum(model.pi_theta, axis=1)[prompts]
-        responses = np.minimum((u > cdf[:, :, None, :]).sum(axis=-1), cdf.shape[-1] - 1)
+        responses = model.responses(prompts, u)
         j_hat.append(model.per_rollout(model.r_hat, BETA, TAU)[prompts[..., None], responses].mean(axis=(1, 2)))
         j_star.append(model.objective(model.r_star, BETA, None))
-        clip_error = float(np.sum(model.d_theta * np.maximum(np.abs(model.log_ratio) - TAU, 0.0)))
-        coverage = coverage_coefficient(model.d_theta.ravel(), model.d_train.ravel())
-        bound.append(pac_bayes_bound(PB_N, PB_K, DELTA, BETA, TAU, uniform_prior_kl(CHECKPOINTS), coverage, model.l_train(), clip_error)["total"])
+        bound.append(pac_bayes_bound(PB_N, PB_K, DELTA, BETA, TAU, uniform_prior_kl(CHECKPOINTS), model.coverage(), model.l_train(), model.clip_error(TAU))["total"])
     j_hat, j_star, bound = np.array(j_hat).T, np.array(j_star), np.array(bound)  # (R, M), (M,), (M,)
     chosen = np.argmax(j_hat, axis=1)
     rows_idx = np.arange(replications)
     errors = np.abs(j_hat[rows_idx, chosen] - j_star[chosen])
     cell = {"M": CHECKPOINTS, "n": PB_N, "K": PB_K, "beta": BETA, "tau": TAU, "delta": DELTA}
-    rate = float(np.mean(errors > bound[chosen]))
-    se = float(np.sqrt(DELTA * (1 - DELTA) / replications))
-    z = (rate - DELTA) / se
-    quantile = float(np.quantile(errors, 1 - DELTA))
+    selected = violation_row("R9", "claim", f"Theorem 2 (KL = log {CHECKPOINTS}) exceeded by the selected checkpoint's |J_hat - J*|, n={PB_N}, K={PB_K}", errors, bound[chosen], cell)
     j_tau = np.array([m.objective(m.r_hat, BETA, TAU) for m in models])
     optimism = j_hat[rows_idx, chosen] - j_tau[chosen]
     gibbs = softmax(GIBBS_TEMPERATURE * j_hat, axis=1)
-    kl_gibbs = np.sum(gibbs * np.log(np.maximum(gibbs, 1e-300) * CHECKPOINTS), axis=1)
+    kl_gibbs = np.sum(rel_entr(gibbs, 1.0 / CHECKPOINTS), axis=1)
     return [
-        ClaimResult("R9", "claim", f"Theorem 2 (KL = log {CHECKPOINTS}) exceeded by the selected checkpoint's |J_hat - J*|, n={PB_N}, K={PB_K}", rate, se, DELTA, z, "z", z < Z_LIMIT,
-                    {**cell, "error_quantile": quantile, "tightness": float(np.median(bound[chosen]) / quantile)}),
-        report("R9", f"selection optimism E[J_hat - J^tau] of the chosen checkpoint: {optimism.mean():.3f} +- {optimism.std(ddof=1) / np.sqrt(replications):.3f}; bound / (1-delta)-quantile of the error {np.median(bound[chosen]) / quantile:.2f}", cell, estimate=float(optimism.mean())),
+        selected,
+        report("R9", f"selection optimism E[J_hat - J^tau] of the chosen checkpoint: {optimism.mean():.3f} +- {optimism.std(ddof=1) / np.sqrt(replications):.3f}; bound / (1-delta)-quantile of the error {selected.details['tightness']:.2f}", cell, estimate=float(optimism.mean())),
         ClaimResult("R10", "claim", f"Corollary 1: KL(Q || uniform) <= log M = uniform_prior_kl(M) for a Gibbs posterior (max over {replications} draws)", float(kl_gibbs.max()), None, uniform_prior_kl(CHECKPOINTS), None, "",
                     bool(kl_gibbs.max() <= uniform_prior_kl(CHECKPOINTS) + EXACT), {}),
     ]
@@ -378,11 +374,10 @@ def run_exact(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
         world = make_world(rng, distance=float(rng.uniform(0.2, 3.0)))
         shift = abs(world.objective(world.r_hat, BETA, None) - world.objective(world.r_star, BETA, None))
         chi2 = float(chi2_divergence(world.d_theta.ravel(), world.d_train.ravel()))
-        shift_slack.append(np.sqrt(1 + chi2) * np.sqrt(world.l_train()) - shift)
-        coverage = np.sqrt(1 + chi2)
-        factor_slack.append(prompt_coverage(world.rho, world.rho_label) * policy_coverage(world.pi_theta, np.exp(world.log_pi_ref), world.rho_label) - coverage)
+        shift_slack.append(reward_shift_bound(chi2, world.l_train()) - shift)
+        factor_slack.append(prompt_coverage(world.rho, world.rho_label) * policy_coverage(world.pi_theta, np.exp(world.log_pi_ref), world.rho_label) - world.coverage())
         clip_gap = abs(world.objective(world.r_hat, BETA, TAU) - world.objective(world.r_hat, BETA, None))
-        clip_slack.append(BETA * float(np.sum(world.d_theta * np.maximum(np.abs(world.log_ratio) - TAU, 0.0))) - clip_gap)
+        clip_slack.append(kl_clipping_bound(BETA, world.log_ratio.ravel(), TAU, world.d_theta.ravel()) - clip_gap)
     rows = []
     for claim, what, slack in (
         ("R5", "Lemma 5: min of C(theta) sqrt(L_train) - |J^phi - J*|", shift_slack),

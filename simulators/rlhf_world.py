@@ -17,6 +17,8 @@ import numpy as np
 from scipy import optimize
 from scipy.special import expit, log_softmax
 
+from theory.bounds import clipping_excess, coverage_coefficient
+
 BT_RIDGE = 1e-2  # L2 penalty of the Bradley-Terry fit: pins each prompt's free score shift near 0
 
 
@@ -57,6 +59,22 @@ class RLHFWorld:
         ell = self.log_ratio if tau is None else np.clip(self.log_ratio, -tau, tau)
         return reward - beta * ell
 
+    def conditional_mean(self, values: np.ndarray) -> np.ndarray:
+        """E_{y ~ pi_theta(. | x)}[values(x, y)] per prompt x."""
+        return np.sum(self.pi_theta * values, axis=1)
+
+    def clip_error(self, tau: float) -> float:
+        """E_{D_theta}|l - l^tau| (Lemma 7), by theory.bounds.clipping_excess."""
+        return clipping_excess(self.log_ratio.ravel(), tau, self.d_theta.ravel())
+
+    def coverage(self) -> float:
+        """C(theta) = sqrt(1 + chi2(D_theta || D_train)) (Definition 1), by theory.bounds."""
+        return coverage_coefficient(self.d_theta.ravel(), self.d_train.ravel())
+
+    def responses(self, prompts: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Responses pi_theta(. | prompts) by inverse CDF from uniforms u of shape prompts.shape + (K,)."""
+        return inverse_cdf(self.pi_theta[prompts], u)
+
     def l_train(self) -> float:
         """L_train^(2)(phi) = E_{D_train}[(r_hat - r*)^2]."""
         return float(np.sum(self.d_train * (self.r_hat - self.r_star) ** 2))
@@ -64,10 +82,16 @@ class RLHFWorld:
     def sample(self, n: int, K: int, replications: int, rng: np.random.Generator):
         """Prompts (R, n) from rho and responses (R, n, K) from pi_theta(. | x_i)."""
         prompts = rng.choice(self.rho.size, size=(replications, n), p=self.rho)
-        cdf = np.cumsum(self.pi_theta, axis=1)[prompts]  # (R, n, Y)
-        u = rng.random((replications, n, K, 1))
-        responses = np.minimum((u > cdf[:, :, None, :]).sum(axis=-1), cdf.shape[-1] - 1)  # min: cdf[-1] may round below 1
-        return prompts, responses
+        return prompts, self.responses(prompts, rng.random((replications, n, K)))
+
+
+def inverse_cdf(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Indices drawn from the last-axis distributions ``probs`` (..., Y) with uniforms u (..., K).
+
+    Written out because numpy's Generator.choice takes one distribution per call; the min
+    guards against a cumulative sum that rounds below 1."""
+    cdf = np.cumsum(probs, axis=-1)
+    return np.minimum((u[..., None] > cdf[..., None, :]).sum(axis=-1), probs.shape[-1] - 1)
 
 
 def make_world(rng: np.random.Generator, prompts: int = 20, responses: int = 6, distance: float = 1.0, pairs: int = 400) -> RLHFWorld:
@@ -92,9 +116,8 @@ def fit_bradley_terry(s_star, rho_label, pi_ref, pairs, rng) -> np.ndarray:
     """
     P, Y = s_star.shape
     x = rng.choice(P, size=pairs, p=rho_label)
-    cdf = np.cumsum(pi_ref, axis=1)[x]
-    y1 = np.minimum((rng.random((pairs, 1)) > cdf).sum(axis=1), Y - 1)
-    y2 = np.minimum((rng.random((pairs, 1)) > cdf).sum(axis=1), Y - 1)
+    first, second = rng.random(pairs), rng.random(pairs)
+    y1, y2 = inverse_cdf(pi_ref[x], np.stack([first, second], axis=1)).T
     won = rng.random(pairs) < expit(s_star[x, y1] - s_star[x, y2])
     sign = np.where(won, 1.0, -1.0)
 
