@@ -59,6 +59,18 @@ def group_advantages(rewards, estimator: str) -> np.ndarray:
     return rewards - (total - rewards) / (n - 1)
 
 
+def standardised_advantages(rewards, eps: float = 1e-6) -> np.ndarray:
+    """GRPO's advantage (DeepSeekMath §4.1.2): (R_j - mean(R)) / (std(R) + eps) within each group
+    (last axis), with the sample standard deviation (ddof = 1, as TRL computes it). A constant
+    group gets advantage 0. Not linear in R, so the variance formulas above do not cover it.
+    """
+    rewards = _checks.as_float_array("rewards", rewards)
+    if rewards.ndim == 0 or rewards.shape[-1] < 2:
+        raise ValueError(f"rewards must have a group axis of size >= 2 (shape (..., n)); got shape {rewards.shape}")
+    centred = group_advantages(rewards, "dr_grpo")
+    return centred / (rewards.std(axis=-1, ddof=1, keepdims=True) + float(_checks.nonnegative("eps", eps)))
+
+
 def projected_gradient(rewards, norms, estimator: str) -> np.ndarray:
     """The per-prompt projected gradient G = (1/n) sum_j A_j Z_j (VIP §4, eq. after (4)).
 

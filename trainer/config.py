@@ -1,0 +1,221 @@
+"""The trainer's configuration: one flat dataclass, loadable from YAML, overridable by ``--set``.
+
+Defaults are the papers' settings where they give one: VIP App. C Table 9 (AdamW, learning
+rate 1e-6, 20 warm-up steps, 512 prompts per step, 8 responses per prompt, temperature 1.0,
+10,240 new tokens) and CTPO §4.1 (eps_low = 0.025, eps_high = 0.05; the sqrt(t) power is
+theory.importance.CTPO_CLIP). The clip ranges of GRPO and GSPO default to theory.importance's
+GRPO_CLIP and GSPO_CLIP. KL is off (beta = 0), as in VIP Assumption 3.1.
+
+The config is flat so that every field is one ``--set name=value`` away; the groups below are
+comments, not nesting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from theory.importance import CTPO_CLIP, GRPO_CLIP, GSPO_CLIP
+
+LOSSES = ("grpo", "gspo", "ctpo")
+ADVANTAGES = ("grpo", "dr_grpo", "rloo")
+ALLOCATIONS = ("uniform", "vip", "inverse_accuracy", "inverse_variance")
+ALLOCATION_METHODS = ("exact", "paper")
+AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+KL_CLIPS = ("none", "fixed", "tau_star")
+REWARDS = ("answer_line", "boxed", "math_verify", "first_number")
+REWARD_CONVENTIONS = ("binary", "signed")
+TEMPLATES = ("vip_math", "plain")
+EMBEDDINGS = ("auto", "sentence_transformers", "hashed")
+CLIP_DEFAULTS = {"grpo": GRPO_CLIP, "gspo": GSPO_CLIP, "ctpo": CTPO_CLIP[:2]}
+
+
+@dataclass
+class TrainConfig:
+    # --- model and data -------------------------------------------------------------------
+    model: str = "tiny:qwen2"  # hub name, local path, or tiny:qwen2 / tiny:llama (built locally)
+    ref_model: str | None = None  # reference policy when kl_coef > 0; None: the initial model
+    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    device: str = "auto"
+    dataset: str = "synthetic:arithmetic"  # hub name, a .jsonl/.json/.parquet file, or synthetic:arithmetic
+    split: str = "train"
+    prompt_column: str = "prompt"  # dotted paths reach nested fields (reward_model.ground_truth)
+    answer_column: str = "answer"
+    max_prompts: int | None = None
+    template: str = "vip_math"  # VIP App. C.2 Fig. 4, or plain (the question as is)
+    chat_template: bool = True  # wrap in the tokenizer's chat template when it has one
+    # --- rewards ----------------------------------------------------------------------------
+    reward: str = "answer_line"  # or "module:function" for your own callable
+    reward_convention: str = "binary"  # binary: 0/1; signed: -1/+1 (VIP's propositions)
+    # --- rollouts and allocation ----------------------------------------------------------
+    prompts_per_step: int = 512
+    budget: int | None = None  # C, rollouts per step; None: 8 per prompt
+    min_rollouts: int = 4  # L
+    max_rollouts: int = 32  # U
+    allocation: str = "uniform"
+    allocation_method: str = "exact"  # theory.allocation.allocate's method
+    embedding: str = "auto"  # VIP's GP features: sentence-transformers if installed, else hashed words
+    temperature: float = 1.0
+    max_new_tokens: int = 10_240
+    generation_batch_size: int = 64
+    recompute_old_logprobs: bool = True
+    # --- advantages and losses --------------------------------------------------------------
+    advantage: str = "dr_grpo"
+    loss: str = "grpo"
+    clip_low: float | None = None  # None: the loss's default (CLIP_DEFAULTS)
+    clip_high: float | None = None
+    ctpo_power: float = CTPO_CLIP[2]
+    aggregation: str = "token_mean"
+    # --- KL (RLHF-gen §6.1) -----------------------------------------------------------------
+    kl_coef: float = 0.0
+    kl_estimator: str = "k3"
+    kl_clip: str = "none"
+    kl_tau: float = 1.0  # the fixed tau
+    kl_delta: float = 0.1  # delta of alpha_{n,K,delta} in the tau* rule
+    # --- optimisation -----------------------------------------------------------------------
+    steps: int = 100
+    learning_rate: float = 1e-6
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    max_grad_norm: float = 1.0
+    ppo_epochs: int = 1
+    mini_batches: int = 1  # optimizer steps per PPO epoch
+    micro_batch_size: int = 8  # rollouts per forward/backward (gradient accumulation)
+    # --- run --------------------------------------------------------------------------------
+    seed: int = 0
+    output_dir: str = "runs/default"
+    save_every: int = 10
+    keep_checkpoints: int = 2
+    log_z_norm: bool = False  # z_norm per rollout in the rollout log: one backward pass each
+    tensorboard: bool = True  # when tensorboard is installed
+    progress: bool = True
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def rollout_budget(self) -> int:
+        return self.budget if self.budget is not None else 8 * self.prompts_per_step
+
+    @property
+    def clip_range(self) -> tuple[float, float]:
+        low, high = CLIP_DEFAULTS[self.loss]
+        return (low if self.clip_low is None else self.clip_low, high if self.clip_high is None else self.clip_high)
+
+    def validate(self) -> None:
+        """Every check that needs no model or data: a bad config fails before anything loads."""
+        for name, allowed in (
+            ("loss", LOSSES),
+            ("advantage", ADVANTAGES),
+            ("allocation", ALLOCATIONS),
+            ("allocation_method", ALLOCATION_METHODS),
+            ("aggregation", AGGREGATIONS),
+            ("kl_estimator", KL_ESTIMATORS),
+            ("kl_clip", KL_CLIPS),
+            ("reward_convention", REWARD_CONVENTIONS),
+            ("template", TEMPLATES),
+            ("embedding", EMBEDDINGS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.reward not in REWARDS and ":" not in self.reward:
+            raise ValueError(f"reward must be one of {', '.join(REWARDS)} or 'module:function'; got {self.reward!r}")
+        for name in ("prompts_per_step", "max_new_tokens", "generation_batch_size", "steps", "ppo_epochs", "mini_batches", "micro_batch_size", "save_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {getattr(self, name)}")
+        self._validate_budget()
+        for name in ("temperature", "learning_rate", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
+        for name in ("kl_coef", "weight_decay", "warmup_steps", "kl_tau", "ctpo_power"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+        low, high = self.clip_range
+        if not (0 <= low < 1 and high >= 0):
+            raise ValueError(f"clip_low must lie in [0, 1) and clip_high be >= 0; got {low}, {high}")
+        if not 0 < self.kl_delta < 1:
+            raise ValueError(f"kl_delta must lie in (0, 1); got {self.kl_delta}")
+        if self.mini_batches > self.prompts_per_step * self.min_rollouts:
+            raise ValueError(f"mini_batches must be <= the rollouts per step ({self.prompts_per_step * self.min_rollouts}); got {self.mini_batches}")
+
+    def _validate_budget(self) -> None:
+        b, c, lo, hi = self.prompts_per_step, self.rollout_budget, self.min_rollouts, self.max_rollouts
+        need = 3 if self.allocation == "vip" else 2
+        if lo < need:
+            why = "VIP's objective is convex only for n >= 3 (Theorem 5.1)" if need == 3 else "a group baseline needs n >= 2"
+            raise ValueError(f"min_rollouts (L) must be >= {need} with allocation={self.allocation}: {why}; got {lo}")
+        if hi < lo:
+            raise ValueError(f"max_rollouts (U) must be >= min_rollouts (L) = {lo}; got {hi}")
+        if not b * lo <= c <= b * hi:
+            raise ValueError(
+                f"budget C = {c} is infeasible for {b} prompts with L = {lo}, U = {hi}: it must lie in [B*L, B*U] = [{b * lo}, {b * hi}]"
+            )
+
+
+def _field_types() -> dict[str, type]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(name: str, text: str, kind) -> object:
+    """``text`` from the command line as the field's type (int, float, bool, str or None)."""
+    optional = isinstance(kind, types.UnionType) and type(None) in kind.__args__
+    if optional and text.strip().lower() in ("none", "null", "~"):
+        return None
+    base = next(k for k in kind.__args__ if k is not type(None)) if optional else kind
+    if base is bool:
+        if text.lower() in ("true", "1", "yes", "on"):
+            return True
+        if text.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"--set {name}: expected true or false; got {text!r}")
+    try:
+        return base(float(text)) if base is int and "e" in text.lower() else base(text)
+    except ValueError:
+        raise ValueError(f"--set {name}: expected {base.__name__}; got {text!r}") from None
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """``values`` updated with ``name=value`` strings, each coerced to its field's type."""
+    types_ = _field_types()
+    values = dict(values)
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ValueError(f"--set takes name=value; got {item!r}")
+        if name not in types_:
+            raise ValueError(f"--set {name}: unknown config field; known: {', '.join(types_)}")
+        values[name] = _coerce(name, text.strip(), types_[name])
+    return values
+
+
+def load_config(path=None, overrides=()) -> TrainConfig:
+    """The YAML file at ``path`` (if any) with ``overrides`` applied, validated."""
+    import yaml
+
+    values = {}
+    if path is not None:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a config file must be a mapping of field: value")
+        unknown = sorted(set(values) - set(_field_types()))
+        if unknown:
+            raise ValueError(f"{path}: unknown config field(s) {', '.join(unknown)}")
+    return TrainConfig(**apply_overrides(values, list(overrides)))
+
+
+def save_config(config: TrainConfig, path) -> Path:
+    """Write the resolved config as YAML (what ``load_config`` reads back)."""
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,108 @@
+"""Prompts and answers: datasets by hub name or local file, a synthetic arithmetic task, and the
+prompt templates (VIP App. C.2 Fig. 4, or the question as is).
+
+A dataset yields :class:`Example` rows (``prompt_id``, ``question``, ``answer``). Hub datasets
+need the network (``datasets.load_dataset(name, split=...)``); local ``.jsonl``, ``.json`` and
+``.parquet`` files are read by ``datasets`` too. A column may be a dotted path into nested
+fields (DAPO-Math-17k keeps its answer at ``reward_model.ground_truth``), and a prompt given as
+a list of chat messages contributes its last user message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# VIP App. C.2, Figure 4: the template for mathematical reasoning, verbatim.
+VIP_MATH_TEMPLATE = """Solve the following math problem step by step. The last line of your
+response should be of the form Answer: $Answer (without quotes)
+where $Answer is the answer to the problem. Do not wrap $Answer with
+\\boxed{ }.
+
+current question: {question}
+
+Below are two examples for format reference.
+Example question 1: Solve for x: 3x - 5 = 16.
+
+Response:
+Add 5 to both sides: 3x = 21.
+Divide both sides by 3: x = 7.
+Answer: 7
+
+Solve the current question. Remember to put your answer on its own line
+after "Answer:"."""
+
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt_id: int
+    question: str
+    answer: str
+
+
+def arithmetic_task(n: int, rng: np.random.Generator, max_operand: int = 4) -> list[Example]:
+    """``n`` problems ``a+b=`` with 0 <= a, b <= max_operand and their sums: a verifiable task that
+    a tiny model learns in minutes on a CPU (the offline end-to-end test)."""
+    if n < 1 or max_operand < 0:
+        raise ValueError(f"n must be >= 1 and max_operand >= 0; got {n}, {max_operand}")
+    a, b = rng.integers(0, max_operand + 1, size=(2, n))
+    return [Example(i, f"{x}+{y}=", str(x + y)) for i, (x, y) in enumerate(zip(a.tolist(), b.tolist()))]
+
+
+def _field(row: dict, path: str):
+    value = row
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise KeyError(f"column {path!r} not found in the dataset (row keys: {', '.join(row)})")
+        value = value[key]
+    return value
+
+
+def _question_text(value) -> str:
+    if isinstance(value, list):  # chat messages: the last user turn is the question
+        users = [m["content"] for m in value if isinstance(m, dict) and m.get("role") == "user"]
+        if not users:
+            raise ValueError("a prompt given as chat messages must hold a user message")
+        return users[-1]
+    return str(value)
+
+
+def _rows(dataset: str, split: str):
+    import datasets
+
+    path = Path(dataset)
+    if path.suffix in LOCAL_FORMATS:
+        if not path.exists():
+            raise FileNotFoundError(f"dataset file {dataset} does not exist")
+        return datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+    return datasets.load_dataset(dataset, split=split)
+
+
+def load_examples(dataset: str, split: str = "train", prompt_column: str = "prompt", answer_column: str = "answer", max_prompts=None, rng=None) -> list[Example]:
+    """The examples of ``dataset`` (see the module docstring); raises on an empty dataset."""
+    if dataset.startswith("synthetic:"):
+        if dataset.split(":", 1)[1] != "arithmetic":
+            raise ValueError(f"dataset {dataset!r}: the synthetic tasks are synthetic:arithmetic")
+        examples = arithmetic_task(max_prompts or 64, rng if rng is not None else np.random.default_rng(0))
+    else:
+        examples = [
+            Example(i, _question_text(_field(row, prompt_column)), str(_field(row, answer_column)))
+            for i, row in enumerate(_rows(dataset, split))
+            if max_prompts is None or i < max_prompts
+        ]
+    if not examples:
+        raise ValueError(f"dataset {dataset!r} (split {split!r}) holds no examples")
+    return examples
+
+
+def format_prompt(question: str, template: str, tokenizer=None, chat_template: bool = True) -> str:
+    """The text the policy sees: the template filled in, wrapped in the tokenizer's chat template
+    when it has one and ``chat_template`` is set."""
+    text = VIP_MATH_TEMPLATE.replace("{question}", question) if template == "vip_math" else question
+    if chat_template and tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+    return text

@@ -1,0 +1,84 @@
+"""Policy, reference model and tokenizer.
+
+``load_policy(name)`` takes any ``transformers`` causal LM by hub name or local path (bfloat16
+on GPU, float32 on CPU unless ``dtype`` says otherwise). ``tiny:qwen2`` and ``tiny:llama``
+build a two-layer model of that architecture with random weights and a character-level
+tokenizer made locally with ``tokenizers``: the offline tests and the tiny CPU config use
+them, and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import torch
+
+TINY_CHARACTERS = list("0123456789+-=. \n")
+TINY_SPECIALS = ["<pad>", "<eos>", "<unk>"]
+
+
+def tiny_tokenizer():
+    """A character-level PreTrainedTokenizerFast over digits, + - = . space and newline."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(TINY_SPECIALS + TINY_CHARACTERS)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+
+
+def tiny_model(architecture: str, vocab_size: int, seed: int = 0):
+    """A 2-layer, 64-wide causal LM of ``architecture`` (qwen2 or llama), weights from ``seed``."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    classes = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
+    if architecture not in classes:
+        raise ValueError(f"tiny model architecture must be one of {', '.join(classes)}; got {architecture!r}")
+    config_class, model_class = classes[architecture]
+    config = config_class(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=1,
+    )
+    with torch.random.fork_rng(devices=[]):  # weights from the seed, torch's global RNG left as it was
+        torch.manual_seed(seed)
+        return model_class(config)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of ``name``; pad_token falls back to eos_token. Raises if there is none."""
+    if name.startswith("tiny:"):
+        return tiny_tokenizer()
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"model {name!r} has no loadable tokenizer: {exc}") from exc
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the tokenizer of {name!r} defines no eos_token")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(name: str, device: torch.device, dtype: torch.dtype, vocab_size: int, seed: int = 0):
+    """The causal LM ``name`` on ``device`` in ``dtype`` (see the module docstring)."""
+    if name.startswith("tiny:"):
+        model = tiny_model(name.split(":", 1)[1], vocab_size, seed)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+    return model.to(device=device, dtype=dtype)

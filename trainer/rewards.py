@@ -1,0 +1,125 @@
+"""Verifiable rewards: plain callables ``(prompts, completions, answers) -> list[float]``.
+
+Built in (each returns 1.0 for a correct completion and 0.0 otherwise; :func:`scaled` maps to
+the +-1 convention of VIP §4):
+
+- ``answer_line``: the last ``Answer: ...`` line of the completion (VIP's template, App. C.2),
+  compared with the answer by :func:`same_answer`;
+- ``boxed``: the last ``\\boxed{...}`` of the completion, compared the same way;
+- ``math_verify``: math-verify's parser and equivalence check (LaTeX, fractions, sets, ...) on
+  the whole completion;
+- ``first_number``: the first number in the completion (the synthetic arithmetic task).
+
+Your own reward is ``reward: package.module:function`` in the config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_ANSWER_LINE = re.compile(r"^\s*Answer\s*:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def answer_line(text: str) -> str | None:
+    """The content of the last ``Answer:`` line, or None."""
+    found = _ANSWER_LINE.findall(text)
+    return found[-1] if found else None
+
+
+def boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}``, braces balanced, or None.
+
+    Written by hand: a regular expression cannot match nested braces, and math-verify's
+    extraction is not exposed as a function that returns the box's text.
+    """
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1 : j]
+    return None
+
+
+def first_number(text: str) -> str | None:
+    found = _NUMBER.search(text)
+    return found.group(0) if found else None
+
+
+def _normalise(text: str) -> str:
+    return text.strip().strip("$").rstrip(".").replace(" ", "").replace(",", "")
+
+
+def same_answer(predicted: str | None, answer: str) -> bool:
+    """Equal after dropping spaces, thousands commas, $ and a final period; numbers compare by value."""
+    if predicted is None:
+        return False
+    p, a = _normalise(predicted), _normalise(answer)
+    if p == a:
+        return True
+    try:
+        return math.isclose(float(p), float(a), rel_tol=1e-9, abs_tol=1e-12)
+    except ValueError:
+        return False
+
+
+def _extracting(extract):
+    def reward(prompts, completions, answers) -> list[float]:
+        return [float(same_answer(extract(c), a)) for c, a in zip(completions, answers)]
+
+    reward.__name__ = extract.__name__
+    return reward
+
+
+def math_verify_reward(prompts, completions, answers) -> list[float]:
+    """math-verify's ``verify(parse(answer), parse(completion))`` (the ``trainer`` extra)."""
+    from math_verify import parse, verify
+
+    return [float(verify(parse(a), parse(c))) for c, a in zip(completions, answers)]
+
+
+BUILT_IN = {
+    "answer_line": _extracting(answer_line),
+    "boxed": _extracting(boxed),
+    "math_verify": math_verify_reward,
+    "first_number": _extracting(first_number),
+}
+
+
+def get_reward(name: str):
+    """A built-in reward by name, or ``module:function`` imported."""
+    if name in BUILT_IN:
+        return BUILT_IN[name]
+    module, sep, attr = name.partition(":")
+    if not sep:
+        raise ValueError(f"reward must be one of {', '.join(BUILT_IN)} or 'module:function'; got {name!r}")
+    fn = getattr(importlib.import_module(module), attr, None)
+    if not callable(fn):
+        raise ValueError(f"reward {name!r}: {module} has no callable {attr!r}")
+    return fn
+
+
+def scaled(values, convention: str) -> list[float]:
+    """0/1 rewards as 0/1 (``binary``) or -1/+1 (``signed``)."""
+    return list(values) if convention == "binary" else [2.0 * v - 1.0 for v in values]
+
+
+def checked_rewards(fn, prompts, completions, answers) -> list[float]:
+    """``fn``'s rewards, refused unless there is one finite number per completion."""
+    values = fn(prompts, completions, answers)
+    name = getattr(fn, "__name__", repr(fn))
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"reward function {name} must return numbers; got {values!r:.200}") from None
+    if len(values) != len(completions):
+        raise ValueError(f"reward function {name} returned {len(values)} rewards for {len(completions)} completions")
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"reward function {name} returned NaN or infinite rewards (completions {bad[:5]})")
+    return values

@@ -1,0 +1,129 @@
+"""Rollout engines: ``generate(prompts, counts, sampling, generator) -> RolloutBatch``.
+
+``counts[q]`` rollouts of prompt q — different per prompt, which is VIP's point. An engine
+returns each completion's token ids and the log-probabilities of the sampled tokens under the
+sampling distribution (pi_b, temperature included).
+
+:class:`TransformersEngine` samples with the model's forward pass and its KV cache in our own
+loop rather than ``model.generate``: ``generate`` draws from torch's global RNG, and the
+trainer's rule is that randomness comes from a ``torch.Generator`` passed in (a resumed run
+must replay the same samples); the loop also reads the log-probabilities of the sampled
+tokens directly. Sampling is at ``temperature`` over the full vocabulary (VIP and CTPO
+sample at 1.0 with no top-p/top-k). The vLLM engine is trainer.vllm_engine (GPU extra).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0
+    max_new_tokens: int = 256
+
+
+@dataclass
+class RolloutBatch:
+    """R rollouts. ``sequences`` (R, P + T) holds each left-padded prompt then its completion;
+    ``completion_mask`` (R, T) marks real completion tokens (a prefix of each row, the end of
+    sequence token included); ``old_logprobs`` (R, T) are the sampling log-probabilities (0 at
+    padding); ``prompt_index[r]`` is the rollout's prompt within the step's batch."""
+
+    sequences: torch.Tensor
+    attention_mask: torch.Tensor
+    completion_mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    prompt_index: list[int]
+    completions: list[str]
+
+    @property
+    def prompt_length(self) -> int:
+        return self.sequences.shape[1] - self.completion_mask.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.prompt_index)
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompts: list[str], counts, sampling: Sampling, generator: torch.Generator) -> RolloutBatch: ...
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding (0 for the first real token)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def completion_logprobs(model, batch: RolloutBatch, temperature: float, rows=None) -> torch.Tensor:
+    """log pi(o_t | q, o_<t) of the completion tokens (R, T) at ``temperature`` by one forward
+    pass; 0 at padding. ``rows`` selects rollouts (a micro-batch)."""
+    rows = slice(None) if rows is None else rows
+    seq, att = batch.sequences[rows], batch.attention_mask[rows]
+    start = batch.prompt_length
+    logits = model(input_ids=seq, attention_mask=att, position_ids=position_ids(att)).logits[:, start - 1 : -1]
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    taken = logp.gather(-1, seq[:, start:, None]).squeeze(-1)
+    return taken * batch.completion_mask[rows]
+
+
+class TransformersEngine:
+    """Sampling with a ``transformers`` causal LM (CPU or one GPU)."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 64):
+        if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer must define eos_token and pad_token (set pad_token = eos_token if it has none)")
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, int(batch_size)
+
+    @torch.no_grad()
+    def generate(self, prompts, counts, sampling: Sampling, generator: torch.Generator) -> RolloutBatch:
+        counts = [int(c) for c in counts]
+        if len(counts) != len(prompts) or any(c < 0 for c in counts):
+            raise ValueError(f"counts must hold one non-negative integer per prompt ({len(prompts)}); got {counts}")
+        index = [q for q, c in enumerate(counts) for _ in range(c)]
+        if not index:
+            raise ValueError("counts must allocate at least one rollout")
+        device = next(self.model.parameters()).device
+        enc = self.tokenizer([prompts[q] for q in index], return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        ids, att = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        chunks = [self._sample(ids[i : i + self.batch_size], att[i : i + self.batch_size], sampling, generator) for i in range(0, len(index), self.batch_size)]
+        width = max(c[0].shape[1] for c in chunks)
+        tokens = torch.cat([_pad(c[0], width, self.tokenizer.pad_token_id) for c in chunks])
+        logps = torch.cat([_pad(c[1], width, 0.0) for c in chunks])
+        mask = torch.cat([_pad(c[2], width, False) for c in chunks])
+        completions = self.tokenizer.batch_decode(torch.where(mask, tokens, self.tokenizer.pad_token_id), skip_special_tokens=True)
+        return RolloutBatch(
+            sequences=torch.cat([ids, tokens], dim=1),
+            attention_mask=torch.cat([att, mask.long()], dim=1),
+            completion_mask=mask,
+            old_logprobs=logps * mask,
+            prompt_index=index,
+            completions=completions,
+        )
+
+    def _sample(self, ids, att, sampling: Sampling, generator):
+        """Tokens (b, t), their log-probs and the completion mask, t <= max_new_tokens."""
+        pos = position_ids(att)
+        out = self.model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True)
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        tokens, logps, masks = [], [], []
+        for _ in range(sampling.max_new_tokens):
+            logp = torch.log_softmax(out.logits[:, -1].float() / sampling.temperature, dim=-1)
+            tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+            tok = torch.where(done, self.tokenizer.pad_token_id, tok)
+            tokens.append(tok)
+            logps.append(logp.gather(-1, tok[:, None]).squeeze(-1))
+            masks.append(~done)
+            done = done | (tok == self.tokenizer.eos_token_id)
+            if done.all():
+                break
+            att = torch.cat([att, att.new_ones(att.shape[0], 1)], dim=1)  # finished rows' padding is masked out later
+            pos = pos[:, -1:] + 1
+            out = self.model(input_ids=tok[:, None], attention_mask=att, position_ids=pos, past_key_values=out.past_key_values, use_cache=True)
+        return torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(masks, 1)
+
+
+def _pad(x: torch.Tensor, width: int, value) -> torch.Tensor:
+    return torch.cat([x, x.new_full((x.shape[0], width - x.shape[1]), value)], dim=1)
