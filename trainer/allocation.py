@@ -1,0 +1,102 @@
+"""Per-prompt rollout counts for a step: uniform, VIP, inverse accuracy, inverse variance.
+
+VIP (§5): the GP predictor (theory.predictor.GPSuccessPredictor, Algorithm 1) gives p_hat for
+the step's prompts, a_q = 4 p_hat (1 - p_hat) (theory.allocation.success_variance_weights)
+and theory.allocation.allocate solves problem (5) for the advantage's estimator: RLOO's (8)
+for ``rloo``, Dr. GRPO's (6) for ``dr_grpo`` and for ``grpo`` (whose standardised advantage has
+no closed-form variance; Dr. GRPO's is the nearest). The baselines of App. C.1 use the same
+p_hat: inverse accuracy weights 1 - p_hat, inverse variance weights 1 / (p_hat (1 - p_hat)).
+The predictor learns from each step's rewards (binary: 0/1 or +-1).
+
+Features for the GP: sentence-transformers embeddings (VIP §6: all-MiniLM-L6-v2, the ``embed``
+extra) when ``embedding`` is ``sentence_transformers`` or ``auto`` and they are installed;
+otherwise (``hashed``, or ``auto`` without them) a hashed bag of words: each lower-cased word
+or symbol adds +-1 to one of 256 coordinates chosen by CRC-32 of the token, rows scaled to
+unit length. Hand-written because it is eight lines and scikit-learn's HashingVectorizer is
+not a dependency; CRC-32 because Python's hash() changes between processes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import zlib
+
+import numpy as np
+
+from theory import allocation as alloc
+from theory.predictor import GPSuccessPredictor
+
+HASHED_DIM = 256
+_TOKENS = re.compile(r"\w+|[^\w\s]")
+
+
+def hashed_embeddings(texts, dim: int = HASHED_DIM) -> np.ndarray:
+    """(len(texts), dim) signed hashed bag-of-words features, rows of unit length (or zero)."""
+    out = np.zeros((len(texts), dim))
+    for i, text in enumerate(texts):
+        for token in _TOKENS.findall(text.lower()):
+            h = zlib.crc32(token.encode())
+            out[i, h % dim] += 1.0 if (h >> 16) & 1 else -1.0
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
+
+
+def prompt_features(texts, embedding: str) -> tuple[np.ndarray, str]:
+    """The GP's features and which kind they are (see the module docstring)."""
+    if embedding != "hashed":
+        try:
+            from simulators.prompt_embeddings import embed_prompts
+
+            return embed_prompts(texts), "sentence_transformers"
+        except ImportError:
+            if embedding == "sentence_transformers":
+                raise
+    return hashed_embeddings(texts), "hashed"
+
+
+class RolloutAllocator:
+    """Counts n_q with sum = budget and lower <= n_q <= upper for each step's prompts."""
+
+    def __init__(self, mode, texts, budget, lower, upper, advantage, method="exact", embedding="auto", rng=None):
+        self.mode, self.budget, self.lower, self.upper, self.method = mode, int(budget), int(lower), int(upper), method
+        self.estimator = "rloo" if advantage == "rloo" else "dr_grpo"
+        self.predictor, self.features = None, None
+        if mode != "uniform":
+            features, self.features = prompt_features(list(texts), embedding)
+            self.predictor = GPSuccessPredictor(features, rng=rng if rng is not None else np.random.default_rng(0))
+        self.seconds = 0.0  # time spent predicting, allocating and updating in the last step
+
+    def allocate(self, indices) -> tuple[np.ndarray, np.ndarray | None]:
+        """(counts, p_hat) for the prompts ``indices``; p_hat is None for uniform allocation."""
+        start = time.perf_counter()
+        b = len(indices)
+        if self.predictor is None:
+            counts, p_hat = alloc.uniform_allocation(b, self.budget, self.lower, self.upper), None
+        else:
+            p_hat = self.predictor.predict(indices)
+            counts = self._counts(p_hat)
+        self.seconds = time.perf_counter() - start
+        return np.asarray(counts, dtype=np.int64), p_hat
+
+    def _counts(self, p_hat):
+        args = (self.budget, self.lower, self.upper)
+        if self.mode == "vip":
+            return alloc.allocate(alloc.success_variance_weights(p_hat), *args, self.estimator, self.method)
+        if self.mode == "inverse_accuracy":
+            return alloc.inverse_accuracy_allocation(p_hat, *args)
+        return alloc.inverse_variance_allocation(p_hat * (1.0 - p_hat), *args)
+
+    def observe(self, indices, rewards) -> None:
+        """Algorithm 1's update with the step's rewards (one array per prompt)."""
+        if self.predictor is not None:
+            start = time.perf_counter()
+            self.predictor.update(indices, rewards)
+            self.seconds += time.perf_counter() - start
+
+    def state_dict(self) -> dict:
+        return {"mean": None if self.predictor is None else self.predictor.mean.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.predictor is not None:
+            self.predictor.mean = np.asarray(state["mean"], dtype=float).copy()

@@ -1,0 +1,98 @@
+"""``python trainer/evaluate.py --config CONFIG [--checkpoint DIR] [--set ...] --n 8 --k 1,4,8``
+
+Samples ``n`` completions per held-out problem with the config's model, template, reward and
+temperature, and reports Pass@k (unbiased), Mean@k (= CTPO's avg@k) and Maj@k (VIP §6) for
+each k <= n as JSON. ``--checkpoint`` loads the model weights of a training checkpoint
+(``<output_dir>/checkpoints/step-N``); ``--dataset``/``--split`` name the held-out set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from trainer.checkpoint import load_checkpoint  # noqa: E402
+from trainer.config import load_config  # noqa: E402
+from trainer.data import format_prompt, load_examples  # noqa: E402
+from trainer.metrics import summarise  # noqa: E402
+from trainer.models import load_policy, load_tokenizer, resolve_device, resolve_dtype  # noqa: E402
+from trainer.rewards import answer_line, boxed, checked_rewards, first_number, get_reward  # noqa: E402
+from trainer.rollout import Sampling, TransformersEngine  # noqa: E402
+
+EXTRACTORS = {"answer_line": answer_line, "boxed": boxed, "first_number": first_number}
+
+
+def extract(reward: str, completion: str) -> str | None:
+    """The answer Maj@k votes on: the reward's own extraction (boxed, then Answer: line, for
+    math_verify and custom rewards)."""
+    if reward in EXTRACTORS:
+        return EXTRACTORS[reward](completion)
+    return boxed(completion) or answer_line(completion)
+
+
+def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, prompts_per_batch: int = 16) -> dict:
+    """Metrics of ``policy`` on ``examples`` (see the module docstring)."""
+    if any(k > n or k < 1 for k in ks):
+        raise ValueError(f"every k must lie in [1, n = {n}]; got {list(ks)}")
+    reward_fn = get_reward(config.reward)
+    engine = TransformersEngine(policy, tokenizer, config.generation_batch_size)
+    generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(seed)
+    sampling = Sampling(config.temperature, config.max_new_tokens)
+    correct, answers = [], []
+    policy.eval()
+    for start in range(0, len(examples), prompts_per_batch):
+        chunk = examples[start : start + prompts_per_batch]
+        prompts = [format_prompt(e.question, config.template, tokenizer, config.chat_template) for e in chunk]
+        batch = engine.generate(prompts, [n] * len(chunk), sampling, generator)
+        gold = [chunk[q].answer for q in batch.prompt_index]
+        values = np.asarray(checked_rewards(reward_fn, [prompts[q] for q in batch.prompt_index], batch.completions, gold)) > 0.5
+        for q in range(len(chunk)):
+            rows = [r for r, p in enumerate(batch.prompt_index) if p == q]
+            correct.append(values[rows])
+            answers.append([extract(config.reward, batch.completions[r]) for r in rows])
+    return {"problems": len(examples), "samples_per_problem": n} | summarise(correct, answers, ks)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Pass@k, Mean@k (avg@k) and Maj@k of a model on held-out problems.")
+    parser.add_argument("--config", help="the training config (model, template, reward, sampling)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--checkpoint", help="a checkpoint directory whose model weights to load")
+    parser.add_argument("--dataset", help="held-out dataset (default: the config's)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--n", type=int, default=8, help="samples per problem")
+    parser.add_argument("--k", default="1,4,8", help="comma-separated k values, each <= n")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--out", help="write the metrics JSON here as well")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.set)
+        ks = [int(k) for k in args.k.split(",")]
+        dataset = args.dataset or config.dataset
+        examples = load_examples(dataset, args.split, config.prompt_column, config.answer_column, config.max_prompts, np.random.default_rng(args.seed))
+        tokenizer = load_tokenizer(config.model)
+        device = resolve_device(config.device)
+        policy = load_policy(config.model, device, resolve_dtype(config.dtype, device), len(tokenizer), config.seed)
+        if args.checkpoint:
+            policy.load_state_dict(load_checkpoint(args.checkpoint)["model"])
+        result = evaluate(config, examples, policy, tokenizer, args.n, ks, args.seed)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
