@@ -78,6 +78,8 @@ def _rows(dataset: str, split: str):
     if path.suffix in LOCAL_FORMATS:
         if not path.exists():
             raise FileNotFoundError(f"dataset file {dataset} does not exist")
+        if path.stat().st_size == 0:  # datasets cannot parse an empty file; it holds no rows
+            return []
         return datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
     return datasets.load_dataset(dataset, split=split)
 

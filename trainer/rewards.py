@@ -111,8 +111,11 @@ def scaled(values, convention: str) -> list[float]:
 
 def checked_rewards(fn, prompts, completions, answers) -> list[float]:
     """``fn``'s rewards, refused unless there is one finite number per completion."""
-    values = fn(prompts, completions, answers)
     name = getattr(fn, "__name__", repr(fn))
+    try:
+        values = fn(prompts, completions, answers)
+    except Exception as exc:  # a user's callable: say which one failed, keep the cause
+        raise ValueError(f"reward function {name} failed on (prompts, completions, answers): {exc}") from exc
     try:
         values = [float(v) for v in values]
     except (TypeError, ValueError):
