@@ -2,14 +2,18 @@
 # Every target installs what it needs first and is safe to run again.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
+# The CPU build of torch comes from a local wheel; an unpinned torch would pull the CUDA build.
+TORCH := torch==2.13.0
 
 .PHONY: install install-dev demo figures test test-slow
 
 install:
 	$(PIP) install -e .
 
+## Tests need the trainer's dependencies (torch first, see TORCH).
 install-dev:
-	$(PIP) install -e ".[dev]"
+	$(PIP) install $(TORCH)
+	$(PIP) install -e ".[dev,trainer]"
 
 ## The main job: the claims check on embedded defaults, then the figures from its record.
 demo: install

@@ -1,0 +1,180 @@
+"""trainer's small parts: rewards, data, metrics, advantages, allocation, rollout, checkpoints."""
+
+import math
+from itertools import combinations
+
+import numpy as np
+import pytest
+import torch
+
+from theory.variance import group_advantages
+from trainer import rewards
+from trainer.advantages import rollout_advantages, zero_variance_fraction
+from trainer.allocation import RolloutAllocator, hashed_embeddings
+from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from trainer.data import VIP_MATH_TEMPLATE, arithmetic_task, format_prompt, load_examples
+from trainer.metrics import maj_at_k, pass_at_k, summarise
+from trainer.models import tiny_model, tiny_tokenizer
+from trainer.rollout import Sampling, TransformersEngine, completion_logprobs
+
+# --- rewards ----------------------------------------------------------------------------------
+
+
+def test_answer_line_takes_the_last_answer_line():
+    text = "Answer: 3 is wrong\nso\nAnswer: 7\n"
+    assert rewards.answer_line(text) == "7"
+    assert rewards.answer_line("no answer here") is None
+
+
+def test_boxed_balances_braces():
+    assert rewards.boxed(r"so \boxed{1} then \boxed{\frac{1}{2}} done") == r"\frac{1}{2}"
+    assert rewards.boxed(r"\boxed{unclosed") is None
+
+
+@pytest.mark.parametrize("pred, gold, same", [("7", "7", True), (" 7. ", "7", True), ("1,000", "1000", True), ("7.0", "7", True), ("$7$", "7", True), ("8", "7", False), (None, "7", False)])
+def test_same_answer(pred, gold, same):
+    assert rewards.same_answer(pred, gold) is same
+
+
+def test_built_in_rewards_and_convention():
+    fn = rewards.get_reward("answer_line")
+    values = fn(["q"] * 3, ["x\nAnswer: 4", "Answer: 5", "none"], ["4", "4", "4"])
+    assert values == [1.0, 0.0, 0.0]
+    assert rewards.scaled(values, "signed") == [1.0, -1.0, -1.0]
+    assert rewards.get_reward("first_number")(["q"], ["12 then 3"], ["12"]) == [1.0]
+    assert rewards.get_reward("math_verify")(["q"], [r"so \boxed{\frac{1}{2}}"], ["0.5"]) == [1.0]
+    assert rewards.get_reward("boxed")(["q"], [r"\boxed{0.5}"], ["1/2"]) == [0.0]  # string/number match only
+
+
+@pytest.mark.parametrize("bad, message", [(lambda p, c, a: [1.0], "returned 1 rewards for 2 completions"), (lambda p, c, a: [1.0, math.nan], "NaN"), (lambda p, c, a: ["x", 1], "must return numbers")])
+def test_checked_rewards_refuses(bad, message):
+    with pytest.raises(ValueError, match=message):
+        rewards.checked_rewards(bad, ["a", "b"], ["1", "2"], ["1", "2"])
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def test_vip_template_and_plain():
+    assert "current question: What is 2+2?" in format_prompt("What is 2+2?", "vip_math")
+    assert VIP_MATH_TEMPLATE.count("{question}") == 1
+    assert format_prompt("2+2=", "plain") == "2+2="
+
+
+def test_arithmetic_task_answers_are_sums():
+    examples = arithmetic_task(20, np.random.default_rng(1))
+    assert all(int(e.answer) == sum(map(int, e.question.rstrip("=").split("+"))) for e in examples)
+
+
+def test_local_jsonl_with_nested_columns_and_chat_prompts(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": [{"role": "user", "content": "1+1?"}], "reward_model": {"ground_truth": "2"}}\n{"prompt": "2+2?", "reward_model": {"ground_truth": "4"}}\n')
+    examples = load_examples(str(path), answer_column="reward_model.ground_truth")
+    assert [(e.question, e.answer) for e in examples] == [("1+1?", "2"), ("2+2?", "4")]
+    with pytest.raises(KeyError, match="column 'solution' not found"):
+        load_examples(str(path), answer_column="solution")
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, c, k", [(8, 3, 1), (8, 3, 4), (10, 0, 5), (6, 6, 2), (7, 2, 6)])
+def test_pass_at_k_is_the_exact_subset_probability(n, c, k):
+    """The unbiased estimator equals the fraction of k-subsets holding a correct sample."""
+    samples = [1] * c + [0] * (n - c)
+    subsets = list(combinations(samples, k))
+    assert pass_at_k(n, c, k) == pytest.approx(np.mean([any(s) for s in subsets]), abs=1e-12)
+
+
+def test_pass_at_k_refuses_k_above_n():
+    with pytest.raises(ValueError, match="1 <= k <= n"):
+        pass_at_k(4, 1, 5)
+
+
+def test_maj_and_summary():
+    assert maj_at_k(["3", "4", "4", None], [0, 1, 1, 0]) == 1.0
+    assert maj_at_k(["3", "4", "3", "4"], [1, 0, 1, 0]) == 1.0  # tie: the answer seen first
+    assert maj_at_k([None, None], [0, 0]) == 0.0
+    out = summarise([np.array([1, 0, 0, 0])], [["1", "2", "2", "3"]], [1, 4])
+    assert out == {"pass@1": 0.25, "mean@1": 1.0, "maj@1": 1.0, "pass@4": 1.0, "mean@4": 0.25, "maj@4": 0.0}
+
+
+# --- advantages -------------------------------------------------------------------------------
+
+
+def test_unequal_groups_match_theory_group_by_group():
+    rng = np.random.default_rng(0)
+    sizes = [3, 5, 3, 8]
+    index = np.repeat(np.arange(4), sizes)
+    rng.shuffle(index)
+    r = rng.integers(0, 2, size=index.size).astype(float)
+    for name in ("dr_grpo", "rloo"):
+        adv = rollout_advantages(r, index, name)
+        for q in range(4):
+            np.testing.assert_allclose(adv[index == q], group_advantages(r[index == q], name))
+    grpo = rollout_advantages(r, index, "grpo")
+    for q in range(4):
+        g = r[index == q]
+        expected = (g - g.mean()) / (g.std(ddof=1) + 1e-6)
+        np.testing.assert_allclose(grpo[index == q], expected)
+
+
+def test_zero_variance_fraction():
+    assert zero_variance_fraction([1, 1, 0, 1, 0, 0], [0, 0, 1, 1, 2, 2]) == pytest.approx(2 / 3)
+
+
+# --- allocation -------------------------------------------------------------------------------
+
+
+def test_hashed_embeddings_are_unit_and_stable():
+    x = hashed_embeddings(["What is 2 + 3?", "What is 2 + 3?", ""])
+    np.testing.assert_allclose(np.linalg.norm(x[:2], axis=1), 1.0)
+    np.testing.assert_array_equal(x[0], x[1])
+    assert not x[2].any()
+
+
+def test_vip_allocator_gives_more_to_uncertain_prompts_after_learning():
+    texts = [f"problem {i} about {'easy' if i < 4 else 'hard'} things" for i in range(8)]
+    alloc = RolloutAllocator("vip", texts, budget=48, lower=3, upper=12, advantage="rloo", embedding="hashed", rng=np.random.default_rng(0))
+    counts, p_hat = alloc.allocate(np.arange(8))
+    assert counts.sum() == 48 and np.all(p_hat == 0.5)
+    alloc.observe(np.arange(8), [np.ones(6)] * 4 + [np.array([1.0, 0, 1, 0, 1, 0])] * 4)
+    counts, _ = alloc.allocate(np.arange(8))
+    assert counts.sum() == 48 and counts[4:].min() > counts[:4].max()
+    state = alloc.state_dict()
+    fresh = RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed")
+    fresh.load_state_dict(state)
+    np.testing.assert_array_equal(fresh.allocate(np.arange(8))[0], counts)
+
+
+# --- rollout ----------------------------------------------------------------------------------
+
+
+def test_engine_honours_counts_and_its_logprobs_match_a_forward_pass():
+    tok = tiny_tokenizer()
+    model = tiny_model("qwen2", len(tok)).eval()
+    engine = TransformersEngine(model, tok, batch_size=3)
+    batch = engine.generate(["1+2=", "33+4=", "0+0="], [2, 0, 5], Sampling(1.0, 4), torch.Generator().manual_seed(0))
+    assert batch.prompt_index == [0, 0, 2, 2, 2, 2, 2]
+    mask = batch.completion_mask
+    assert mask[:, 0].all() and not (mask[:, 1:] & ~mask[:, :-1]).any()
+    with torch.no_grad():
+        recomputed = completion_logprobs(model, batch, 1.0)
+    assert (recomputed - batch.old_logprobs).abs().max() < 1e-5
+    again = engine.generate(["1+2=", "33+4=", "0+0="], [2, 0, 5], Sampling(1.0, 4), torch.Generator().manual_seed(0))
+    assert torch.equal(again.sequences, batch.sequences)
+    with pytest.raises(ValueError, match="counts must hold one non-negative integer per prompt"):
+        engine.generate(["a"], [1, 2], Sampling(), torch.Generator())
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+def test_checkpoints_are_atomic_and_pruned(tmp_path):
+    for step in (10, 20, 30):
+        save_checkpoint(tmp_path, step, {"step": step, "x": torch.arange(3)}, keep=2)
+    (tmp_path / "checkpoints" / "step-40.tmp").mkdir()  # what a kill during a save leaves
+    assert latest_checkpoint(tmp_path).name == "step-30"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-20", "step-30", "step-40.tmp"]
+    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 30
+    assert latest_checkpoint(tmp_path / "nothing") is None
