@@ -50,13 +50,14 @@ def test_tiny_model_learns_arithmetic(tmp_path):
     ids=["gspo", "ctpo-epochs", "rloo-vip", "grpo-invacc", "invvar-constant", "kl-taustar", "llama-kl-fixed"],
 )
 def test_every_mode_trains(tmp_path, overrides):
-    """Each loss, advantage, allocation and KL mode: over 100 steps at learning rate 2e-3 the
-    mean reward of the last 30 steps beats the first 30 by 0.06 and by z > 4 against the
-    step-to-step noise (measured: rises of 0.08-0.24, z 6.4-10.8)."""
-    metrics = _run(tmp_path, "steps=100", "learning_rate=0.002", *overrides)
+    """Each loss, advantage, allocation and KL mode: over 150 steps at learning rate 2e-3 the
+    mean reward of the last 30 steps beats the first 30 by 0.08 and by z > 4 against the
+    step-to-step noise (measured on inverse-variance allocation, the slowest learner, over
+    seeds 0-3: rises of 0.18-0.33, z 6.6-8.4; learning starts after about 80 steps)."""
+    metrics = _run(tmp_path, "steps=150", "learning_rate=0.002", *overrides)
     first, last = _rewards(metrics)[:30], _rewards(metrics)[-30:]
     z = (last.mean() - first.mean()) / np.sqrt((first.var(ddof=1) + last.var(ddof=1)) / 30)
-    assert last.mean() > first.mean() + 0.06 and z > 4, f"{overrides}: {first.mean():.3f} -> {last.mean():.3f}, z = {z:.1f}"
+    assert last.mean() > first.mean() + 0.08 and z > 4, f"{overrides}: {first.mean():.3f} -> {last.mean():.3f}, z = {z:.1f}"
     last = metrics[-1]
     assert sum(int(n) * c for n, c in last["allocation/histogram"].items()) == 64
     if "kl_clip=tau_star" in overrides:  # n = K = 8: 2 alpha >= 1, so Corollary 3 gives tau* = 0

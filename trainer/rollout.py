@@ -64,9 +64,11 @@ def completion_logprobs(model, batch: RolloutBatch, temperature: float, rows=Non
     seq, att = batch.sequences[rows], batch.attention_mask[rows]
     start = batch.prompt_length
     logits = model(input_ids=seq, attention_mask=att, position_ids=position_ids(att)).logits[:, start - 1 : -1]
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    taken = logp.gather(-1, seq[:, start:, None]).squeeze(-1)
-    return taken * batch.completion_mask[rows]
+    taken = logits.gather(-1, seq[:, start:, None]).squeeze(-1).float() / temperature
+    # log-normaliser row by row: a float32 copy of all (rows, T, vocab) logits would double the
+    # peak memory of long completions with large vocabularies
+    log_z = torch.stack([torch.logsumexp(row.float() / temperature, dim=-1) for row in logits])
+    return (taken - log_z) * batch.completion_mask[rows]
 
 
 class TransformersEngine:
