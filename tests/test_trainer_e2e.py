@@ -137,3 +137,19 @@ def test_build_refuses_a_reward_that_returns_nan(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="NaN"):
         build_trainer(config)
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_a_local_model_directory_trains_and_one_without_tokenizer_is_refused(tmp_path, capsys):
+    """The real loading path (AutoModelForCausalLM / AutoTokenizer from a local directory)."""
+    from trainer.models import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model_dir = tmp_path / "model"
+    tiny_model("qwen2", len(tok)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    metrics = _run(tmp_path / "run", f"model={model_dir}", "steps=2")
+    assert [m["step"] for m in metrics] == [1, 2]
+    bare = tmp_path / "bare"
+    tiny_model("qwen2", len(tok)).save_pretrained(bare)
+    assert main(["--config", str(TINY), "--set", f"model={bare}", "--set", f"output_dir={tmp_path / 'bare_run'}"]) == 2
+    assert "has no loadable tokenizer" in capsys.readouterr().err

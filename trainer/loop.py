@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from theory.bounds import optimal_tau
 from trainer.advantages import rollout_advantages, zero_variance_fraction
@@ -132,7 +133,7 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def train(self, resumed: bool = False, progress=None) -> list[dict]:
+    def train(self, resumed: bool = False) -> list[dict]:
         """Run steps until ``steps``; returns this call's metrics."""
         save_config(self.cfg, self.output / "config.yaml")
         start = self.step if resumed else None
@@ -140,9 +141,7 @@ class Trainer:
         rollout_log = JsonlLog(self.output / "rollouts.jsonl", start)
         board = TensorBoard(self.output / "tensorboard", self.cfg.tensorboard)
         history = []
-        from tqdm.auto import tqdm
-
-        with tqdm(total=self.cfg.steps, initial=self.step, disable=not self.cfg.progress if progress is None else not progress, desc="steps") as bar:
+        with tqdm(total=self.cfg.steps, initial=self.step, disable=not self.cfg.progress, desc="steps") as bar:
             while self.step < self.cfg.steps:
                 metrics, rows = self.train_step()
                 metrics_log.write([metrics])

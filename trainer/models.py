@@ -66,6 +66,8 @@ def load_tokenizer(name: str):
         tokenizer = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as exc:
         raise ValueError(f"model {name!r} has no loadable tokenizer: {exc}") from exc
+    if not tokenizer("1 + 1 = 2", add_special_tokens=False)["input_ids"]:  # transformers builds an empty one from a bare config
+        raise ValueError(f"model {name!r} has no loadable tokenizer: it encodes text to nothing ({len(tokenizer)} tokens in its vocabulary)")
     if tokenizer.eos_token_id is None:
         raise ValueError(f"the tokenizer of {name!r} defines no eos_token")
     if tokenizer.pad_token_id is None:

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config, args.set)
+        config = load_config(args.config, args.set + (["progress=false"] if args.no_progress else []))
         trainer = build_trainer(config)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     resumed = args.resume and trainer.resume()
     if args.resume and not resumed:
         print(f"no checkpoint in {config.output_dir}; starting at step 0", file=sys.stderr)
-    history = trainer.train(resumed=resumed, progress=not args.no_progress and config.progress)
+    history = trainer.train(resumed=resumed)
     if history:
         last = history[-1]
         print(f"step {last['step']}: reward {last['reward/mean']:.3f}; metrics in {Path(config.output_dir) / 'metrics.jsonl'}")
