@@ -41,7 +41,7 @@ def test_tiny_model_learns_arithmetic(tmp_path):
     [
         ("loss=gspo", "clip_low=0.2", "clip_high=0.2"),
         ("loss=ctpo", "ppo_epochs=2", "mini_batches=2"),
-        ("advantage=rloo", "allocation=vip"),
+        ("advantage=rloo", "allocation=vip", "reward_convention=signed"),
         ("advantage=grpo", "allocation=inverse_accuracy", "aggregation=sequence_mean"),
         ("allocation=inverse_variance", "aggregation=constant", "micro_batch_size=16"),
         ("kl_coef=0.01", "kl_clip=tau_star", "kl_estimator=k3"),

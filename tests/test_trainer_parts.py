@@ -75,6 +75,15 @@ def test_local_jsonl_with_nested_columns_and_chat_prompts(tmp_path):
         load_examples(str(path), answer_column="solution")
 
 
+def test_local_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"prompt": ["3+4=", "1+1="], "answer": ["7", "2"]}), path)
+    assert [(e.prompt_id, e.question, e.answer) for e in load_examples(str(path))] == [(0, "3+4=", "7"), (1, "1+1=", "2")]
+
+
 # --- metrics ----------------------------------------------------------------------------------
 
 
