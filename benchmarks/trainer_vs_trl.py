@@ -5,7 +5,8 @@
 
 Both train the tiny Qwen2-architecture model (trainer.models.tiny_model, same weights) on the
 synthetic a+b= task with 8 prompts x 8 generations per step, temperature 1, beta = 0, one
-optimizer step per generation batch, on the CPU. Reported: the median wall time of a step
+optimizer step per generation batch, on the CPU. Ours takes the sampling log-probs as the old
+policy's (``recompute_old_logprobs=False``), as TRL does when it makes one update per batch. Reported: the median wall time of a step
 after 3 warm-up steps, for each max-new-tokens, and the ratio ours / TRL (<= 1 is the target).
 A second table times VIP's prediction + allocation + predictor update inside our step and
 gives its share of the step time (target <= 1 %).

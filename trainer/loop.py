@@ -166,17 +166,18 @@ class Trainer:
                 rewards = self._rewards(indices, batch)
             advantages = rollout_advantages(rewards, batch.prompt_index, cfg.advantage)
             with timer("logprobs"):
-                old, ref = self._reference_logprobs(batch)
+                old, ref = self._old_and_reference_logprobs(batch)
             tau, kl_stats = self._kl_tau(old, ref, batch)
             z_norms = self._z_norms(batch) if cfg.log_z_norm else None
             with timer("update"):
                 self.policy.train()
                 update = self._update(batch, old, ref, torch.as_tensor(advantages, device=self.device, dtype=torch.float32), tau)
+            lr = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
             groups = [rewards[np.asarray(batch.prompt_index) == q] for q in range(len(indices))]
             self.allocator.observe(indices, groups)
         self.step += 1
-        metrics = self._metrics(batch, rewards, counts, old, timer.seconds, update, kl_stats, tau)
+        metrics = self._metrics(batch, rewards, counts, old, timer.seconds, update | kl_stats | {"lr": lr}, tau)
         return metrics, self._rollout_rows(indices, batch, rewards, counts, p_hat, z_norms)
 
     # --- pieces of a step -------------------------------------------------------------------
@@ -194,7 +195,7 @@ class Trainer:
             parts = [completion_logprobs(model, batch, self.cfg.temperature, slice(i, i + size)) for i in range(0, len(batch), size)]
         return torch.cat(parts).float()
 
-    def _reference_logprobs(self, batch):
+    def _old_and_reference_logprobs(self, batch):
         old = self._logprobs(self.policy, batch) if self.cfg.recompute_old_logprobs else batch.old_logprobs.float()
         ref = self._logprobs(self.reference, batch) if self.cfg.kl_coef > 0 else None
         return old, ref
@@ -262,7 +263,8 @@ class Trainer:
 
     # --- records ----------------------------------------------------------------------------
 
-    def _metrics(self, batch, rewards, counts, old, seconds, update, kl_stats, tau) -> dict:
+    def _metrics(self, batch, rewards, counts, old, seconds, update, tau) -> dict:
+        """The step's metrics row; ``update`` holds the loss, clip, KL and learning-rate figures."""
         mask = batch.completion_mask
         lengths = mask.sum(1).float()
         hist = np.bincount(counts)
@@ -278,9 +280,8 @@ class Trainer:
             "response_length/max": int(lengths.max()),
             "entropy": float(-old[mask].mean()),  # -mean log pi of the sampled tokens: unbiased for the per-token entropy
             "logprob_mismatch": float((old - batch.old_logprobs.float())[mask].abs().max()),
-            "lr": self.scheduler.get_last_lr()[0],
         }
-        metrics |= update | kl_stats
+        metrics |= update
         metrics |= {f"time/{k}": v for k, v in seconds.items()}
         metrics["time/allocation"] = self.allocator.seconds
         metrics["time/allocation_fraction"] = self.allocator.seconds / seconds["total"]
