@@ -85,6 +85,7 @@ class TrainConfig:
     ppo_epochs: int = 1
     mini_batches: int = 1  # optimizer steps per PPO epoch
     micro_batch_size: int = 8  # rollouts per forward/backward (gradient accumulation)
+    activation_checkpointing: bool = False  # recompute activations in the backward pass (long completions)
     # --- run --------------------------------------------------------------------------------
     seed: int = 0
     output_dir: str = "runs/default"

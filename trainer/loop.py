@@ -26,14 +26,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 from tqdm.auto import tqdm
 
 from theory.bounds import optimal_tau
+
+from trainer import distributed
 from trainer.advantages import rollout_advantages, zero_variance_fraction
 from trainer.allocation import RolloutAllocator
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import CLIP_DEFAULTS, TrainConfig, save_config
 from trainer.data import format_prompt
+from trainer.distributed import World
 from trainer.logs import JsonlLog, TensorBoard
 from trainer.losses import ClipSpec, aggregation_weights, clip_fractions, kl_penalty, policy_loss, sequence_log_ratio
 from trainer.rewards import checked_rewards, scaled
@@ -76,21 +86,37 @@ class _Timer:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, policy, tokenizer, examples, reward_fn, reference=None, engine=None):
+    """One training run on ``world`` (a single process by default; see trainer.distributed).
+
+    With N ranks, rank 0 draws the prompts, allocates and broadcasts the counts; the step's
+    rollouts (prompt-sorted) are split into N equal contiguous slices, one per rank; rewards
+    are gathered so that every rank computes the group advantages; the loss weights use the
+    mini-batch's global token and sequence totals and are scaled by N because FSDP averages
+    gradients over ranks. Rank 0 logs and writes checkpoints.
+    """
+
+    def __init__(self, config: TrainConfig, policy, tokenizer, examples, reward_fn, reference=None, engine=None, world: World = World()):
         if config.kl_coef > 0 and reference is None:
             raise ValueError("kl_coef > 0 needs a reference model")
-        self.cfg, self.policy, self.tokenizer, self.reference, self.reward_fn = config, policy, tokenizer, reference, reward_fn
+        if config.rollout_budget % world.size:
+            raise ValueError(f"budget C = {config.rollout_budget} must be a multiple of the number of processes ({world.size}): each rank gets C / N rollouts")
+        if config.log_z_norm and world.size > 1:
+            raise ValueError("log_z_norm needs a single process: FSDP averages each backward pass over ranks")
+        self.cfg, self.policy, self.tokenizer, self.reference, self.reward_fn, self.world = config, policy, tokenizer, reference, reward_fn, world
         self.examples = list(examples)
         self.prompts = [format_prompt(e.question, config.template, tokenizer, config.chat_template) for e in self.examples]
-        self.device = next(policy.parameters()).device
-        self.rng = np.random.default_rng(config.seed)
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
-        self.sampler = PromptSampler(len(self.examples), config.prompts_per_step, self.rng)
-        self.allocator = RolloutAllocator(
-            config.allocation, [e.question for e in self.examples], config.rollout_budget, config.min_rollouts, config.max_rollouts,
-            config.advantage, config.allocation_method, config.embedding, self.rng,
-        )
-        self.engine = engine or TransformersEngine(policy, tokenizer, config.generation_batch_size)
+        self.device = world.device if world.size > 1 else next(policy.parameters()).device
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed + world.rank)
+        self.rng = self.sampler = self.allocator = None
+        if world.main:  # the prompt order and the predictor live on rank 0
+            self.rng = np.random.default_rng(config.seed)
+            self.sampler = PromptSampler(len(self.examples), config.prompts_per_step, self.rng)
+            self.allocator = RolloutAllocator(
+                config.allocation, [e.question for e in self.examples], config.rollout_budget, config.min_rollouts, config.max_rollouts,
+                config.advantage, config.allocation_method, config.embedding, self.rng,
+            )
+        all_done = lambda flag: distributed.all_true(flag, world, self.device)  # noqa: E731
+        self.engine = engine or TransformersEngine(policy, tokenizer, config.generation_batch_size, all_done)
         self.sampling = Sampling(config.temperature, config.max_new_tokens)
         self.clip = ClipSpec(*config.clip_range, config.ctpo_power)
         self.optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -101,26 +127,38 @@ class Trainer:
 
     # --- state ------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict | None:
+        """The run's state, gathered to rank 0 (None on the other ranks). Collective."""
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model = get_model_state_dict(self.policy, options=full)
+        optimizer = get_optimizer_state_dict(self.policy, self.optimizer, options=full)
+        generators = distributed.gather(self.generator.get_state().cpu(), self.world)
+        if not self.world.main:
+            return None
         return {
             "step": self.step,
-            "model": self.policy.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model,
+            "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
             "allocator": self.allocator.state_dict(),
             "sampler": self.sampler.state_dict(),
             "numpy_rng": self.rng.bit_generator.state,
-            "torch_generator": self.generator.get_state(),
+            "torch_generators": generators,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.policy.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Every rank loads the whole checkpoint and keeps its part."""
+        if len(state["torch_generators"]) != self.world.size:
+            raise ValueError(f"the checkpoint was written by {len(state['torch_generators'])} processes; this run has {self.world.size}")
+        full = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(self.policy, state["model"], options=full)
+        set_optimizer_state_dict(self.policy, self.optimizer, state["optimizer"], options=full)
         self.scheduler.load_state_dict(state["scheduler"])
-        self.allocator.load_state_dict(state["allocator"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.rng.bit_generator.state = state["numpy_rng"]
-        self.generator.set_state(state["torch_generator"])
+        self.generator.set_state(state["torch_generators"][self.world.rank])
+        if self.world.main:
+            self.allocator.load_state_dict(state["allocator"])
+            self.sampler.load_state_dict(state["sampler"])
+            self.rng.bit_generator.state = state["numpy_rng"]
         self.step = int(state["step"])
 
     def resume(self) -> bool:
@@ -131,40 +169,66 @@ class Trainer:
         self.load_state_dict(load_checkpoint(path))
         return True
 
+    def _save(self) -> None:
+        state = self.state_dict()
+        if self.world.main:
+            save_checkpoint(self.output, self.step, state, self.cfg.keep_checkpoints)
+
     # --- the loop ---------------------------------------------------------------------------
 
     def train(self, resumed: bool = False) -> list[dict]:
-        """Run steps until ``steps``; returns this call's metrics."""
-        save_config(self.cfg, self.output / "config.yaml")
-        start = self.step if resumed else None
-        metrics_log = JsonlLog(self.output / "metrics.jsonl", start)
-        rollout_log = JsonlLog(self.output / "rollouts.jsonl", start)
-        board = TensorBoard(self.output / "tensorboard", self.cfg.tensorboard)
+        """Run steps until ``steps``; returns this call's metrics (on rank 0; [] elsewhere)."""
+        main = self.world.main
+        if main:
+            save_config(self.cfg, self.output / "config.yaml")
+            start = self.step if resumed else None
+            metrics_log = JsonlLog(self.output / "metrics.jsonl", start)
+            rollout_log = JsonlLog(self.output / "rollouts.jsonl", start)
+            board = TensorBoard(self.output / "tensorboard", self.cfg.tensorboard)
         history = []
-        with tqdm(total=self.cfg.steps, initial=self.step, disable=not self.cfg.progress, desc="steps") as bar:
+        with tqdm(total=self.cfg.steps, initial=self.step, disable=not (self.cfg.progress and main), desc="steps") as bar:
             while self.step < self.cfg.steps:
                 metrics, rows = self.train_step()
-                metrics_log.write([metrics])
-                rollout_log.write(rows)
-                board.write(metrics)
-                history.append(metrics)
+                if main:
+                    metrics_log.write([metrics])
+                    rollout_log.write(rows)
+                    board.write(metrics)
+                    history.append(metrics)
+                    bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}")
                 if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
-                    save_checkpoint(self.output, self.step, self.state_dict(), self.cfg.keep_checkpoints)
+                    self._save()
                 bar.update(1)
-                bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}")
         return history
 
-    def train_step(self) -> tuple[dict, list[dict]]:
+    def _plan(self):
+        """(prompt indices, counts, p_hat) of the step: drawn and allocated on rank 0, broadcast."""
+        plan = None
+        if self.world.main:
+            indices = self.sampler.next()
+            plan = (indices, *self.allocator.allocate(indices))
+        return distributed.broadcast(plan, self.world)
+
+    def _my_counts(self, counts) -> tuple[np.ndarray, slice]:
+        """This rank's per-prompt counts and its slice of the step's prompt-sorted rollouts."""
+        owner = np.repeat(np.arange(len(counts)), counts)
+        per = owner.size // self.world.size
+        mine = slice(self.world.rank * per, (self.world.rank + 1) * per)
+        return np.bincount(owner[mine], minlength=len(counts)), mine
+
+    def train_step(self) -> tuple[dict | None, list[dict] | None]:
+        """One step (see the module docstring); metrics and rollout-log rows on rank 0."""
         cfg, timer = self.cfg, _Timer()
         with timer("total"):
-            indices = self.sampler.next()
-            counts, p_hat = self.allocator.allocate(indices)
+            indices, counts, p_hat = self._plan()
+            local_counts, mine = self._my_counts(counts)
             self.policy.eval()
             with timer("generation"):
-                batch = self.engine.generate([self.prompts[i] for i in indices], counts, self.sampling, self.generator)
+                batch = self.engine.generate([self.prompts[i] for i in indices], local_counts, self.sampling, self.generator)
             with timer("reward"):
-                rewards = self._rewards(indices, batch)
-            advantages = rollout_advantages(rewards, batch.prompt_index, cfg.advantage)
+                local_rewards = self._rewards(indices, batch)
+            rewards = np.concatenate(distributed.gather(local_rewards, self.world))
+            prompt_index = np.repeat(np.arange(len(counts)), counts)
+            advantages = rollout_advantages(rewards, prompt_index, cfg.advantage)[mine]
             with timer("logprobs"):
                 old, ref = self._old_and_reference_logprobs(batch)
             tau, kl_stats = self._kl_tau(old, ref, batch)
@@ -174,11 +238,15 @@ class Trainer:
                 update = self._update(batch, old, ref, torch.as_tensor(advantages, device=self.device, dtype=torch.float32), tau)
             lr = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
-            groups = [rewards[np.asarray(batch.prompt_index) == q] for q in range(len(indices))]
-            self.allocator.observe(indices, groups)
+            if self.world.main:
+                self.allocator.observe(indices, [rewards[prompt_index == q] for q in range(len(indices))])
         self.step += 1
-        metrics = self._metrics(batch, rewards, counts, old, timer.seconds, update | kl_stats | {"lr": lr}, tau)
-        return metrics, self._rollout_rows(indices, batch, rewards, counts, p_hat, z_norms)
+        lengths = np.concatenate(distributed.gather(batch.completion_mask.sum(1).cpu().numpy(), self.world))
+        token_stats = self._token_stats(batch, old)
+        if not self.world.main:
+            return None, None
+        metrics = self._metrics(rewards, prompt_index, counts, lengths, token_stats, timer.seconds, update | kl_stats | {"lr": lr}, tau)
+        return metrics, self._rollout_rows(indices, prompt_index, rewards, lengths, counts, p_hat, z_norms)
 
     # --- pieces of a step -------------------------------------------------------------------
 
@@ -201,19 +269,20 @@ class Trainer:
         return old, ref
 
     def _kl_tau(self, old, ref, batch):
-        """tau for the KL clip and the KL of the rollout policy to the reference."""
+        """tau for the KL clip and the KL of the rollout policy to the reference (whole step)."""
         if ref is None:
             return None, {}
         l = sequence_log_ratio(old, ref, batch.completion_mask)
+        everyone = torch.as_tensor(np.concatenate(distributed.gather(l.cpu().numpy(), self.world)))
         if self.cfg.kl_clip == "none":
             tau = None
         elif self.cfg.kl_clip == "fixed":
             tau = self.cfg.kl_tau
         else:
             n = self.cfg.prompts_per_step
-            tau = optimal_tau(l.abs().cpu().numpy(), n, self.cfg.rollout_budget // n, self.cfg.kl_delta)
-        stats = {"kl/k3": float(kl_penalty(l, "k3", None).mean()), "kl/log_ratio_abs_mean": float(l.abs().mean())}
-        stats["kl/clip_fraction"] = 0.0 if tau is None else float((l.abs() > tau).float().mean())
+            tau = optimal_tau(everyone.abs().numpy(), n, self.cfg.rollout_budget // n, self.cfg.kl_delta)
+        stats = {"kl/k3": float(kl_penalty(everyone, "k3", None).mean()), "kl/log_ratio_abs_mean": float(everyone.abs().mean())}
+        stats["kl/clip_fraction"] = 0.0 if tau is None else float((everyone.abs() > tau).float().mean())
         return tau, stats
 
     def _z_norms(self, batch) -> list[float]:
@@ -228,6 +297,9 @@ class Trainer:
             norms.append(float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))))
         return norms
 
+    def _total(self, value) -> float:
+        return distributed.total(float(value), self.world, self.device)
+
     def _update(self, batch, old, ref, advantages, tau) -> dict:
         cfg, mask = self.cfg, batch.completion_mask
         clips = {name: ClipSpec(*CLIP_DEFAULTS[name], cfg.ctpo_power) for name in CLIP_DEFAULTS} | {cfg.loss: self.clip}
@@ -236,22 +308,24 @@ class Trainer:
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(len(batch), generator=self.generator, device=self.device)
             for rows in torch.tensor_split(order, cfg.mini_batches):
-                weights = aggregation_weights(mask[rows], cfg.aggregation, cfg.max_new_tokens)
+                tokens, sequences = self._total(mask[rows].sum()), int(self._total(len(rows)))
+                weights = aggregation_weights(mask[rows], cfg.aggregation, cfg.max_new_tokens, tokens=tokens, sequences=sequences)
                 self.optimizer.zero_grad(set_to_none=True)
                 for start in range(0, len(rows), cfg.micro_batch_size):
                     micro = slice(start, start + cfg.micro_batch_size)
-                    loss, fractions = self._micro_loss(batch, rows[micro], old, ref, advantages, weights[micro], tau, len(rows), clips)
-                    loss.backward()
-                    tokens = float(mask[rows[micro]].sum())
+                    loss, fractions = self._micro_loss(batch, rows[micro], old, ref, advantages, weights[micro], tau, sequences, clips)
+                    (loss * self.world.size).backward()  # FSDP averages gradients over ranks; the loss is their sum
+                    micro_tokens = float(mask[rows[micro]].sum())
                     totals["loss"] += float(loss.detach())
-                    totals["tokens"] += tokens
+                    totals["tokens"] += micro_tokens
                     for k, v in fractions.items():
-                        totals[f"clip/{k}"] += v * tokens
-                totals["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm))
+                        totals[f"clip/{k}"] += v * micro_tokens
+                totals["grad_norm"] += _as_float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm))
                 self.optimizer.step()
                 updates += 1
-        out = {k: v / totals["tokens"] for k, v in totals.items() if k.startswith("clip/")}
-        return out | {"loss": totals["loss"] / updates, "grad_norm": totals["grad_norm"] / updates}
+        summed = {k: self._total(v) for k, v in totals.items() if k != "grad_norm"}
+        out = {k: v / summed["tokens"] for k, v in summed.items() if k.startswith("clip/")}
+        return out | {"loss": summed["loss"] / updates, "grad_norm": totals["grad_norm"] / updates}
 
     def _micro_loss(self, batch, rows, old, ref, advantages, weights, tau, sequences, clips):
         cfg, mask = self.cfg, batch.completion_mask[rows]
@@ -261,27 +335,32 @@ class Trainer:
             loss = loss + cfg.kl_coef * kl_penalty(sequence_log_ratio(logp, ref[rows], mask), cfg.kl_estimator, tau).sum() / sequences
         return loss, clip_fractions(logp.detach(), old[rows], mask, clips)
 
+    def _token_stats(self, batch, old) -> dict:
+        """Entropy estimate and sampler/trainer log-prob gap over every rank's tokens."""
+        mask = batch.completion_mask
+        gap = float((old - batch.old_logprobs.float())[mask].abs().max())
+        return {
+            "entropy": self._total(-old[mask].sum()) / self._total(mask.sum()),  # -mean log pi of the sampled tokens: unbiased for the per-token entropy
+            "logprob_mismatch": max(distributed.gather(gap, self.world)),
+        }
+
     # --- records ----------------------------------------------------------------------------
 
-    def _metrics(self, batch, rewards, counts, old, seconds, update, tau) -> dict:
+    def _metrics(self, rewards, prompt_index, counts, lengths, token_stats, seconds, update, tau) -> dict:
         """The step's metrics row; ``update`` holds the loss, clip, KL and learning-rate figures."""
-        mask = batch.completion_mask
-        lengths = mask.sum(1).float()
         hist = np.bincount(counts)
         metrics = {
             "step": self.step,
             "reward/mean": float(rewards.mean()),
             "reward/std": float(rewards.std()),
-            "zero_variance_groups": zero_variance_fraction(rewards, batch.prompt_index),
+            "zero_variance_groups": zero_variance_fraction(rewards, prompt_index),
             "allocation/histogram": {str(n): int(c) for n, c in enumerate(hist) if c},
             "allocation/min": int(counts.min()),
             "allocation/max": int(counts.max()),
             "response_length/mean": float(lengths.mean()),
             "response_length/max": int(lengths.max()),
-            "entropy": float(-old[mask].mean()),  # -mean log pi of the sampled tokens: unbiased for the per-token entropy
-            "logprob_mismatch": float((old - batch.old_logprobs.float())[mask].abs().max()),
         }
-        metrics |= update
+        metrics |= token_stats | update
         metrics |= {f"time/{k}": v for k, v in seconds.items()}
         metrics["time/allocation"] = self.allocator.seconds
         metrics["time/allocation_fraction"] = self.allocator.seconds / seconds["total"]
@@ -289,10 +368,9 @@ class Trainer:
             metrics["kl/tau"] = float(tau)
         return metrics
 
-    def _rollout_rows(self, indices, batch, rewards, counts, p_hat, z_norms) -> list[dict]:
-        lengths = batch.completion_mask.sum(1).tolist()
+    def _rollout_rows(self, indices, prompt_index, rewards, lengths, counts, p_hat, z_norms) -> list[dict]:
         rows, seen = [], {}
-        for r, q in enumerate(batch.prompt_index):
+        for r, q in enumerate(prompt_index.tolist()):
             j = seen[q] = seen.get(q, -1) + 1
             row = {
                 "step": self.step,
@@ -307,3 +385,8 @@ class Trainer:
                 row["z_norm"] = z_norms[r]
             rows.append(row)
         return rows
+
+
+def _as_float(norm) -> float:
+    """A gradient norm as a float (a DTensor under FSDP2)."""
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)

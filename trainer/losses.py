@@ -34,15 +34,19 @@ class ClipSpec:
     power: float = 0.5  # CTPO's p
 
 
-def aggregation_weights(mask: torch.Tensor, aggregation: str, max_new_tokens: int, dtype=torch.float32) -> torch.Tensor:
-    """(R, T) weights w with loss = -sum w * term over the mini-batch (see the module docstring)."""
+def aggregation_weights(mask: torch.Tensor, aggregation: str, max_new_tokens: int, dtype=torch.float32, tokens=None, sequences=None) -> torch.Tensor:
+    """(R, T) weights w with loss = -sum w * term over the mini-batch (see the module docstring).
+    ``tokens`` and ``sequences`` are the mini-batch's totals when ``mask`` holds only part of it
+    (one rank's rows); by default, those of ``mask``."""
     mask = mask.to(dtype)
+    tokens = mask.sum() if tokens is None else tokens
+    sequences = mask.shape[0] if sequences is None else sequences
     if aggregation == "token_mean":
-        return mask / mask.sum()
+        return mask / tokens
     if aggregation == "sequence_mean":
-        return mask / mask.sum(1, keepdim=True) / mask.shape[0]
+        return mask / mask.sum(1, keepdim=True) / sequences
     if aggregation == "constant":
-        return mask / (mask.shape[0] * max_new_tokens)
+        return mask / (sequences * max_new_tokens)
     raise ValueError(f"aggregation must be one of token_mean, sequence_mean, constant; got {aggregation!r}")
 
 

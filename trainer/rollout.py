@@ -74,10 +74,13 @@ def completion_logprobs(model, batch: RolloutBatch, temperature: float, rows=Non
 class TransformersEngine:
     """Sampling with a ``transformers`` causal LM (CPU or one GPU)."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 64):
+    def __init__(self, model, tokenizer, batch_size: int = 64, all_done=None):
+        """``all_done(flag)`` tells whether every process has finished its chunk (FSDP needs every
+        rank to run the same forward passes); by default this process alone decides."""
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer must define eos_token and pad_token (set pad_token = eos_token if it has none)")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, int(batch_size)
+        self.all_done = all_done or (lambda flag: flag)
 
     @torch.no_grad()
     def generate(self, prompts, counts, sampling: Sampling, generator: torch.Generator) -> RolloutBatch:
@@ -119,7 +122,7 @@ class TransformersEngine:
             logps.append(logp.gather(-1, tok[:, None]).squeeze(-1))
             masks.append(~done)
             done = done | (tok == self.tokenizer.eos_token_id)
-            if done.all():
+            if self.all_done(bool(done.all())):
                 break
             att = torch.cat([att, att.new_ones(att.shape[0], 1)], dim=1)  # finished rows' padding is masked out later
             pos = pos[:, -1:] + 1

@@ -1,4 +1,5 @@
 """``python trainer/run.py --config trainer/configs/tiny_cpu.yaml [--set name=value ...] [--resume]``
+(or ``torchrun --nproc_per_node N trainer/run.py ...`` for N processes: trainer.distributed)
 
 Builds a run from a config and trains it. Every check that can fail does so before the first
 step: the config (names, budget feasibility, L >= 3 with VIP), the tokenizer, the dataset (not
@@ -15,8 +16,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trainer import distributed  # noqa: E402
 from trainer.config import TrainConfig, load_config  # noqa: E402
 from trainer.data import load_examples  # noqa: E402
+from trainer.distributed import World  # noqa: E402
 from trainer.loop import Trainer  # noqa: E402
 from trainer.models import load_policy, load_tokenizer, resolve_device, resolve_dtype  # noqa: E402
 from trainer.rewards import checked_rewards, get_reward  # noqa: E402
@@ -28,8 +31,9 @@ def preflight_reward(reward_fn, examples) -> None:
     checked_rewards(reward_fn, [e.question for e in sample], [f"Answer: {e.answer}" for e in sample], [e.answer for e in sample])
 
 
-def build_trainer(config: TrainConfig) -> Trainer:
-    """Everything a run needs, checked before any training (see the module docstring)."""
+def build_trainer(config: TrainConfig, world: World = World()) -> Trainer:
+    """Everything a run needs, checked before any training (see the module docstring); with
+    several processes the policy and the reference are sharded by FSDP2."""
     import numpy as np
 
     reward_fn = get_reward(config.reward)
@@ -38,13 +42,18 @@ def build_trainer(config: TrainConfig) -> Trainer:
     if len(examples) < config.prompts_per_step:
         raise ValueError(f"prompts_per_step = {config.prompts_per_step} exceeds the dataset's {len(examples)} prompts")
     preflight_reward(reward_fn, examples)
-    device = resolve_device(config.device)
+    device = world.device if world.size > 1 else resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     policy = load_policy(config.model, device, dtype, len(tokenizer), config.seed)
     reference = None
     if config.kl_coef > 0:
         reference = load_policy(config.ref_model or config.model, device, dtype, len(tokenizer), config.seed).eval().requires_grad_(False)
-    return Trainer(config, policy, tokenizer, examples, reward_fn, reference)
+    if world.size > 1:
+        policy = distributed.shard(policy, world, config.activation_checkpointing)
+        reference = reference and distributed.shard(reference, world)
+    elif config.activation_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return Trainer(config, policy, tokenizer, examples, reward_fn, reference, world=world)
 
 
 def main(argv=None) -> int:
@@ -56,12 +65,24 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.set + (["progress=false"] if args.no_progress else []))
-        trainer = build_trainer(config)
+        world = distributed.setup(config.device)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    resumed = args.resume and trainer.resume()
-    if args.resume and not resumed:
+    try:
+        return _train(config, world, args.resume)
+    finally:
+        distributed.teardown()
+
+
+def _train(config: TrainConfig, world: World, resume: bool) -> int:
+    try:
+        trainer = build_trainer(config, world)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    resumed = resume and trainer.resume()
+    if resume and not resumed and world.main:
         print(f"no checkpoint in {config.output_dir}; starting at step 0", file=sys.stderr)
     history = trainer.train(resumed=resumed)
     if history:
