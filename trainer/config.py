@@ -31,6 +31,7 @@ REWARDS = ("answer_line", "boxed", "math_verify", "first_number")
 REWARD_CONVENTIONS = ("binary", "signed")
 TEMPLATES = ("vip_math", "plain")
 EMBEDDINGS = ("auto", "sentence_transformers", "hashed")
+ENGINES = ("transformers", "vllm")
 CLIP_DEFAULTS = {"grpo": GRPO_CLIP, "gspo": GSPO_CLIP, "ctpo": CTPO_CLIP[:2]}
 
 
@@ -59,6 +60,10 @@ class TrainConfig:
     allocation: str = "uniform"
     allocation_method: str = "exact"  # theory.allocation.allocate's method
     embedding: str = "auto"  # VIP's GP features: sentence-transformers if installed, else hashed words
+    rollout_engine: str = "transformers"  # or vllm (the gpu extra; one colocated engine per process)
+    vllm_gpu_memory_utilization: float = 0.3
+    vllm_max_model_len: int | None = None
+    vllm_sleep: bool = True  # release vLLM's GPU memory while training
     temperature: float = 1.0
     max_new_tokens: int = 10_240
     generation_batch_size: int = 64
@@ -120,6 +125,7 @@ class TrainConfig:
             ("reward_convention", REWARD_CONVENTIONS),
             ("template", TEMPLATES),
             ("embedding", EMBEDDINGS),
+            ("rollout_engine", ENGINES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -138,6 +144,13 @@ class TrainConfig:
         low, high = self.clip_range
         if not (0 <= low < 1 and high >= 0):
             raise ValueError(f"clip_low must lie in [0, 1) and clip_high be >= 0; got {low}, {high}")
+        if self.rollout_engine == "vllm":
+            if not self.recompute_old_logprobs:
+                raise ValueError("rollout_engine=vllm needs recompute_old_logprobs=true: vLLM's log-probs differ from the trainer's (trainer/vllm_engine.py)")
+            if self.model.startswith("tiny:"):
+                raise ValueError("rollout_engine=vllm needs a model vLLM can load (hub name or local path), not a tiny: model")
+            if not 0 < self.vllm_gpu_memory_utilization < 1:
+                raise ValueError(f"vllm_gpu_memory_utilization must lie in (0, 1); got {self.vllm_gpu_memory_utilization}")
         if not 0 < self.kl_delta < 1:
             raise ValueError(f"kl_delta must lie in (0, 1); got {self.kl_delta}")
         if self.mini_batches > self.prompts_per_step * self.min_rollouts:

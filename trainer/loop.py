@@ -222,6 +222,8 @@ class Trainer:
             indices, counts, p_hat = self._plan()
             local_counts, mine = self._my_counts(counts)
             self.policy.eval()
+            with timer("weight_sync"):
+                self.engine.sync_weights(self.policy)
             with timer("generation"):
                 batch = self.engine.generate([self.prompts[i] for i in indices], local_counts, self.sampling, self.generator)
             with timer("reward"):

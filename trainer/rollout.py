@@ -51,6 +51,9 @@ class RolloutBatch:
 class RolloutEngine(Protocol):
     def generate(self, prompts: list[str], counts, sampling: Sampling, generator: torch.Generator) -> RolloutBatch: ...
 
+    def sync_weights(self, policy) -> None:
+        """Make the engine sample from ``policy``'s current weights (called before each step)."""
+
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that skip left padding (0 for the first real token)."""
@@ -81,6 +84,9 @@ class TransformersEngine:
             raise ValueError("the tokenizer must define eos_token and pad_token (set pad_token = eos_token if it has none)")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, int(batch_size)
         self.all_done = all_done or (lambda flag: flag)
+
+    def sync_weights(self, policy) -> None:
+        """Nothing to do: this engine samples with the policy itself."""
 
     @torch.no_grad()
     def generate(self, prompts, counts, sampling: Sampling, generator: torch.Generator) -> RolloutBatch:

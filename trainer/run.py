@@ -53,7 +53,17 @@ def build_trainer(config: TrainConfig, world: World = World()) -> Trainer:
         reference = reference and distributed.shard(reference, world)
     elif config.activation_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return Trainer(config, policy, tokenizer, examples, reward_fn, reference, world=world)
+    return Trainer(config, policy, tokenizer, examples, reward_fn, reference, engine=_engine(config, tokenizer, world, device), world=world)
+
+
+def _engine(config: TrainConfig, tokenizer, world: World, device):
+    """The vLLM engine when asked for; None lets the Trainer sample with transformers."""
+    if config.rollout_engine != "vllm":
+        return None
+    from trainer.vllm_engine import VLLMEngine, make_llm
+
+    llm = make_llm(config.model, config.seed + world.rank, config.vllm_gpu_memory_utilization, config.vllm_max_model_len, config.vllm_sleep)
+    return VLLMEngine(llm, tokenizer, device, config.vllm_sleep)
 
 
 def main(argv=None) -> int:
@@ -78,7 +88,7 @@ def main(argv=None) -> int:
 def _train(config: TrainConfig, world: World, resume: bool) -> int:
     try:
         trainer = build_trainer(config, world)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     resumed = resume and trainer.resume()
