@@ -16,7 +16,9 @@
 
 The API used (``LLM(..., enable_sleep_mode, distributed_executor_backend="external_launcher",
 logprobs_mode="processed_logprobs")``, ``sleep``/``wake_up(tags=...)``, the driver worker's
-``model.load_weights``, ``reset_prefix_cache``) is that of vLLM 0.10-0.11 (the extra pins it).
+``model.load_weights``, ``reset_prefix_cache``) is that of vLLM 0.22-0.31, the range the ``gpu``
+extra pins (TRL 1.16 drives the same calls over that range). Not run here: the project's
+machines have no GPU; tests/test_trainer_vllm.py checks this module against a stand-in.
 """
 
 from __future__ import annotations
