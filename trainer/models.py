@@ -27,8 +27,9 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
 
 
-def tiny_model(architecture: str, vocab_size: int, seed: int = 0):
-    """A 2-layer, 64-wide causal LM of ``architecture`` (qwen2 or llama), weights from ``seed``."""
+def tiny_model(architecture: str, vocab_size: int, seed: int = 0, hidden_size: int = 64, layers: int = 2):
+    """A small causal LM of ``architecture`` (qwen2 or llama), 2 layers of width 64 unless told
+    otherwise (the GPU smoke test uses a wider one), weights from ``seed``."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     classes = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
@@ -36,7 +37,7 @@ def tiny_model(architecture: str, vocab_size: int, seed: int = 0):
         raise ValueError(f"tiny model architecture must be one of {', '.join(classes)}; got {architecture!r}")
     config_class, model_class = classes[architecture]
     config = config_class(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=layers, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=1,
     )
     with torch.random.fork_rng(devices=[]):  # weights from the seed, torch's global RNG left as it was
