@@ -40,7 +40,7 @@ class TrainConfig:
     # --- model and data -------------------------------------------------------------------
     model: str = "tiny:qwen2"  # hub name, local path, or tiny:qwen2 / tiny:llama (built locally)
     ref_model: str | None = None  # reference policy when kl_coef > 0; None: the initial model
-    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    dtype: str = "auto"  # trainable weights; auto: float32 (bf16 compute on GPU; trainer.models.resolve_dtype)
     device: str = "auto"
     dataset: str = "synthetic:arithmetic"  # hub name, a .jsonl/.json/.parquet file, or synthetic:arithmetic
     split: str = "train"

@@ -1,8 +1,8 @@
 """``python trainer/evaluate.py --config CONFIG [--checkpoint DIR] [--set ...] --n 8 --k 1,4,8``
 
-Samples ``n`` completions per held-out problem with the config's model, template, reward and
-temperature, and reports Pass@k (unbiased), Mean@k (= CTPO's avg@k) and Maj@k (VIP §6) for
-each k <= n as JSON. ``--checkpoint`` loads the model weights of a training checkpoint
+Samples ``n`` completions per held-out problem with the config's model, template, reward,
+temperature and rollout engine (``--set rollout_engine=vllm`` on a GPU), and reports Pass@k
+(unbiased), Mean@k (= CTPO's avg@k) and Maj@k (VIP §6) for each k <= n as JSON. ``--checkpoint`` loads the model weights of a training checkpoint
 (``<output_dir>/checkpoints/step-N``); ``--dataset``/``--split`` name the held-out set.
 """
 
@@ -23,7 +23,7 @@ from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.config import load_config  # noqa: E402
 from trainer.data import format_prompt, load_examples  # noqa: E402
 from trainer.metrics import summarise  # noqa: E402
-from trainer.models import load_policy, load_tokenizer, resolve_device, resolve_dtype  # noqa: E402
+from trainer.models import inference_dtype, load_policy, load_tokenizer, resolve_device  # noqa: E402
 from trainer.rewards import answer_line, boxed, checked_rewards, first_number, get_reward  # noqa: E402
 from trainer.rollout import Sampling, TransformersEngine  # noqa: E402
 
@@ -44,6 +44,11 @@ def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, pro
         raise ValueError(f"every k must lie in [1, n = {n}]; got {list(ks)}")
     reward_fn = get_reward(config.reward)
     engine = TransformersEngine(policy, tokenizer, config.generation_batch_size)
+    if config.rollout_engine == "vllm":
+        from trainer.vllm_engine import colocated_engine
+
+        engine = colocated_engine(config, tokenizer, next(policy.parameters()).device)
+        engine.sync_weights(policy)  # the checkpoint's weights, not the hub's
     generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(seed)
     sampling = Sampling(config.temperature, config.max_new_tokens)
     correct, answers = [], []
@@ -80,11 +85,11 @@ def main(argv=None) -> int:
         examples = load_examples(dataset, args.split, config.prompt_column, config.answer_column, config.max_prompts, np.random.default_rng(args.seed))
         tokenizer = load_tokenizer(config.model)
         device = resolve_device(config.device)
-        policy = load_policy(config.model, device, resolve_dtype(config.dtype, device), len(tokenizer), config.seed)
+        policy = load_policy(config.model, device, inference_dtype(device), len(tokenizer), config.seed)
         if args.checkpoint:
             policy.load_state_dict(load_checkpoint(args.checkpoint)["model"])
         result = evaluate(config, examples, policy, tokenizer, args.n, ks, args.seed)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     text = json.dumps(result, indent=2)

@@ -20,6 +20,7 @@ mini-batch order), both seeded by ``seed`` and saved in checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -224,18 +225,18 @@ class Trainer:
             self.policy.eval()
             with timer("weight_sync"):
                 self.engine.sync_weights(self.policy)
-            with timer("generation"):
+            with timer("generation"), self._compute():
                 batch = self.engine.generate([self.prompts[i] for i in indices], local_counts, self.sampling, self.generator)
             with timer("reward"):
                 local_rewards = self._rewards(indices, batch)
             rewards = np.concatenate(distributed.gather(local_rewards, self.world))
             prompt_index = np.repeat(np.arange(len(counts)), counts)
             advantages = rollout_advantages(rewards, prompt_index, cfg.advantage)[mine]
-            with timer("logprobs"):
+            with timer("logprobs"), self._compute():
                 old, ref = self._old_and_reference_logprobs(batch)
             tau, kl_stats = self._kl_tau(old, ref, batch)
             z_norms = self._z_norms(batch) if cfg.log_z_norm else None
-            with timer("update"):
+            with timer("update"), self._compute():
                 self.policy.train()
                 update = self._update(batch, old, ref, torch.as_tensor(advantages, device=self.device, dtype=torch.float32), tau)
             lr = self.scheduler.get_last_lr()[0]
@@ -251,6 +252,12 @@ class Trainer:
         return metrics, self._rollout_rows(indices, prompt_index, rewards, lengths, counts, p_hat, z_norms)
 
     # --- pieces of a step -------------------------------------------------------------------
+
+    def _compute(self):
+        """bfloat16 compute on a GPU for float32 weights (trainer.models.resolve_dtype)."""
+        if self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _rewards(self, indices, batch) -> np.ndarray:
         prompts = [self.prompts[indices[q]] for q in batch.prompt_index]

@@ -1,7 +1,7 @@
 """Policy, reference model and tokenizer.
 
-``load_policy(name)`` takes any ``transformers`` causal LM by hub name or local path (bfloat16
-on GPU, float32 on CPU unless ``dtype`` says otherwise). ``tiny:qwen2`` and ``tiny:llama``
+``load_policy(name)`` takes any ``transformers`` causal LM by hub name or local path (float32
+weights, bfloat16 compute on GPU: see :func:`resolve_dtype`). ``tiny:qwen2`` and ``tiny:llama``
 build a two-layer model of that architecture with random weights and a character-level
 tokenizer made locally with ``tokenizers``: the offline tests and the tiny CPU config use
 them, and nothing is downloaded.
@@ -52,9 +52,16 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, dtype)
+    """The dtype of trainable weights. ``auto`` is float32 everywhere: AdamW's steps at VIP's
+    learning rate (1e-6) are below bfloat16's resolution (~4e-3 relative) and would be lost;
+    on a GPU the forward and backward passes run in bfloat16 (autocast, or FSDP2's mixed
+    precision) while the weights and optimizer state stay in float32."""
+    return torch.float32 if dtype == "auto" else getattr(torch, dtype)
+
+
+def inference_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of a frozen model (the reference): bfloat16 on a GPU, float32 on a CPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def load_tokenizer(name: str):

@@ -21,7 +21,7 @@ from trainer.config import TrainConfig, load_config  # noqa: E402
 from trainer.data import load_examples  # noqa: E402
 from trainer.distributed import World  # noqa: E402
 from trainer.loop import Trainer  # noqa: E402
-from trainer.models import load_policy, load_tokenizer, resolve_device, resolve_dtype  # noqa: E402
+from trainer.models import inference_dtype, load_policy, load_tokenizer, resolve_device, resolve_dtype  # noqa: E402
 from trainer.rewards import checked_rewards, get_reward  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def build_trainer(config: TrainConfig, world: World = World()) -> Trainer:
     policy = load_policy(config.model, device, dtype, len(tokenizer), config.seed)
     reference = None
     if config.kl_coef > 0:
-        reference = load_policy(config.ref_model or config.model, device, dtype, len(tokenizer), config.seed).eval().requires_grad_(False)
+        reference = load_policy(config.ref_model or config.model, device, inference_dtype(device), len(tokenizer), config.seed).eval().requires_grad_(False)
     if world.size > 1:
         policy = distributed.shard(policy, world, config.activation_checkpointing)
         reference = reference and distributed.shard(reference, world)
@@ -60,10 +60,9 @@ def _engine(config: TrainConfig, tokenizer, world: World, device):
     """The vLLM engine when asked for; None lets the Trainer sample with transformers."""
     if config.rollout_engine != "vllm":
         return None
-    from trainer.vllm_engine import VLLMEngine, make_llm
+    from trainer.vllm_engine import colocated_engine
 
-    llm = make_llm(config.model, config.seed + world.rank, config.vllm_gpu_memory_utilization, config.vllm_max_model_len, config.vllm_sleep)
-    return VLLMEngine(llm, tokenizer, device, config.vllm_sleep)
+    return colocated_engine(config, tokenizer, device, world.rank)
 
 
 def main(argv=None) -> int:

@@ -23,6 +23,8 @@ machines have no GPU; tests/test_trainer_vllm.py checks this module against a st
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from trainer.rollout import RolloutBatch, Sampling
@@ -34,6 +36,8 @@ def make_llm(model: str, seed: int, gpu_memory_utilization: float, max_model_len
         from vllm import LLM
     except ImportError as exc:
         raise ImportError('rollout_engine=vllm needs the gpu extra: pip install -e ".[gpu]"') from exc
+    for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "localhost"), ("MASTER_PORT", "29517")):
+        os.environ.setdefault(name, value)  # the external launcher reads torchrun's variables; one process outside torchrun
     return LLM(
         model=model,
         seed=seed,
@@ -43,6 +47,12 @@ def make_llm(model: str, seed: int, gpu_memory_utilization: float, max_model_len
         distributed_executor_backend="external_launcher",  # join torchrun's processes, one engine per rank
         logprobs_mode="processed_logprobs",  # log-probs after temperature, like the trainer's
     )
+
+
+def colocated_engine(config, tokenizer, device, rank: int = 0) -> "VLLMEngine":
+    """The engine a config asks for with ``rollout_engine: vllm`` (one per process)."""
+    llm = make_llm(config.model, config.seed + rank, config.vllm_gpu_memory_utilization, config.vllm_max_model_len, config.vllm_sleep)
+    return VLLMEngine(llm, tokenizer, device, config.vllm_sleep)
 
 
 def sampling_params(n: int, sampling: Sampling, seed: int):
