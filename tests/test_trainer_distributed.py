@@ -41,7 +41,7 @@ def test_two_processes_learn_and_log_every_rollout(tmp_path):
 def test_two_process_resume_continues_the_same_run(tmp_path):
     """Stop a 2-rank run at its step-10 checkpoint and resume it: steps 11-16 equal those of a
     run that never stopped (every rank restores its own sampling generator)."""
-    common = ("save_every=10", "allocation=vip", "ppo_epochs=2", "mini_batches=2", "kl_coef=0.01", "kl_clip=fixed")
+    common = ("save_every=10", "allocation=vip", "ppo_epochs=2", "mini_batches=2", "kl_coef=0.01", "kl_clip=fixed", "activation_checkpointing=true")
     whole = _torchrun(tmp_path / "whole", "steps=16", *common)
     _torchrun(tmp_path / "cut", "steps=10", *common)
     resumed = _torchrun(tmp_path / "cut", "steps=16", *common, resume=True)

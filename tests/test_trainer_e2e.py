@@ -39,7 +39,7 @@ def test_tiny_model_learns_arithmetic(tmp_path):
 @pytest.mark.parametrize(
     "overrides",
     [
-        ("loss=gspo", "clip_low=0.2", "clip_high=0.2"),
+        ("loss=gspo", "clip_low=0.2", "clip_high=0.2", "activation_checkpointing=true"),
         ("loss=ctpo", "ppo_epochs=2", "mini_batches=2"),
         ("advantage=rloo", "allocation=vip", "reward_convention=signed"),
         ("advantage=grpo", "allocation=inverse_accuracy", "aggregation=sequence_mean"),

@@ -70,8 +70,10 @@ def shard(model, world: World, activation_checkpointing: bool = False):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    from trainer.models import enable_activation_checkpointing
+
     if activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     mesh = init_device_mesh(world.device.type, (world.size,))
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if world.device.type == "cuda" else MixedPrecisionPolicy()
     for layer in decoder_layers(model):

@@ -92,3 +92,12 @@ def load_policy(name: str, device: torch.device, dtype: torch.dtype, vocab_size:
 
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
     return model.to(device=device, dtype=dtype)
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in the backward pass (non-reentrant).
+    transformers 5 names it ``activation_checkpointing_enable``; 4.x ``gradient_checkpointing_enable``."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -21,7 +21,7 @@ from trainer.config import TrainConfig, load_config  # noqa: E402
 from trainer.data import load_examples  # noqa: E402
 from trainer.distributed import World  # noqa: E402
 from trainer.loop import Trainer  # noqa: E402
-from trainer.models import inference_dtype, load_policy, load_tokenizer, resolve_device, resolve_dtype  # noqa: E402
+from trainer.models import enable_activation_checkpointing, inference_dtype, load_policy, load_tokenizer, resolve_device, resolve_dtype  # noqa: E402
 from trainer.rewards import checked_rewards, get_reward  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def build_trainer(config: TrainConfig, world: World = World()) -> Trainer:
         policy = distributed.shard(policy, world, config.activation_checkpointing)
         reference = reference and distributed.shard(reference, world)
     elif config.activation_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(policy)
     return Trainer(config, policy, tokenizer, examples, reward_fn, reference, engine=_engine(config, tokenizer, world, device), world=world)
 
 
