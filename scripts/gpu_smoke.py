@@ -1,7 +1,8 @@
 """GPU smoke test of the trainer: ``python scripts/gpu_smoke.py`` on a machine with a GPU.
 
 A short run of a small randomly initialised Qwen2-architecture model (built locally: no
-download) on the synthetic a+b= task, bf16 on the GPU, transformers rollouts. It checks that
+download) on the synthetic a+b= task, bf16 compute on the GPU, transformers rollouts (or vLLM's
+with ``--engine vllm`` where the gpu extra is installed). It checks that
 the loss is finite, the reward is logged, a checkpoint is written, and a run resumed from it
 continues to the same last step; it prints the median step time, generated tokens/s and the
 peak GPU memory. Exit status 1 when a check fails. ``--device cpu`` runs the same checks on a
@@ -30,6 +31,19 @@ from trainer.models import resolve_dtype, tiny_model, tiny_tokenizer  # noqa: E4
 from trainer.rewards import get_reward  # noqa: E402
 
 
+def _engine(args, tok, model, out: Path):
+    """None (transformers sampling) or, with ``--engine vllm``, a colocated vLLM engine on a
+    copy of the smoke model saved to disk (vLLM loads models from a path)."""
+    if args.engine != "vllm":
+        return None
+    from trainer.vllm_engine import VLLMEngine, make_llm
+
+    path = out / "smoke_model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return VLLMEngine(make_llm(str(path), 0, 0.3, None, True), tok, args.device)
+
+
 def _trainer(out: Path, args, steps: int) -> Trainer:
     device = torch.device(args.device)
     tok = tiny_tokenizer()
@@ -40,7 +54,8 @@ def _trainer(out: Path, args, steps: int) -> Trainer:
         max_new_tokens=args.new_tokens, generation_batch_size=8 * args.prompts, learning_rate=1e-4, warmup_steps=0,
         steps=steps, save_every=args.steps // 2, micro_batch_size=64, loss="ctpo", tensorboard=False, progress=False, output_dir=str(out),
     )
-    return Trainer(config, model, tok, arithmetic_task(256, np.random.default_rng(0), max_operand=9), get_reward("first_number"))
+    examples = arithmetic_task(256, np.random.default_rng(0), max_operand=9)
+    return Trainer(config, model, tok, examples, get_reward("first_number"), engine=_engine(args, tok, model, out))
 
 
 def main(argv=None) -> int:
@@ -51,6 +66,7 @@ def main(argv=None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--engine", choices=("transformers", "vllm"), default="transformers", help="vllm needs the gpu extra")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no GPU here: run with --device cpu for a CPU smoke run", file=sys.stderr)
@@ -76,6 +92,7 @@ def main(argv=None) -> int:
         gap = max(abs(a["reward/mean"] - b["reward/mean"]) for a, b in zip(tail, whole[args.steps // 2 :]))
     report = {
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "engine": args.engine,
         "parameters_M": round(sum(p.numel() for p in tiny_model("qwen2", 19, 0, args.hidden, args.layers).parameters()) / 1e6, 1),
         "step_s_median": round(statistics.median(steps), 4),
         "generated_tokens_per_s": round(tokens / sum(m["time/generation"] for m in whole[1:]), 1),
