@@ -3,15 +3,15 @@
 - Counts per prompt: one request per prompt with ``SamplingParams(n=counts[q])``; prompts with
   n = 0 send nothing. Each request's ``seed`` is drawn from the torch Generator passed in, so
   a seeded run replays its samples.
-- Weights: after each step's optimizer updates, :meth:`VLLMEngine.sync_weights` streams the
-  policy's parameters (gathered from FSDP2 shards one at a time, ``full_tensor``) into vLLM's
+- Weights: before each step's generation (so after the previous step's optimizer updates),
+  :meth:`VLLMEngine.sync_weights` streams the policy's parameters (gathered from FSDP2 shards one at a time, ``full_tensor``) into vLLM's
   model with ``load_weights`` and resets the prefix cache.
 - Memory: with ``sleep`` vLLM sleeps (level 2: weights and KV cache released) while the
   trainer trains, wakes its weights for the sync and its KV cache for generation.
 - Old log-probs: vLLM reports the sampled tokens' log-probs (after temperature), but its
-  kernels (bf16, paged attention, a different reduction order) give numbers that differ from
-  the trainer's forward pass by up to ~1e-2 per token; CTPO's cumulative ratio multiplies
-  these gaps along the sequence. So the trainer recomputes old log-probs with the policy
+  kernels (bf16, paged attention, another reduction order) do not reproduce the trainer's
+  forward pass bit for bit, and CTPO's cumulative ratio multiplies the per-token gaps along
+  the sequence. So the trainer recomputes old log-probs with the policy
   (``recompute_old_logprobs`` must stay on) and logs the largest gap as ``logprob_mismatch``.
 
 The API used (``LLM(..., enable_sleep_mode, distributed_executor_backend="external_launcher",
