@@ -1,4 +1,5 @@
-"""Per-prompt rollout counts for a step: uniform, VIP, inverse accuracy, inverse variance.
+"""Per-prompt rollout counts for a step: uniform, VIP (as published or as released), inverse
+accuracy, inverse variance.
 
 VIP (§5): the GP predictor (theory.predictor.GPSuccessPredictor, Algorithm 1) gives p_hat for
 the step's prompts, a_q = 4 p_hat (1 - p_hat) (theory.allocation.success_variance_weights)
@@ -6,7 +7,10 @@ and theory.allocation.allocate solves problem (5) for the advantage's estimator:
 for ``rloo``, Dr. GRPO's (6) for ``dr_grpo`` and for ``grpo`` (whose standardised advantage has
 no closed-form variance; Dr. GRPO's is the nearest). The baselines of App. C.1 use the same
 p_hat: inverse accuracy weights 1 - p_hat, inverse variance weights 1 / (p_hat (1 - p_hat)).
-The predictor learns from each step's rewards (binary: 0/1 or +-1).
+``vip_released`` is the rule of VIP's released code
+(theory.allocation.released_vip_allocation, claim V13): an extra gamma log(p_hat) n term and
+prompts left under 4 rollouts dropped. The predictor learns from each step's rewards
+(binary: 0/1 or +-1) of the prompts that got rollouts.
 
 Features for the GP: sentence-transformers embeddings (VIP §6: all-MiniLM-L6-v2, the ``embed``
 extra) when ``embedding`` is ``sentence_transformers`` or ``auto`` and they are installed;
@@ -83,6 +87,8 @@ class RolloutAllocator:
         args = (self.budget, self.lower, self.upper)
         if self.mode == "vip":
             return alloc.allocate(alloc.success_variance_weights(p_hat), *args, self.estimator, self.method)
+        if self.mode == "vip_released":  # VIP's released code (claim V13): may give a prompt 0 rollouts
+            return alloc.released_vip_allocation(p_hat, *args, self.estimator)
         if self.mode == "inverse_accuracy":
             return alloc.inverse_accuracy_allocation(p_hat, *args)
         return alloc.inverse_variance_allocation(p_hat * (1.0 - p_hat), *args)

@@ -22,7 +22,7 @@ from theory.importance import CTPO_CLIP, GRPO_CLIP, GSPO_CLIP
 
 LOSSES = ("grpo", "gspo", "ctpo")
 ADVANTAGES = ("grpo", "dr_grpo", "rloo")
-ALLOCATIONS = ("uniform", "vip", "inverse_accuracy", "inverse_variance")
+ALLOCATIONS = ("uniform", "vip", "vip_released", "inverse_accuracy", "inverse_variance")
 ALLOCATION_METHODS = ("exact", "paper")
 AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -158,7 +158,7 @@ class TrainConfig:
 
     def _validate_budget(self) -> None:
         b, c, lo, hi = self.prompts_per_step, self.rollout_budget, self.min_rollouts, self.max_rollouts
-        need = 3 if self.allocation == "vip" else 2
+        need = 3 if self.allocation.startswith("vip") else 2
         if lo < need:
             why = "VIP's objective is convex only for n >= 3 (Theorem 5.1)" if need == 3 else "a group baseline needs n >= 2"
             raise ValueError(f"min_rollouts (L) must be >= {need} with allocation={self.allocation}: {why}; got {lo}")

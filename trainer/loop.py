@@ -241,8 +241,9 @@ class Trainer:
                 update = self._update(batch, old, ref, torch.as_tensor(advantages, device=self.device, dtype=torch.float32), tau)
             lr = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
-            if self.world.main:
-                self.allocator.observe(indices, [rewards[prompt_index == q] for q in range(len(indices))])
+            if self.world.main:  # the prompts that got rollouts (VIP's released rule may drop some)
+                kept = np.flatnonzero(counts > 0)
+                self.allocator.observe(indices[kept], [rewards[prompt_index == q] for q in kept])
         self.step += 1
         lengths = np.concatenate(distributed.gather(batch.completion_mask.sum(1).cpu().numpy(), self.world))
         token_stats = self._token_stats(batch, old)

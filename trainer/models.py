@@ -15,12 +15,13 @@ TINY_CHARACTERS = list("0123456789+-=. \n")
 TINY_SPECIALS = ["<pad>", "<eos>", "<unk>"]
 
 
-def tiny_tokenizer():
-    """A character-level PreTrainedTokenizerFast over digits, + - = . space and newline."""
+def tiny_tokenizer(characters=None):
+    """A character-level PreTrainedTokenizerFast over ``characters`` (default: digits, + - = .
+    space and newline)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(TINY_SPECIALS + TINY_CHARACTERS)}
+    vocab = {tok: i for i, tok in enumerate(TINY_SPECIALS + list(characters or TINY_CHARACTERS))}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     core.decoder = decoders.Fuse()
