@@ -10,7 +10,7 @@ from pathlib import Path
 from figures import style
 from figures.records import newest_check
 
-FIGURE_MODULES = ("figures.variance", "figures.allocation", "figures.stats_tests", "figures.importance", "figures.predictor", "figures.bounds")
+FIGURE_MODULES = ("figures.variance", "figures.allocation", "figures.stats_tests", "figures.importance", "figures.predictor", "figures.bounds", "figures.rl_study")
 
 
 def main(argv=None) -> int:

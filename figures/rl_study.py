@@ -1,0 +1,44 @@
+"""Figures of the small-scale RL study (scripts/rl_study.py): learning curves and final
+Mean@8 per method, one figure per comparison."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+COMPARISONS = ("allocation", "loss", "kl")
+
+
+def _smooth(values, width: int = 10) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    width = min(width, values.size)
+    return np.convolve(values, np.ones(width) / width, mode="valid")
+
+
+def study(check: dict):
+    """Left: training reward (10-step moving mean ± SE over seeds) against rollouts consumed.
+    Right: Mean@8 on held-out and on training problems, 95 % t intervals over seeds."""
+    rows = [r["details"] for r in check["results"]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), gridspec_kw={"width_ratios": [3, 2]})
+    for i, d in enumerate(rows):
+        mean, se = _smooth(d["reward_curve_mean"]), _smooth(d["reward_curve_se"])
+        x = np.asarray(d["rollouts_consumed"][len(d["rollouts_consumed"]) - mean.size :], dtype=float)
+        left.plot(x, mean, color=f"C{i}", label=d["method"], lw=1.2)
+        left.fill_between(x, mean - se, mean + se, color=f"C{i}", alpha=0.15, lw=0)
+    left.set_xlabel("rollouts consumed")
+    left.set_ylabel("training reward (mean over seeds)")
+    left.legend(frameon=False, fontsize=7)
+    y = np.arange(len(rows))
+    for offset, split, marker in ((-0.15, "test", "o"), (0.15, "train", "s")):
+        values = [d[f"{split}/mean@8"] for d in rows]
+        errors = [d[f"{split}/mean@8_ci95"] for d in rows]
+        right.errorbar(values, y + offset, xerr=errors, fmt=marker, ms=4, capsize=2, label="held-out" if split == "test" else "training problems")
+    right.set_yticks(y, [d["method"] for d in rows], fontsize=7)
+    right.invert_yaxis()
+    right.set_xlabel("Mean@8 (95 % CI over seeds)")
+    right.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = [(f"rl_study_{name}", f"rl_study_{name}", study) for name in COMPARISONS]

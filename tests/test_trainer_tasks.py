@@ -1,0 +1,67 @@
+"""trainer.tasks (generated families with known difficulty), trainer.warmup, and the RL study
+script at toy size."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import ROOT
+from trainer.models import tiny_model
+from trainer.rewards import same_answer
+from trainer.tasks import FAMILIES, generate_tasks, split, task_tokenizer
+from trainer.warmup import supervised_warmup
+
+
+def _check(task) -> bool:
+    q = task.question.rstrip("=")
+    if task.family == "rev":
+        return task.answer == q[1:][::-1]
+    a, b = (int(x) for x in q.replace("+", " ").replace("-", " ").replace("*", " ").replace("%", " ").split())
+    value = {"add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "mod": lambda: a % b}[task.family]()
+    return same_answer(str(value), task.answer)
+
+
+def test_tasks_are_correct_distinct_seeded_and_tokenisable():
+    tasks = generate_tasks(500, np.random.default_rng(3))
+    assert all(_check(t) for t in tasks)
+    assert len({t.question for t in tasks}) == 500 and {t.family for t in tasks} == set(FAMILIES)
+    assert tasks == generate_tasks(500, np.random.default_rng(3))
+    tok = task_tokenizer()
+    assert all(tok.unk_token_id not in tok(t.question + t.answer)["input_ids"] for t in tasks)
+
+
+def test_split_is_disjoint_and_renumbered():
+    train, test = split(generate_tasks(200, np.random.default_rng(0)), 0.25, np.random.default_rng(1))
+    assert (len(train), len(test)) == (150, 50)
+    assert not {t.question for t in train} & {t.question for t in test}
+    assert [t.prompt_id for t in test] == list(range(50))
+    with pytest.raises(ValueError, match="test_fraction must lie in"):
+        split(train, 1.0, np.random.default_rng(0))
+
+
+def test_warmup_lowers_the_answer_loss():
+    tok = task_tokenizer()
+    tasks = generate_tasks(64, np.random.default_rng(0), families=("add",))
+    losses = supervised_warmup(tiny_model("qwen2", len(tok)), tok, tasks, 60, torch.Generator().manual_seed(0))
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
+
+
+def test_study_script_runs_resumes_and_writes_a_record(tmp_path):
+    cmd = [sys.executable, "scripts/rl_study.py", "kl", "--seeds", "2", "--steps", "2", "--out", str(tmp_path)]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    runs = sorted((tmp_path / "rl_study" / "kl").glob("*.json"))
+    assert len(runs) == 6
+    stamp = {p: p.stat().st_mtime_ns for p in runs}
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and all(p.stat().st_mtime_ns == stamp[p] for p in runs)  # finished runs are reused
+    record = json.loads(sorted(tmp_path.glob("rl_study_kl-*.json"))[-1].read_text())
+    rows = record["checks"][0]["results"]
+    assert [r["details"]["method"] for r in rows] == ["no_clip", "fixed_tau", "tau_star"]
+    assert all(len(r["details"]["reward_curve_mean"]) == 2 for r in rows) and "test/paired_p" in rows[1]["details"]
+    figures = subprocess.run([sys.executable, "-m", "figures", "--records", str(tmp_path), "--out", str(tmp_path / "fig")], cwd=ROOT, capture_output=True, text=True)
+    assert figures.returncode == 0 and (tmp_path / "fig" / "rl_study_kl.png").exists(), figures.stderr[-2000:]
