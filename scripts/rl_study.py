@@ -49,7 +49,7 @@ from trainer.tasks import generate_tasks, split, task_tokenizer  # noqa: E402
 from trainer.warmup import supervised_warmup  # noqa: E402
 
 PROMPTS = 16
-EVAL_TRAIN = 300  # training problems re-evaluated at the end: the objective RL optimises
+EVAL_TRAIN = 300  # training problems re-evaluated at the end (the last ones: not in the warm-up's 30 %)
 BASE = dict(
     model="tiny:qwen2", template="plain", chat_template=False, reward="first_number", embedding="hashed", prompts_per_step=PROMPTS,
     budget=8 * PROMPTS, min_rollouts=4, max_rollouts=16, max_new_tokens=6, advantage="rloo", learning_rate=1e-3, warmup_steps=0,
@@ -130,7 +130,7 @@ def run_one(comparison: str, method: str, seed: int, steps: int, out: Path) -> d
         "comparison": comparison, "method": method, "seed": seed, "config": fields, "reward_curve": curve,
         "zero_variance_groups": zero_var, "rollouts_consumed": rollouts, "seconds": time.perf_counter() - start,
         "test": evaluate(config, test, model, tok, n=8, ks=(1, 8), seed=seed),
-        "train": evaluate(config, train[:EVAL_TRAIN], model, tok, n=8, ks=(1, 8), seed=seed),
+        "train": evaluate(config, train[-EVAL_TRAIN:], model, tok, n=8, ks=(1, 8), seed=seed),
     }
 
 
