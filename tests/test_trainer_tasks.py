@@ -51,7 +51,7 @@ def test_warmup_lowers_the_answer_loss():
 
 
 def test_study_script_runs_resumes_and_writes_a_record(tmp_path):
-    cmd = [sys.executable, "scripts/rl_study.py", "kl", "--seeds", "2", "--steps", "2", "--out", str(tmp_path)]
+    cmd = [sys.executable, "scripts/rl_study.py", "kl", "--seeds", "2", "--steps", "2", "--warmup-steps", "5", "--out", str(tmp_path)]
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     runs = sorted((tmp_path / "rl_study" / "kl").glob("*.json"))

@@ -2,9 +2,9 @@
 
 A randomly initialised model almost never answers a generated problem, so RL from scratch
 spends its first hundreds of steps on zero-variance groups. A few hundred steps of
-teacher-forced cross-entropy on a fraction of the training problems (the answer and the end
-of sequence token; the prompt is not a target) spread the initial success rates over
-(0, 1) instead, with the harder families still low: the regime VIP's allocation is about.
+teacher-forced cross-entropy on the training problems (the answer and the end of sequence
+token; the prompt is not a target) spread the initial success rates over (0, 1) instead,
+with the harder families still low: the regime VIP's allocation is about.
 """
 
 from __future__ import annotations
