@@ -53,7 +53,10 @@ def setup(device: str = "auto") -> World:
 
 
 def teardown() -> None:
+    """Leave the process group once every rank is done (a rank that exits while another still
+    talks to it aborts the run)."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
