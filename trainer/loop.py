@@ -3,7 +3,8 @@
 One step (``Trainer.train_step``):
 1. draw ``prompts_per_step`` prompts (a seeded permutation per pass over the data);
 2. counts n_q from trainer.allocation (uniform, VIP, or a baseline), sum n_q = budget;
-3. sample sum n_q completions with the rollout engine;
+3. sync the engine's weights with the policy (a no-op for transformers sampling) and sample
+   sum n_q completions with it;
 4. rewards (checked: one finite number per completion), advantages per group;
 5. old log-probs (recomputed by the policy unless ``recompute_old_logprobs`` is off), the
    reference's log-probs and tau (none, fixed, or Corollary 3's tau* from |l| of the batch,
@@ -14,8 +15,9 @@ One step (``Trainer.train_step``):
 7. the predictor learns the step's rewards; metrics and rollout-log rows are appended; a
    checkpoint every ``save_every`` steps.
 
-Randomness: a numpy Generator (prompt order, GP bandwidth) and a torch Generator (sampling,
-mini-batch order), both seeded by ``seed`` and saved in checkpoints.
+Randomness: a numpy Generator (prompt order, GP bandwidth; rank 0) and a torch Generator per
+rank (sampling, mini-batch order) seeded by ``seed`` + rank, all saved in checkpoints. How
+the work is split over several ranks: the :class:`Trainer` docstring.
 """
 
 from __future__ import annotations
