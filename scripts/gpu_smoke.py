@@ -74,7 +74,9 @@ def main(argv=None) -> int:
     failures = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        whole = _trainer(out, args, args.steps).train()
+        trainer = _trainer(out, args, args.steps)
+        parameters = sum(p.numel() for p in trainer.policy.parameters())
+        whole = trainer.train()
         steps = [m["time/total"] for m in whole[1:]]
         tokens = sum(m["response_length/mean"] * 8 * args.prompts for m in whole[1:])
         if not all(math.isfinite(m["loss"]) for m in whole):
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
     report = {
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "engine": args.engine,
-        "parameters_M": round(sum(p.numel() for p in tiny_model("qwen2", 19, 0, args.hidden, args.layers).parameters()) / 1e6, 1),
+        "parameters_M": round(parameters / 1e6, 1),
         "step_s_median": round(statistics.median(steps), 4),
         "generated_tokens_per_s": round(tokens / sum(m["time/generation"] for m in whole[1:]), 1),
         "peak_gpu_memory_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 3) if args.device.startswith("cuda") else None,

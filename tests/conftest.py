@@ -7,6 +7,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def without_timings(metrics):
+    """Metrics rows without their wall-clock entries (``time/...``), for run-to-run comparisons."""
+    return [{k: v for k, v in m.items() if not k.startswith("time/")} for m in metrics]
+
+
 def run_module(*args, cwd=ROOT):
     """Run ``python -m <args>`` from the repository root; return the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600)

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, without_timings
 from trainer.logs import read_jsonl
 
 TINY = ROOT / "trainer" / "configs" / "tiny_cpu.yaml"
@@ -18,10 +18,6 @@ def _torchrun(out, *overrides, resume=False, procs=2):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return read_jsonl(out / "metrics.jsonl")
-
-
-def _strip_times(metrics):
-    return [{k: v for k, v in m.items() if not k.startswith("time/")} for m in metrics]
 
 
 def test_two_processes_learn_and_log_every_rollout(tmp_path):
@@ -45,7 +41,7 @@ def test_two_process_resume_continues_the_same_run(tmp_path):
     whole = _torchrun(tmp_path / "whole", "steps=16", *common)
     _torchrun(tmp_path / "cut", "steps=10", *common)
     resumed = _torchrun(tmp_path / "cut", "steps=16", *common, resume=True)
-    assert _strip_times(resumed) == _strip_times(whole)
+    assert without_timings(resumed) == without_timings(whole)
 
 
 def test_two_process_checkpoint_loads_in_one_process(tmp_path):

@@ -8,14 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, without_timings
 from theory.bounds import alpha
 from trainer.config import load_config
 from trainer.logs import read_jsonl
 from trainer.run import build_trainer, main
 
 TINY = ROOT / "trainer" / "configs" / "tiny_cpu.yaml"
-TIME_KEYS = ("time/", "allocation_fraction")
 
 
 def _run(tmp_path, *overrides, resume=False):
@@ -73,10 +72,6 @@ def test_vip_counts_differ_per_prompt_and_respect_bounds(tmp_path):
     assert all(0 < r["p_hat"] < 1 for r in rows)
 
 
-def _strip_times(metrics):
-    return [{k: v for k, v in m.items() if not any(t in k for t in TIME_KEYS)} for m in metrics]
-
-
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     """A run killed after its step-20 checkpoint and resumed gives the same metrics from step 21
     on as a run that was never stopped (VIP allocation, so the predictor state matters)."""
@@ -99,7 +94,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert "step-20" in ckpts and not any(name.endswith(".tmp") and name != "step-30.tmp" for name in ckpts)
     resumed = _run(tmp_path / "cut", *common, resume=True)
     assert [m["step"] for m in resumed] == list(range(1, 31))
-    assert _strip_times(resumed) == _strip_times(whole)
+    assert without_timings(resumed) == without_timings(whole)
 
 
 def test_rollout_log_with_z_norm_feeds_stats_tests(tmp_path):

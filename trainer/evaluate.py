@@ -24,11 +24,8 @@ from trainer.config import load_config  # noqa: E402
 from trainer.data import format_prompt, load_examples  # noqa: E402
 from trainer.metrics import summarise  # noqa: E402
 from trainer.models import inference_dtype, load_policy, load_tokenizer, resolve_device  # noqa: E402
-from trainer.rewards import answer_line, boxed, checked_rewards, first_number, get_reward  # noqa: E402
+from trainer.rewards import EXTRACTORS, answer_line, boxed, checked_rewards, get_reward  # noqa: E402
 from trainer.rollout import Sampling, TransformersEngine  # noqa: E402
-
-EXTRACTORS = {"answer_line": answer_line, "boxed": boxed, "first_number": first_number}
-
 
 def extract(reward: str, completion: str) -> str | None:
     """The answer Maj@k votes on: the reward's own extraction (boxed, then Answer: line, for
@@ -43,12 +40,13 @@ def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, pro
     if any(k > n or k < 1 for k in ks):
         raise ValueError(f"every k must lie in [1, n = {n}]; got {list(ks)}")
     reward_fn = get_reward(config.reward)
-    engine = TransformersEngine(policy, tokenizer, config.generation_batch_size)
     if config.rollout_engine == "vllm":
         from trainer.vllm_engine import colocated_engine
 
         engine = colocated_engine(config, tokenizer, next(policy.parameters()).device)
-        engine.sync_weights(policy)  # the checkpoint's weights, not the hub's
+    else:
+        engine = TransformersEngine(policy, tokenizer, config.generation_batch_size)
+    engine.sync_weights(policy)  # vLLM: the checkpoint's weights, not the hub's (a no-op for transformers)
     generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(seed)
     sampling = Sampling(config.temperature, config.max_new_tokens)
     correct, answers = [], []

@@ -211,19 +211,20 @@ class Trainer:
             plan = (indices, *self.allocator.allocate(indices))
         return distributed.broadcast(plan, self.world)
 
-    def _my_counts(self, counts) -> tuple[np.ndarray, slice]:
-        """This rank's per-prompt counts and its slice of the step's prompt-sorted rollouts."""
-        owner = np.repeat(np.arange(len(counts)), counts)
-        per = owner.size // self.world.size
+    def _my_counts(self, prompt_index: np.ndarray, n_prompts: int) -> tuple[np.ndarray, slice]:
+        """This rank's per-prompt counts and its slice of the step's prompt-sorted rollouts
+        (``prompt_index[r]`` is rollout r's prompt)."""
+        per = prompt_index.size // self.world.size
         mine = slice(self.world.rank * per, (self.world.rank + 1) * per)
-        return np.bincount(owner[mine], minlength=len(counts)), mine
+        return np.bincount(prompt_index[mine], minlength=n_prompts), mine
 
     def train_step(self) -> tuple[dict | None, list[dict] | None]:
         """One step (see the module docstring); metrics and rollout-log rows on rank 0."""
         cfg, timer = self.cfg, _Timer()
         with timer("total"):
             indices, counts, p_hat = self._plan()
-            local_counts, mine = self._my_counts(counts)
+            prompt_index = np.repeat(np.arange(len(counts)), counts)
+            local_counts, mine = self._my_counts(prompt_index, len(counts))
             self.policy.eval()
             with timer("weight_sync"):
                 self.engine.sync_weights(self.policy)
@@ -232,7 +233,6 @@ class Trainer:
             with timer("reward"):
                 local_rewards = self._rewards(indices, batch)
             rewards = np.concatenate(distributed.gather(local_rewards, self.world))
-            prompt_index = np.repeat(np.arange(len(counts)), counts)
             advantages = rollout_advantages(rewards, prompt_index, cfg.advantage)[mine]
             with timer("logprobs"), self._compute():
                 old, ref = self._old_and_reference_logprobs(batch)

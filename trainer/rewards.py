@@ -83,12 +83,8 @@ def math_verify_reward(prompts, completions, answers) -> list[float]:
     return [float(verify(parse(a), parse(c))) for c, a in zip(completions, answers)]
 
 
-BUILT_IN = {
-    "answer_line": _extracting(answer_line),
-    "boxed": _extracting(boxed),
-    "math_verify": math_verify_reward,
-    "first_number": _extracting(first_number),
-}
+EXTRACTORS = {"answer_line": answer_line, "boxed": boxed, "first_number": first_number}  # reward name -> its answer extraction
+BUILT_IN = {name: _extracting(extract) for name, extract in EXTRACTORS.items()} | {"math_verify": math_verify_reward}
 
 
 def get_reward(name: str):
