@@ -129,6 +129,24 @@ def test_ridge_recovers_a_linear_rate():
     assert np.mean(np.abs(ridge.predict(idx) - p)) < 0.02
 
 
+@pytest.mark.parametrize("make", [lambda x: GPSuccessPredictor(x), lambda x: RidgePredictor(x, window=30)])
+def test_state_dict_round_trip_continues_identically(make):
+    """A predictor restored from state_dict predicts and updates like the original (resume)."""
+    rng, x = world(q=40, d=3)
+    first, second = make(x), make(x)
+    batches = [rng.choice(40, 12, replace=False) for _ in range(4)]
+    draws = [[(rng.random(6) < 0.4).astype(float) for _ in range(12)] for _ in range(4)]
+    for idx, rewards in zip(batches[:2], draws[:2]):
+        first.update(idx, rewards)
+    second.load_state_dict(first.state_dict())
+    for idx, rewards in zip(batches[2:], draws[2:]):
+        first.update(idx, rewards)
+        second.update(idx, rewards)
+    np.testing.assert_array_equal(first.predict(np.arange(40)), second.predict(np.arange(40)))
+    with pytest.raises(ValueError, match=r"state\['(mean|coef)'\] must have shape"):
+        second.load_state_dict({k: (np.zeros(2) if k != "rows" else v) for k, v in first.state_dict().items()})
+
+
 @pytest.mark.parametrize(
     "call, match",
     [

@@ -2,6 +2,7 @@
 mode trains, kill-and-resume replays the uninterrupted run, the rollout log feeds stats_tests."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -41,12 +42,12 @@ def test_tiny_model_learns_arithmetic(tmp_path):
         ("loss=gspo", "clip_low=0.2", "clip_high=0.2", "activation_checkpointing=true"),
         ("loss=ctpo", "ppo_epochs=2", "mini_batches=2"),
         ("advantage=rloo", "allocation=vip", "reward_convention=signed"),
-        ("advantage=grpo", "allocation=inverse_accuracy", "aggregation=sequence_mean"),
+        ("advantage=grpo", "allocation=inverse_accuracy", "predictor=ridge", "aggregation=sequence_mean"),
         ("allocation=inverse_variance", "aggregation=constant", "micro_batch_size=16"),
         ("kl_coef=0.01", "kl_clip=tau_star", "kl_estimator=k3"),
         ("model=tiny:llama", "kl_coef=0.01", "kl_clip=fixed", "kl_tau=0.5", "kl_estimator=k1"),
     ],
-    ids=["gspo", "ctpo-epochs", "rloo-vip", "grpo-invacc", "invvar-constant", "kl-taustar", "llama-kl-fixed"],
+    ids=["gspo", "ctpo-epochs", "rloo-vip", "grpo-invacc-ridge", "invvar-constant", "kl-taustar", "llama-kl-fixed"],
 )
 def test_every_mode_trains(tmp_path, overrides):
     """Each loss, advantage, allocation and KL mode: over 150 steps at learning rate 2e-3 the
@@ -95,6 +96,18 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     resumed = _run(tmp_path / "cut", *common, resume=True)
     assert [m["step"] for m in resumed] == list(range(1, 31))
     assert without_timings(resumed) == without_timings(whole)
+
+
+def test_resume_from_an_earlier_checkpoint_restores_the_ridge_predictor(tmp_path):
+    """Resuming from the step-2 checkpoint of a 4-step run replays steps 3 and 4 exactly: the
+    ridge's observation window and coefficients travel in the checkpoint."""
+    common = ("steps=4", "save_every=2", "allocation=vip", "predictor=ridge")
+    whole = _run(tmp_path / "whole", *common)
+    shutil.copytree(tmp_path / "whole", tmp_path / "cut")
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step-4")
+    resumed = _run(tmp_path / "cut", *common, resume=True)
+    assert without_timings(resumed) == without_timings(whole)
+    assert any(m["allocation/max"] > m["allocation/min"] for m in whole[2:])  # the ridge's p_hat shaped the counts
 
 
 def test_rollout_log_with_z_norm_feeds_stats_tests(tmp_path):

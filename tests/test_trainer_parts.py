@@ -142,18 +142,26 @@ def test_hashed_embeddings_are_unit_and_stable():
     assert not x[2].any()
 
 
-def test_vip_allocator_gives_more_to_uncertain_prompts_after_learning():
+@pytest.mark.parametrize("predictor", ["gp", "ridge"])
+def test_vip_allocator_gives_more_to_uncertain_prompts_after_learning(predictor):
     texts = [f"problem {i} about {'easy' if i < 4 else 'hard'} things" for i in range(8)]
-    alloc = RolloutAllocator("vip", texts, budget=48, lower=3, upper=12, advantage="rloo", embedding="hashed", rng=np.random.default_rng(0))
+    alloc = RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed", rng=np.random.default_rng(0), predictor=predictor)
     counts, p_hat = alloc.allocate(np.arange(8))
     assert counts.sum() == 48 and np.all(p_hat == 0.5)
     alloc.observe(np.arange(8), [np.ones(6)] * 4 + [np.array([1.0, 0, 1, 0, 1, 0])] * 4)
-    counts, _ = alloc.allocate(np.arange(8))
+    counts, p_hat = alloc.allocate(np.arange(8))
     assert counts.sum() == 48 and counts[4:].min() > counts[:4].max()
+    assert p_hat[:4].min() > p_hat[4:].max()  # the easy prompts are predicted easier
     state = alloc.state_dict()
-    fresh = RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed")
+    fresh = RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed", predictor=predictor)
+    assert np.all(fresh.allocate(np.arange(8))[1] == 0.5)  # negative control: an unloaded predictor knows nothing
     fresh.load_state_dict(state)
     np.testing.assert_array_equal(fresh.allocate(np.arange(8))[0], counts)
+
+
+def test_allocator_rejects_an_unknown_predictor():
+    with pytest.raises(ValueError, match="predictor must be one of gp, ridge; got 'lasso'"):
+        RolloutAllocator("vip", ["a", "b"], 8, 3, 5, "rloo", embedding="hashed", predictor="lasso")
 
 
 # --- rollout ----------------------------------------------------------------------------------

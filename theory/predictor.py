@@ -227,6 +227,16 @@ class GPSuccessPredictor(_Predictor):
         new_mean[idx] = g_obs if self.observation_noise is None else self.mean[idx] + k_bb @ alpha
         self.mean = new_mean
 
+    def state_dict(self) -> dict:
+        """What changes with updates: the prior mean (the kernel is fixed by the embeddings)."""
+        return {"mean": self.mean.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        mean = np.asarray(state["mean"], dtype=float)
+        if mean.shape != self.mean.shape:
+            raise ValueError(f"state['mean'] must have shape {self.mean.shape} (one entry per prompt); got {mean.shape}")
+        self.mean = mean.copy()
+
 
     def _cross_kernel_times(self, idx: np.ndarray, alpha: np.ndarray, chunk: int) -> np.ndarray:
         """K(X, X_B) alpha for every prompt. The exponent -s ||x - y||^2 (s = 1/(2 h^2)) is one
@@ -314,3 +324,15 @@ class RidgePredictor(_Predictor):
         penalty = self.alpha * np.eye(x.shape[1])
         penalty[0, 0] = 0.0  # the intercept is not shrunk
         self.coef = linalg.solve(x.T @ x + penalty, x.T @ y, assume_a="sym")
+
+    def state_dict(self) -> dict:
+        """The observation window (prompt index, observed rate) and the fitted coefficients."""
+        return {"rows": [list(r) for r in self.rows], "coef": None if self.coef is None else self.coef.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows.clear()
+        self.rows.extend((int(q), float(v)) for q, v in state["rows"])
+        coef = None if state["coef"] is None else np.asarray(state["coef"], dtype=float).copy()
+        if coef is not None and coef.shape != (self.embeddings.shape[1] + 1,):
+            raise ValueError(f"state['coef'] must have shape ({self.embeddings.shape[1] + 1},) (intercept and one per feature); got {coef.shape}")
+        self.coef = coef

@@ -10,7 +10,9 @@ p_hat: inverse accuracy weights 1 - p_hat, inverse variance weights 1 / (p_hat (
 ``vip_released`` is the rule of VIP's released code
 (theory.allocation.released_vip_allocation, claim V13): an extra gamma log(p_hat) n term and
 prompts left under 4 rollouts dropped. The predictor learns from each step's rewards
-(binary: 0/1 or +-1) of the prompts that got rollouts.
+(binary: 0/1 or +-1) of the prompts that got rollouts. ``predictor="ridge"`` swaps the GP for
+theory.predictor.RidgePredictor (VIP Table 3's "Ridge + allocation" ablation); every rule
+other than uniform then uses the ridge's p_hat.
 
 Features for the GP: sentence-transformers embeddings (VIP §6: all-MiniLM-L6-v2, the ``embed``
 extra) when ``embedding`` is ``sentence_transformers`` or ``auto`` and they are installed;
@@ -29,9 +31,10 @@ import zlib
 import numpy as np
 
 from theory import allocation as alloc
-from theory.predictor import GPSuccessPredictor
+from theory.predictor import GPSuccessPredictor, RidgePredictor
 
 HASHED_DIM = 256
+PREDICTORS = ("gp", "ridge")
 _TOKENS = re.compile(r"\w+|[^\w\s]")
 
 
@@ -62,13 +65,18 @@ def prompt_features(texts, embedding: str) -> tuple[np.ndarray, str]:
 class RolloutAllocator:
     """Counts n_q with sum = budget and lower <= n_q <= upper for each step's prompts."""
 
-    def __init__(self, mode, texts, budget, lower, upper, advantage, method="exact", embedding="auto", rng=None):
+    def __init__(self, mode, texts, budget, lower, upper, advantage, method="exact", embedding="auto", rng=None, predictor="gp"):
+        if predictor not in PREDICTORS:
+            raise ValueError(f"predictor must be one of {', '.join(PREDICTORS)}; got {predictor!r}")
         self.mode, self.budget, self.lower, self.upper, self.method = mode, int(budget), int(lower), int(upper), method
         self.estimator = "rloo" if advantage == "rloo" else "dr_grpo"
         self.predictor, self.features = None, None
         if mode != "uniform":
             features, self.features = prompt_features(list(texts), embedding)
-            self.predictor = GPSuccessPredictor(features, rng=rng if rng is not None else np.random.default_rng(0))
+            if predictor == "ridge":
+                self.predictor = RidgePredictor(features)
+            else:
+                self.predictor = GPSuccessPredictor(features, rng=rng if rng is not None else np.random.default_rng(0))
         self.seconds = 0.0  # time spent predicting, allocating and updating in the last step
 
     def allocate(self, indices) -> tuple[np.ndarray, np.ndarray | None]:
@@ -101,8 +109,8 @@ class RolloutAllocator:
             self.seconds += time.perf_counter() - start
 
     def state_dict(self) -> dict:
-        return {"mean": None if self.predictor is None else self.predictor.mean.copy()}
+        return {} if self.predictor is None else self.predictor.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         if self.predictor is not None:
-            self.predictor.mean = np.asarray(state["mean"], dtype=float).copy()
+            self.predictor.load_state_dict(state)

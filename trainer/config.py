@@ -24,6 +24,7 @@ LOSSES = ("grpo", "gspo", "ctpo")
 ADVANTAGES = ("grpo", "dr_grpo", "rloo")
 ALLOCATIONS = ("uniform", "vip", "vip_released", "inverse_accuracy", "inverse_variance")
 ALLOCATION_METHODS = ("exact", "paper")
+PREDICTORS = ("gp", "ridge")
 AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 KL_CLIPS = ("none", "fixed", "tau_star")
@@ -59,6 +60,7 @@ class TrainConfig:
     max_rollouts: int = 32  # U
     allocation: str = "uniform"
     allocation_method: str = "exact"  # theory.allocation.allocate's method
+    predictor: str = "gp"  # p_hat for every rule but uniform: VIP's GP (Algorithm 1) or ridge (Table 3 ablation)
     embedding: str = "auto"  # VIP's GP features: sentence-transformers if installed, else hashed words
     rollout_engine: str = "transformers"  # or vllm (the gpu extra; one colocated engine per process)
     vllm_gpu_memory_utilization: float = 0.3
@@ -119,6 +121,7 @@ class TrainConfig:
             ("advantage", ADVANTAGES),
             ("allocation", ALLOCATIONS),
             ("allocation_method", ALLOCATION_METHODS),
+            ("predictor", PREDICTORS),
             ("aggregation", AGGREGATIONS),
             ("kl_estimator", KL_ESTIMATORS),
             ("kl_clip", KL_CLIPS),

@@ -116,7 +116,7 @@ class Trainer:
             self.sampler = PromptSampler(len(self.examples), config.prompts_per_step, self.rng)
             self.allocator = RolloutAllocator(
                 config.allocation, [e.question for e in self.examples], config.rollout_budget, config.min_rollouts, config.max_rollouts,
-                config.advantage, config.allocation_method, config.embedding, self.rng,
+                config.advantage, config.allocation_method, config.embedding, self.rng, config.predictor,
             )
         all_done = lambda flag: distributed.all_true(flag, world, self.device)  # noqa: E731
         self.engine = engine or TransformersEngine(policy, tokenizer, config.generation_batch_size, all_done)
