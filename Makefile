@@ -5,7 +5,7 @@ PIP := $(PYTHON) -m pip
 # The CPU build of torch comes from a local wheel; an unpinned torch would pull the CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install install-dev demo figures test test-slow
+.PHONY: install install-dev demo figures test test-slow study
 
 install:
 	$(PIP) install -e .
@@ -30,3 +30,8 @@ test: install-dev
 ## Long Monte-Carlo checks (`--full` grids), kept out of the default suite.
 test-slow: install-dev
 	$(PYTHON) -m pytest -n auto -m slow
+
+## The small-scale RL study at full size (about an hour on 2 cores; resumable), then its figures.
+study: install-dev
+	$(PYTHON) scripts/rl_study.py --out records
+	$(PYTHON) -m figures --records records --out records/figures

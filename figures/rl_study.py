@@ -6,7 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-COMPARISONS = ("allocation", "loss", "kl")
+COMPARISONS = ("allocation", "allocation_dr_grpo", "loss", "kl")
 
 
 def _smooth(values, width: int = 10) -> np.ndarray:
@@ -17,7 +17,8 @@ def _smooth(values, width: int = 10) -> np.ndarray:
 
 def study(check: dict):
     """Left: training reward (10-step moving mean ± SE over seeds) against rollouts consumed.
-    Right: Mean@8 on held-out and on training problems, 95 % t intervals over seeds."""
+    Right: Mean@8 on held-out and on training problems, 95 % t intervals over seeds; dotted
+    lines mark the warmed-up model RL starts from."""
     rows = [r["details"] for r in check["results"]]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), gridspec_kw={"width_ratios": [3, 2]})
     for i, d in enumerate(rows):
@@ -32,7 +33,9 @@ def study(check: dict):
     for offset, split, marker in ((-0.15, "test", "o"), (0.15, "train", "s")):
         values = [d[f"{split}/mean@8"] for d in rows]
         errors = [d[f"{split}/mean@8_ci95"] for d in rows]
-        right.errorbar(values, y + offset, xerr=errors, fmt=marker, ms=4, capsize=2, label="held-out" if split == "test" else "training problems")
+        bars = right.errorbar(values, y + offset, xerr=errors, fmt=marker, ms=4, capsize=2, label="held-out" if split == "test" else "training problems")
+        if f"{split}/start_mean@8" in rows[0]:
+            right.axvline(rows[0][f"{split}/start_mean@8"], color=bars[0].get_color(), ls=":", lw=1)
     right.set_yticks(y, [d["method"] for d in rows], fontsize=7)
     right.invert_yaxis()
     right.set_xlabel("Mean@8 (95 % CI over seeds)")

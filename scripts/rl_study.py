@@ -1,8 +1,8 @@
 """A small-scale RL study on the CPU: do the papers' effects appear in real (tiny) training runs?
 
-    python scripts/rl_study.py allocation [--seeds 5] [--steps 150] [--out records]
-    python scripts/rl_study.py loss
-    python scripts/rl_study.py kl
+    python scripts/rl_study.py                      # every comparison (about an hour on 2 cores)
+    python scripts/rl_study.py allocation kl        # some of them
+    python scripts/rl_study.py loss --seeds 5 --steps 150 --jobs 2 --out records
 
 Setting: the five task families of trainer.tasks (1,200 problems, 25 % held out), a 2-layer
 Qwen2-architecture model per seed, warmed up by 800 supervised steps of 64 on the training
@@ -10,28 +10,38 @@ problems (trainer.warmup: the training reward starts near 0.6 with per-prompt su
 over [0, 1]; 500 steps start it near 0.2 with half the groups all-wrong; learning rate 1e-3
 RL after a 300-step warm-up on 30 % of them collapsed to deterministic wrong answers); then
 every method of the comparison trains from that same warmed-up model (paired by seed) for
-``steps`` RL steps of 16 prompts, RLOO advantages, learning rate 1e-4. Comparisons:
+``steps`` RL steps of 16 prompts, RLOO advantages, learning rate 1e-4. Comparisons (the
+ledger claim each one speaks to in brackets):
 
-- ``allocation``: uniform vs VIP as published (GP + exact allocation) vs VIP as released vs
-  inverse accuracy, at C = 8 and 16 rollouts per prompt on average (the 8Q / 16Q analogues);
-- ``loss``: GRPO vs GSPO vs CTPO (adaptive sqrt(t) clip) vs CTPO with a fixed clip (p = 0),
-  with 2 PPO epochs x 4 mini-batches so that the later updates are off-policy;
-- ``kl``: beta = 0.05 with no clip, a fixed tau = 1, and tau*.
+- ``allocation`` [V10]: uniform vs VIP as published (GP + exact allocation) vs VIP as released
+  (V13) vs inverse accuracy vs ridge + allocation (VIP Table 3's ablation), at C = 8 and 16
+  rollouts per prompt on average (the 8Q / 16Q analogues), RLOO advantages;
+- ``allocation_dr_grpo`` [V10]: the same with Dr. GRPO advantages (objective (6));
+- ``loss`` [C8]: GRPO vs GSPO vs CTPO (adaptive sqrt(t) clip) vs CTPO with a fixed clip
+  (p = 0), with 2 PPO epochs x 4 mini-batches so that the later updates are off-policy;
+- ``kl`` [R12]: beta = 0.05 with no clip, a fixed tau = 1, and tau*.
 
-Each (method, seed) run is saved as it finishes (``OUT/rl_study/<comparison>/``), so a killed
-study resumes where it stopped. The end writes a ledger record (check ``rl_study_<comparison>``,
-``report`` rows) with, per method, the learning curve (reward against rollouts consumed), the
-zero-variance-group fraction, Pass@1/Pass@8/Mean@8/Maj@8 on the held-out problems and on 300
-training problems (the objective RL optimises) with 95 % t intervals over seeds, and a paired
-t-test of method - baseline on Mean@8 (same seed = same warmed-up model).
+Every finished piece is saved as it finishes, so a killed study resumes where it stopped: the
+warmed-up model of each seed and its evaluation (``OUT/rl_study/warmup/``), and each (method,
+seed) run (``OUT/rl_study/<comparison>/``). Runs go to ``--jobs`` worker processes of one torch
+thread each; a run's result does not depend on the number of workers. The end writes one
+ledger record per comparison (check ``rl_study_<comparison>``, ``report`` rows: the study has
+no pass/fail claim, effects may or may not appear) with, per method, the learning curve
+(reward against rollouts consumed), the zero-variance-group fraction, Pass@1/Pass@8/Mean@8/
+Maj@8 on the held-out problems and on 300 training problems (the objective RL optimises) with
+95 % t intervals over seeds, the paired gain over the warmed-up start, and a paired t-test of
+method - baseline on Mean@8 (same seed = same warmed-up model).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -58,16 +68,21 @@ BASE = dict(
     budget=8 * PROMPTS, min_rollouts=4, max_rollouts=16, max_new_tokens=6, advantage="rloo", learning_rate=1e-4, warmup_steps=0,
     micro_batch_size=128, generation_batch_size=256, tensorboard=False, progress=False,
 )
+ALLOCATION_RULES = {  # method name -> config fields
+    "uniform": {"allocation": "uniform"},
+    "vip": {"allocation": "vip"},
+    "vip_released": {"allocation": "vip_released"},
+    "inverse_accuracy": {"allocation": "inverse_accuracy"},
+    "ridge": {"allocation": "vip", "predictor": "ridge"},
+}
+ALLOCATION_METHODS = {
+    f"{name}@{q}Q": fields | {"budget": q * PROMPTS, "max_rollouts": 2 * q} for q in (8, 16) for name, fields in ALLOCATION_RULES.items()
+}
 COMPARISONS = {
-    "allocation": {
-        "baseline": "uniform@8Q",
-        "methods": {
-            f"{name}@{q}Q": {"allocation": alloc, "budget": q * PROMPTS, "max_rollouts": 2 * q}
-            for q in (8, 16)
-            for name, alloc in (("uniform", "uniform"), ("vip", "vip"), ("vip_released", "vip_released"), ("inverse_accuracy", "inverse_accuracy"))
-        },
-    },
+    "allocation": {"claim": "V10", "baseline": "uniform@8Q", "methods": ALLOCATION_METHODS},
+    "allocation_dr_grpo": {"claim": "V10", "baseline": "uniform@8Q", "methods": ALLOCATION_METHODS, "common": {"advantage": "dr_grpo"}},
     "loss": {
+        "claim": "C8",
         "baseline": "grpo",
         "methods": {
             "grpo": {"loss": "grpo"},
@@ -78,6 +93,7 @@ COMPARISONS = {
         "common": {"ppo_epochs": 2, "mini_batches": 4},
     },
     "kl": {
+        "claim": "R12",
         "baseline": "no_clip",
         "methods": {
             "no_clip": {"kl_clip": "none"},
@@ -87,11 +103,21 @@ COMPARISONS = {
         "common": {"kl_coef": 0.05, "kl_estimator": "k3"},
     },
 }
+SPLITS = ("test", "train")
+METRICS = ("pass@1", "pass@8", "mean@8", "maj@8")
 
 
 def _data():
     rng = np.random.default_rng(0)  # the same problems for every seed and method
     return split(generate_tasks(1200, rng), 0.25, rng)
+
+
+def _save_atomic(path: Path, write) -> None:
+    """``write(tmp)`` then rename, so that a killed study never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    write(tmp)
+    tmp.replace(path)
 
 
 def warmed_model(seed: int, train, tok, cache: Path, steps: int):
@@ -102,19 +128,37 @@ def warmed_model(seed: int, train, tok, cache: Path, steps: int):
         model.load_state_dict(torch.load(path, weights_only=True))
         return model
     supervised_warmup(model, tok, train, steps, torch.Generator().manual_seed(seed))
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
+    _save_atomic(path, lambda tmp: torch.save(model.state_dict(), tmp))
     return model
 
 
+def _evaluations(config, model, tok, test, train, seed: int) -> dict:
+    """Pass/Mean/Maj@k on the held-out problems and on the first EVAL_TRAIN training problems."""
+    return {
+        "test": evaluate(config, test, model, tok, n=8, ks=(1, 8), seed=seed),
+        "train": evaluate(config, train[:EVAL_TRAIN], model, tok, n=8, ks=(1, 8), seed=seed),
+    }
+
+
+def warm_start(seed: int, out: Path, warmup_steps: int = WARMUP_STEPS) -> dict:
+    """Warm up the seed's model (cached) and evaluate it (cached): the point RL starts from."""
+    path = out / "warmup" / f"start-seed{seed}-steps{warmup_steps}.json"
+    if not path.exists():
+        train, test = _data()
+        tok = task_tokenizer()
+        model = warmed_model(seed, train, tok, out / "warmup", warmup_steps)
+        result = _evaluations(TrainConfig(**BASE), model, tok, test, train, seed)
+        _save_atomic(path, lambda tmp: tmp.write_text(json.dumps(result)))
+    return json.loads(path.read_text())
+
+
 def run_one(comparison: str, method: str, seed: int, steps: int, out: Path, warmup_steps: int = WARMUP_STEPS) -> dict:
-    """Train one method from the seed's warmed-up model; its learning curve and test metrics."""
+    """Train one method from the seed's warmed-up model (``out/warmup``); its learning curve and test metrics."""
     train, test = _data()
     tok = task_tokenizer()
     spec = COMPARISONS[comparison]
-    fields = BASE | spec.get("common", {}) | spec["methods"][method] | {"steps": steps, "seed": seed, "output_dir": str(out / "runs" / f"{method}-seed{seed}")}
+    run_dir = out / comparison / "runs" / f"{method}-seed{seed}"
+    fields = BASE | spec.get("common", {}) | spec["methods"][method] | {"steps": steps, "seed": seed, "output_dir": str(run_dir)}
     config = TrainConfig(**fields)
     model = warmed_model(seed, train, tok, out / "warmup", warmup_steps)
     reference = None
@@ -131,9 +175,21 @@ def run_one(comparison: str, method: str, seed: int, steps: int, out: Path, warm
     return {
         "comparison": comparison, "method": method, "seed": seed, "config": fields, "reward_curve": curve,
         "zero_variance_groups": zero_var, "rollouts_consumed": rollouts, "seconds": time.perf_counter() - start,
-        "test": evaluate(config, test, model, tok, n=8, ks=(1, 8), seed=seed),
-        "train": evaluate(config, train[:EVAL_TRAIN], model, tok, n=8, ks=(1, 8), seed=seed),
+        **_evaluations(config, model, tok, test, train, seed),
     }
+
+
+def run_path(out: Path, comparison: str, method: str, seed: int, steps: int, warmup_steps: int) -> Path:
+    return out / comparison / f"{method}-seed{seed}-steps{steps}-warmup{warmup_steps}.json"
+
+
+def run_and_save(comparison: str, method: str, seed: int, steps: int, out: Path, warmup_steps: int) -> Path:
+    """One run, saved atomically (a worker's job; finished runs are kept, so a study resumes)."""
+    path = run_path(out, comparison, method, seed, steps, warmup_steps)
+    if not path.exists():
+        result = run_one(comparison, method, seed, steps, out, warmup_steps)
+        _save_atomic(path, lambda tmp: tmp.write_text(json.dumps(result)))
+    return path
 
 
 def _interval(values) -> tuple[float, float]:
@@ -143,55 +199,85 @@ def _interval(values) -> tuple[float, float]:
     return float(values.mean()), float(half)
 
 
-def summarise(comparison: str, runs: list[dict]) -> list:
-    """``report`` rows: per method its curve and test metrics; paired test against the baseline."""
+def _paired(details: dict, prefix: str, mine, theirs) -> None:
+    """Mean and 95 % CI of the paired differences, and the paired t-test's p, into ``details``."""
+    mine, theirs = np.asarray(mine, dtype=float), np.asarray(theirs, dtype=float)
+    details[f"{prefix}"], details[f"{prefix}_ci95"] = _interval(mine - theirs)
+    details[f"{prefix}_p"] = float(stats.ttest_rel(mine, theirs).pvalue)
+
+
+def summarise(comparison: str, runs: list[dict], starts: dict[int, dict]) -> list:
+    """``report`` rows under the comparison's claim id: per method its curve and metrics, the
+    paired gain over the warmed-up start ``starts[seed]``, the paired difference to the baseline."""
     spec = COMPARISONS[comparison]
     by_method = {m: sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"]) for m in spec["methods"]}
-    base = {split_name: {r["seed"]: r[split_name]["mean@8"] for r in by_method[spec["baseline"]]} for split_name in ("test", "train")}
+    base = {split_name: {r["seed"]: r[split_name]["mean@8"] for r in by_method[spec["baseline"]]} for split_name in SPLITS}
     rows = []
     for method, rs in by_method.items():
         curves = np.array([r["reward_curve"] for r in rs])
         details = {
-            "method": method, "seeds": [r["seed"] for r in rs], "rollouts_consumed": rs[0]["rollouts_consumed"],
+            "method": method, "baseline": spec["baseline"], "seeds": [r["seed"] for r in rs], "rollouts_consumed": rs[0]["rollouts_consumed"],
             "reward_curve_mean": curves.mean(0).tolist(), "reward_curve_se": (curves.std(0, ddof=1) / np.sqrt(len(rs))).tolist(),
             "zero_variance_mean": float(np.mean([np.mean(r["zero_variance_groups"]) for r in rs])),
         }
-        for split_name in ("test", "train"):
-            for key in ("pass@1", "pass@8", "mean@8", "maj@8"):
+        for split_name in SPLITS:
+            for key in METRICS:
                 details[f"{split_name}/{key}"], details[f"{split_name}/{key}_ci95"] = _interval([r[split_name][key] for r in rs])
-            mine = np.array([r[split_name]["mean@8"] for r in rs])
-            theirs = np.array([base[split_name][r["seed"]] for r in rs])
-            if method != spec["baseline"] and len(rs) > 1:
-                details[f"{split_name}/paired_diff"], details[f"{split_name}/paired_diff_ci95"] = _interval(mine - theirs)
-                details[f"{split_name}/paired_p"] = float(stats.ttest_rel(mine, theirs).pvalue)
-        rows.append(report(f"study:{comparison}", f"{method}: held-out Mean@8 over {len(rs)} seeds", details, details["test/mean@8"]))
+            mine = [r[split_name]["mean@8"] for r in rs]
+            details[f"{split_name}/mean@8_per_seed"] = mine
+            start = [starts[r["seed"]][split_name]["mean@8"] for r in rs]
+            details[f"{split_name}/start_mean@8"], details[f"{split_name}/start_mean@8_per_seed"] = float(np.mean(start)), start
+            if len(rs) > 1:
+                _paired(details, f"{split_name}/gain_over_start", mine, start)
+                if method != spec["baseline"]:
+                    _paired(details, f"{split_name}/paired_diff", mine, [base[split_name][r["seed"]] for r in rs])
+        rows.append(report(spec["claim"], f"study {comparison}, {method}: held-out Mean@8 over {len(rs)} seeds", details, details["test/mean@8"]))
     return rows
+
+
+def _pool(jobs: int) -> ProcessPoolExecutor:
+    # spawn, not fork: a forked child of a process that has used torch's thread pool can hang
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(1,))
+
+
+def run_study(comparisons, seeds: int, steps: int, out: Path, warmup_steps: int, jobs: int) -> dict[str, list[dict]]:
+    """Warm-ups first (one per seed, shared by every comparison), then every (comparison,
+    method, seed) run; returns the runs of each comparison."""
+    wanted = [(c, m, s) for c in comparisons for s in range(seeds) for m in COMPARISONS[c]["methods"]]
+    todo = [job for job in wanted if not run_path(out, *job, steps, warmup_steps).exists()]
+    with _pool(jobs) as pool:
+        list(tqdm(pool.map(warm_start, range(seeds), [out] * seeds, [warmup_steps] * seeds), total=seeds, desc="warm-up"))
+        futures = [pool.submit(run_and_save, c, m, s, steps, out, warmup_steps) for c, m, s in todo]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="runs", initial=len(wanted) - len(todo)):
+            future.result()  # a failed run stops the study here; the finished ones stay saved
+    return {c: [json.loads(run_path(out, c, m, s, steps, warmup_steps).read_text()) for cc, m, s in wanted if cc == c] for c in comparisons}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/rl_study.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("comparison", choices=sorted(COMPARISONS))
+    parser.add_argument("comparisons", nargs="*", metavar="COMPARISON", help=f"any of {', '.join(COMPARISONS)} (default: all)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--out", default="records")
     parser.add_argument("--warmup-steps", type=int, default=WARMUP_STEPS)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)  # tiny models: one thread is as fast, and two studies can run side by side
-    out = Path(args.out) / "rl_study" / args.comparison
-    runs = []
-    jobs = [(m, s) for s in range(args.seeds) for m in COMPARISONS[args.comparison]["methods"]]
-    for method, seed in tqdm(jobs, desc=args.comparison):
-        path = out / f"{method}-seed{seed}-steps{args.steps}-warmup{args.warmup_steps}.json"
-        if not path.exists():  # resumable: finished runs are kept
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(run_one(args.comparison, method, seed, args.steps, out, args.warmup_steps)))
-            tmp.replace(path)
-        runs.append(json.loads(path.read_text()))
-    rows = summarise(args.comparison, runs)
-    print(format_table(rows))
-    checks = [{"name": f"rl_study_{args.comparison}", "claims": [f"study:{args.comparison}"], "seconds": sum(r["seconds"] for r in runs), "results": [r.to_json() for r in rows]}]
-    print(write_record(Path(args.out), f"rl_study_{args.comparison}", {"seeds": args.seeds, "steps": args.steps, "warmup_steps": args.warmup_steps}, 0, checks))
+    unknown = [c for c in args.comparisons if c not in COMPARISONS]
+    if unknown:
+        parser.error(f"COMPARISON must be one of {', '.join(COMPARISONS)}; got {', '.join(unknown)}")
+    args.comparisons = args.comparisons or list(COMPARISONS)
+    for name in ("seeds", "steps", "warmup_steps", "jobs"):
+        if getattr(args, name) < (2 if name == "seeds" else 1):
+            parser.error(f"--{name.replace('_', '-')} must be >= {2 if name == 'seeds' else 1} (confidence intervals need 2 seeds); got {getattr(args, name)}")
+    out = Path(args.out) / "rl_study"
+    runs = run_study(args.comparisons, args.seeds, args.steps, out, args.warmup_steps, args.jobs)
+    starts = {s: warm_start(s, out, args.warmup_steps) for s in range(args.seeds)}
+    config = {"seeds": args.seeds, "steps": args.steps, "warmup_steps": args.warmup_steps}
+    for comparison, comparison_runs in runs.items():
+        rows = summarise(comparison, comparison_runs, starts)
+        print(format_table(rows))
+        check = {"name": f"rl_study_{comparison}", "claims": [COMPARISONS[comparison]["claim"]], "seconds": sum(r["seconds"] for r in comparison_runs), "results": [r.to_json() for r in rows]}
+        print(write_record(Path(args.out), f"rl_study_{comparison}", config, 0, [check]))
     return 0
 
 
