@@ -1,6 +1,6 @@
 """A small-scale RL study on the CPU: do the papers' effects appear in real (tiny) training runs?
 
-    python scripts/rl_study.py                      # every comparison (about an hour on 2 cores)
+    python scripts/rl_study.py                      # every comparison (about 40 minutes on 2 cores)
     python scripts/rl_study.py allocation kl        # some of them
     python scripts/rl_study.py loss --seeds 5 --steps 150 --jobs 2 --out records
 
@@ -202,7 +202,7 @@ def _interval(values) -> tuple[float, float]:
 def _paired(details: dict, prefix: str, mine, theirs) -> None:
     """Mean and 95 % CI of the paired differences, and the paired t-test's p, into ``details``."""
     mine, theirs = np.asarray(mine, dtype=float), np.asarray(theirs, dtype=float)
-    details[f"{prefix}"], details[f"{prefix}_ci95"] = _interval(mine - theirs)
+    details[prefix], details[f"{prefix}_ci95"] = _interval(mine - theirs)
     details[f"{prefix}_p"] = float(stats.ttest_rel(mine, theirs).pvalue)
 
 
@@ -233,6 +233,34 @@ def summarise(comparison: str, runs: list[dict], starts: dict[int, dict]) -> lis
                     _paired(details, f"{split_name}/paired_diff", mine, [base[split_name][r["seed"]] for r in rs])
         rows.append(report(spec["claim"], f"study {comparison}, {method}: held-out Mean@8 over {len(rs)} seeds", details, details["test/mean@8"]))
     return rows
+
+
+def markdown_table(rows) -> str:
+    """The README's results table of one comparison: means ± 95 % CI half-widths over seeds,
+    paired differences with the paired t-test's p in brackets."""
+
+    def ci(d, key):
+        return f"{d[key]:.3f} ± {d[key + '_ci95']:.3f}"
+
+    def paired(d, key):
+        if key not in d:
+            return "baseline"
+        p = d[key + "_p"]
+        return f"{d[key]:+.3f} ± {d[key + '_ci95']:.3f} ({'< 0.001' if p < 0.001 else f'{p:.3f}' if p < 0.01 else f'{p:.2f}'})"
+
+    lines = [
+        "| method | training problems Mean@8 | gain over the start (p) | Δ vs baseline (p) | held-out Mean@8 | gain over the start (p) | Δ vs baseline (p) | held-out Pass@8 | held-out Maj@8 | zero-variance groups |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for d in (r.details for r in rows):
+        cells = [d["method"]]
+        for split_name in SPLITS[::-1]:
+            cells += [ci(d, f"{split_name}/mean@8"), paired(d, f"{split_name}/gain_over_start"), paired(d, f"{split_name}/paired_diff")]
+        cells += [ci(d, "test/pass@8"), ci(d, "test/maj@8"), f"{d['zero_variance_mean']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    start = rows[0].details
+    lines.append(f"\nwarmed-up start: training problems Mean@8 {start['train/start_mean@8']:.3f}, held-out {start['test/start_mean@8']:.3f}")
+    return "\n".join(lines)
 
 
 def _pool(jobs: int) -> ProcessPoolExecutor:
@@ -276,6 +304,7 @@ def main(argv=None) -> int:
     for comparison, comparison_runs in runs.items():
         rows = summarise(comparison, comparison_runs, starts)
         print(format_table(rows))
+        print(markdown_table(rows))
         check = {"name": f"rl_study_{comparison}", "claims": [COMPARISONS[comparison]["claim"]], "seconds": sum(r["seconds"] for r in comparison_runs), "results": [r.to_json() for r in rows]}
         print(write_record(Path(args.out), f"rl_study_{comparison}", config, 0, [check]))
     return 0
