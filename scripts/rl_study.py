@@ -6,8 +6,8 @@
 
 Setting: the five task families of trainer.tasks (1,200 problems, 25 % held out), a 2-layer
 Qwen2-architecture model per seed, warmed up by 800 supervised steps of 64 on the training
-problems (trainer.warmup: the training reward starts near 0.6 with per-prompt success spread
-over [0, 1]; 500 steps start it near 0.2 with half the groups all-wrong; learning rate 1e-3
+problems (trainer.warmup: Mean@8 on the training problems starts near 0.5 with per-prompt
+success spread over [0, 1]; 500 steps start it near 0.2 with half the groups all-wrong; learning rate 1e-3
 RL after a 300-step warm-up on 30 % of them collapsed to deterministic wrong answers); then
 every method of the comparison trains from that same warmed-up model (paired by seed) for
 ``steps`` RL steps of 16 prompts, RLOO advantages, learning rate 1e-4. Comparisons (the
@@ -227,10 +227,9 @@ def summarise(comparison: str, runs: list[dict], starts: dict[int, dict]) -> lis
             details[f"{split_name}/mean@8_per_seed"] = mine
             start = [starts[r["seed"]][split_name]["mean@8"] for r in rs]
             details[f"{split_name}/start_mean@8"], details[f"{split_name}/start_mean@8_per_seed"] = float(np.mean(start)), start
-            if len(rs) > 1:
-                _paired(details, f"{split_name}/gain_over_start", mine, start)
-                if method != spec["baseline"]:
-                    _paired(details, f"{split_name}/paired_diff", mine, [base[split_name][r["seed"]] for r in rs])
+            _paired(details, f"{split_name}/gain_over_start", mine, start)
+            if method != spec["baseline"]:
+                _paired(details, f"{split_name}/paired_diff", mine, [base[split_name][r["seed"]] for r in rs])
         rows.append(report(spec["claim"], f"study {comparison}, {method}: held-out Mean@8 over {len(rs)} seeds", details, details["test/mean@8"]))
     return rows
 
@@ -294,9 +293,11 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"COMPARISON must be one of {', '.join(COMPARISONS)}; got {', '.join(unknown)}")
     args.comparisons = args.comparisons or list(COMPARISONS)
-    for name in ("seeds", "steps", "warmup_steps", "jobs"):
-        if getattr(args, name) < (2 if name == "seeds" else 1):
-            parser.error(f"--{name.replace('_', '-')} must be >= {2 if name == 'seeds' else 1} (confidence intervals need 2 seeds); got {getattr(args, name)}")
+    if args.seeds < 2:
+        parser.error(f"--seeds must be >= 2 (the intervals and paired tests are over seeds); got {args.seeds}")
+    for name in ("steps", "warmup_steps", "jobs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
     out = Path(args.out) / "rl_study"
     runs = run_study(args.comparisons, args.seeds, args.steps, out, args.warmup_steps, args.jobs)
     starts = {s: warm_start(s, out, args.warmup_steps) for s in range(args.seeds)}

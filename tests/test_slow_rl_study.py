@@ -1,5 +1,5 @@
 """The RL study as a slow claim set (`make test-slow`): every comparison end to end at a
-reduced size (2 seeds, 20 RL steps, 200 warm-up steps; about 5 minutes on 2 cores). The
+reduced size (2 seeds, 20 RL steps, 200 warm-up steps; about 2 minutes on 2 cores). The
 full-size study is `make study`; its records are committed in results/rl_study."""
 
 import json
