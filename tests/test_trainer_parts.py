@@ -13,6 +13,7 @@ from trainer.advantages import rollout_advantages, zero_variance_fraction
 from trainer.allocation import RolloutAllocator, hashed_embeddings
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.data import VIP_MATH_TEMPLATE, arithmetic_task, format_prompt, load_examples
+from trainer.logs import JsonlLog, read_jsonl
 from trainer.metrics import maj_at_k, pass_at_k, summarise
 from trainer.models import tiny_model, tiny_tokenizer
 from trainer.rollout import Sampling, TransformersEngine, completion_logprobs
@@ -195,3 +196,15 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-20", "step-30", "step-40.tmp"]
     assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 30
     assert latest_checkpoint(tmp_path / "nothing") is None
+
+
+def test_resumed_logs_drop_later_steps_and_a_half_written_last_row(tmp_path):
+    log = tmp_path / "rollouts.jsonl"
+    JsonlLog(log).write([{"step": s, "r": 1} for s in (1, 2, 2, 3)])
+    with log.open("a") as handle:
+        handle.write('{"step": 4, "r"')  # a run killed in the middle of a write
+    JsonlLog(log, resume_step=2).write([{"step": 3, "r": 0}])
+    assert [row["step"] for row in read_jsonl(log)] == [1, 2, 2, 3]
+    log.write_text('{"step": 1}\n{"step": 2, "r"\n{"step": 3}\n')  # not a cut: a corrupt line
+    with pytest.raises(ValueError, match="line 2 is not a JSON row"):
+        JsonlLog(log, resume_step=2)

@@ -12,10 +12,23 @@ from pathlib import Path
 
 
 def truncate_after(path: Path, step: int) -> None:
-    """Keep only rows whose ``step`` is <= ``step`` (rewrite, then rename)."""
+    """Keep only rows whose ``step`` is <= ``step`` (rewrite, then rename). A last line that is
+    not JSON is the half-written row of a killed run and is dropped; elsewhere it is an error."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    lines = path.read_text().splitlines()
+    kept = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}: line {number} is not a JSON row; the log is corrupt, not just cut short") from None
+        if row["step"] <= step:
+            kept.append(line)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     tmp.replace(path)
@@ -31,9 +44,9 @@ class JsonlLog:
             truncate_after(self.path, resume_step)
 
     def write(self, rows) -> None:
+        text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows)  # one write per step
         with self.path.open("a") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, allow_nan=False) + "\n")
+            handle.write(text)
 
 
 def read_jsonl(path) -> list[dict]:
@@ -59,3 +72,8 @@ class TensorBoard:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(key, value, metrics["step"])
         self.writer.flush()
+
+    def close(self) -> None:
+        """Stop the writer's background thread (its events are flushed after every step)."""
+        if self.writer is not None:
+            self.writer.close()
