@@ -201,6 +201,8 @@ class Trainer:
                 if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
                     self._save()
                 bar.update(1)
+        if main:
+            board.close()
         return history
 
     def _plan(self):

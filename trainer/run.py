@@ -101,4 +101,4 @@ def _train(config: TrainConfig, world: World, resume: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    distributed.exit_process(main())
