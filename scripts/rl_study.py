@@ -7,8 +7,9 @@
 Setting: the five task families of trainer.tasks (1,200 problems, 25 % held out), a 2-layer
 Qwen2-architecture model per seed, warmed up by 800 supervised steps of 64 on the training
 problems (trainer.warmup: Mean@8 on the training problems starts near 0.5 with per-prompt
-success spread over [0, 1]; 500 steps start it near 0.2 with half the groups all-wrong; learning rate 1e-3
-RL after a 300-step warm-up on 30 % of them collapsed to deterministic wrong answers); then
+success spread over [0, 1]; 500 steps start it near 0.2 with half the groups all-wrong;
+learning rate 1e-3 RL after a 300-step warm-up on 30 % of them collapsed to deterministic
+wrong answers); then
 every method of the comparison trains from that same warmed-up model (paired by seed) for
 ``steps`` RL steps of 16 prompts, RLOO advantages, learning rate 1e-4. Comparisons (the
 ledger claim each one speaks to in brackets):
@@ -27,7 +28,8 @@ seed) run (``OUT/rl_study/<comparison>/``). Runs go to ``--jobs`` worker process
 thread each; a run's result does not depend on the number of workers. The end writes one
 ledger record per comparison (check ``rl_study_<comparison>``, ``report`` rows: the study has
 no pass/fail claim, effects may or may not appear) with, per method, the learning curve
-(reward against rollouts consumed), the zero-variance-group fraction, Pass@1/Pass@8/Mean@8/
+(reward against rollouts consumed), the zero-variance-group fraction, the share of tokens
+outside each loss's clip range (GRPO, GSPO: of sequences, CTPO), Pass@1/Pass@8/Mean@8/
 Maj@8 on the held-out problems and on 300 training problems (the objective RL optimises) with
 95 % t intervals over seeds, the paired gain over the warmed-up start, and a paired t-test of
 method - baseline on Mean@8 (same seed = same warmed-up model).
@@ -166,15 +168,18 @@ def run_one(comparison: str, method: str, seed: int, steps: int, out: Path, warm
         reference = warmed_model(seed, train, tok, out / "warmup", warmup_steps).eval().requires_grad_(False)
     trainer = Trainer(config, model, tok, train, get_reward("first_number"), reference)
     start = time.perf_counter()
-    curve, zero_var, rollouts = [], [], []
+    curve, zero_var, rollouts, clips = [], [], [], []
     for _ in range(steps):
         metrics, _ = trainer.train_step()
         curve.append(metrics["reward/mean"])
         zero_var.append(metrics["zero_variance_groups"])
         rollouts.append(config.rollout_budget * metrics["step"])
+        clips.append({key.removeprefix("clip/"): value for key, value in metrics.items() if key.startswith("clip/")})
     return {
         "comparison": comparison, "method": method, "seed": seed, "config": fields, "reward_curve": curve,
         "zero_variance_groups": zero_var, "rollouts_consumed": rollouts, "seconds": time.perf_counter() - start,
+        # share of tokens (GSPO: sequences) outside each rule's clip range, mean over the steps' updates
+        "clip_fractions": {rule: float(np.mean([c[rule] for c in clips])) for rule in clips[0]},
         **_evaluations(config, model, tok, test, train, seed),
     }
 
@@ -220,6 +225,10 @@ def summarise(comparison: str, runs: list[dict], starts: dict[int, dict]) -> lis
             "reward_curve_mean": curves.mean(0).tolist(), "reward_curve_se": (curves.std(0, ddof=1) / np.sqrt(len(rs))).tolist(),
             "zero_variance_mean": float(np.mean([np.mean(r["zero_variance_groups"]) for r in rs])),
         }
+        if all("clip_fractions" in r for r in rs):  # runs saved before clip fractions were recorded lack them
+            own = rs[0]["config"].get("loss", TrainConfig.loss)
+            details["clip_fractions"] = {rule: float(np.mean([r["clip_fractions"][rule] for r in rs])) for rule in rs[0]["clip_fractions"]}
+            details["clip_fraction_own"] = details["clip_fractions"][own]
         for split_name in SPLITS:
             for key in METRICS:
                 details[f"{split_name}/{key}"], details[f"{split_name}/{key}_ci95"] = _interval([r[split_name][key] for r in rs])
@@ -247,15 +256,16 @@ def markdown_table(rows) -> str:
         p = d[key + "_p"]
         return f"{d[key]:+.3f} ± {d[key + '_ci95']:.3f} ({'< 0.001' if p < 0.001 else f'{p:.3f}' if p < 0.01 else f'{p:.2f}'})"
 
-    lines = [
-        "| method | training problems Mean@8 | gain over the start (p) | Δ vs baseline (p) | held-out Mean@8 | gain over the start (p) | Δ vs baseline (p) | held-out Pass@8 | held-out Maj@8 | zero-variance groups |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    clipped = all("clip_fraction_own" in r.details for r in rows)
+    header = "| method | training problems Mean@8 | gain over the start (p) | Δ vs baseline (p) | held-out Mean@8 | gain over the start (p) | Δ vs baseline (p) | held-out Pass@8 | held-out Maj@8 | zero-variance groups |"
+    header += " clipped (own rule) |" if clipped else ""
+    lines = [header, "|" + " --- |" * header.count(" |")]
     for d in (r.details for r in rows):
         cells = [d["method"]]
         for split_name in SPLITS[::-1]:
             cells += [ci(d, f"{split_name}/mean@8"), paired(d, f"{split_name}/gain_over_start"), paired(d, f"{split_name}/paired_diff")]
         cells += [ci(d, "test/pass@8"), ci(d, "test/maj@8"), f"{d['zero_variance_mean']:.2f}"]
+        cells += [f"{d['clip_fraction_own']:.4f}"] if clipped else []
         lines.append("| " + " | ".join(cells) + " |")
     start = rows[0].details
     lines.append(f"\nwarmed-up start: training problems Mean@8 {start['train/start_mean@8']:.3f}, held-out {start['test/start_mean@8']:.3f}")

@@ -29,6 +29,7 @@ def test_every_comparison_of_the_study_runs_and_is_reported(tmp_path):
             assert len(d["reward_curve_mean"]) == 20 and len(d["train/mean@8_per_seed"]) == 2
             assert all(0 <= d[f"{s}/{k}"] <= 1 for s in ("test", "train") for k in ("pass@1", "pass@8", "mean@8", "maj@8"))
             assert math.isfinite(d["train/gain_over_start"]) and math.isfinite(d["train/gain_over_start_ci95"])
+            assert set(d["clip_fractions"]) == {"grpo", "gspo", "ctpo"} and all(0 <= v <= 1 for v in d["clip_fractions"].values())
             # the same evaluation seed on an unchanged model gives the start's numbers exactly: RL must move the policy
             assert d["train/mean@8_per_seed"] != d["train/start_mean@8_per_seed"]
     runs = [json.loads(p.read_text()) for p in (tmp_path / "rl_study" / "allocation_dr_grpo").glob("*.json")]
