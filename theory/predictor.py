@@ -237,7 +237,6 @@ class GPSuccessPredictor(_Predictor):
             raise ValueError(f"state['mean'] must have shape {self.mean.shape} (one entry per prompt); got {mean.shape}")
         self.mean = mean.copy()
 
-
     def _cross_kernel_times(self, idx: np.ndarray, alpha: np.ndarray, chunk: int) -> np.ndarray:
         """K(X, X_B) alpha for every prompt. The exponent -s ||x - y||^2 (s = 1/(2 h^2)) is one
         matrix product of augmented rows [x, -s|x|^2, 1] . [2 s y, 1, -s|y|^2], computed a

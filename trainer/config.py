@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from theory.importance import CTPO_CLIP, GRPO_CLIP, GSPO_CLIP
+from trainer.allocation import PREDICTORS
 
 LOSSES = ("grpo", "gspo", "ctpo")
 ADVANTAGES = ("grpo", "dr_grpo", "rloo")
 ALLOCATIONS = ("uniform", "vip", "vip_released", "inverse_accuracy", "inverse_variance")
 ALLOCATION_METHODS = ("exact", "paper")
-PREDICTORS = ("gp", "ridge")
 AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 KL_CLIPS = ("none", "fixed", "tau_star")
