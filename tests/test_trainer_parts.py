@@ -32,7 +32,7 @@ def test_boxed_balances_braces():
     assert rewards.boxed(r"\boxed{unclosed") is None
 
 
-@pytest.mark.parametrize("pred, gold, same", [("7", "7", True), (" 7. ", "7", True), ("1,000", "1000", True), ("7.0", "7", True), ("$7$", "7", True), ("8", "7", False), (None, "7", False)])
+@pytest.mark.parametrize("pred, gold, same", [("7", "7", True), (" 7. ", "7", True), ("1,000", "1000", True), ("7.0", "7", True), ("$7$", "7", True), ("8", "7", False), (None, "7", False), ("1234567890123456", "1234567890123457", False), ("-12", "-12.0", True)])
 def test_same_answer(pred, gold, same):
     assert rewards.same_answer(pred, gold) is same
 

@@ -56,12 +56,18 @@ def _normalise(text: str) -> str:
 
 
 def same_answer(predicted: str | None, answer: str) -> bool:
-    """Equal after dropping spaces, thousands commas, $ and a final period; numbers compare by value."""
+    """Equal after dropping spaces, thousands commas, $ and a final period; numbers compare by
+    value: integers exactly (a float's relative tolerance would accept a 16-digit answer with
+    its last digits wrong), other numbers to a relative 1e-9."""
     if predicted is None:
         return False
     p, a = _normalise(predicted), _normalise(answer)
     if p == a:
         return True
+    try:
+        return int(p) == int(a)
+    except ValueError:
+        pass
     try:
         return math.isclose(float(p), float(a), rel_tol=1e-9, abs_tol=1e-12)
     except ValueError:
