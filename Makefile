@@ -31,7 +31,7 @@ test: install-dev
 test-slow: install-dev
 	$(PYTHON) -m pytest -n auto -m slow
 
-## The small-scale RL study at full size (about 40 minutes on 2 cores; resumable), then its figures.
+## The small-scale RL study at full size (about 45 minutes on 2 cores; resumable), then its figures.
 study: install-dev
 	$(PYTHON) scripts/rl_study.py --out records
 	$(PYTHON) -m figures --records records --out records/figures

@@ -6,7 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-COMPARISONS = ("allocation", "allocation_dr_grpo", "loss", "kl")
+COMPARISONS = ("allocation", "allocation_dr_grpo", "loss", "loss_long", "kl")
 
 
 def _smooth(values, width: int = 10) -> np.ndarray:

@@ -1,10 +1,11 @@
 """A small-scale RL study on the CPU: do the papers' effects appear in real (tiny) training runs?
 
-    python scripts/rl_study.py                      # every comparison (about 40 minutes on 2 cores)
+    python scripts/rl_study.py                      # every comparison (about 45 minutes on 2 cores)
     python scripts/rl_study.py allocation kl        # some of them
     python scripts/rl_study.py loss --seeds 5 --steps 150 --jobs 2 --out records
 
-Setting: the five task families of trainer.tasks (1,200 problems, 25 % held out), a 2-layer
+Setting: 1,200 problems of trainer.tasks, 25 % held out: the five families mixed
+(``PROBLEM_SETS["mixed"]``), or long reversals for ``loss_long``. A 2-layer
 Qwen2-architecture model per seed, warmed up by 800 supervised steps of 64 on the training
 problems (trainer.warmup: Mean@8 on the training problems starts near 0.5 with per-prompt
 success spread over [0, 1]; 500 steps start it near 0.2 with half the groups all-wrong;
@@ -20,6 +21,8 @@ ledger claim each one speaks to in brackets):
 - ``allocation_dr_grpo`` [V10]: the same with Dr. GRPO advantages (objective (6));
 - ``loss`` [C8]: GRPO vs GSPO vs CTPO (adaptive sqrt(t) clip) vs CTPO with a fixed clip
   (p = 0), with 2 PPO epochs x 4 mini-batches so that the later updates are off-policy;
+- ``loss_long`` [C8]: the same on longer completions: reversal of 8-16 digits (up to 17
+  tokens with the end of sequence, against at most 6 in the mixed problems);
 - ``kl`` [R12]: beta = 0.05 with no clip, a fixed tau = 1, and tau*.
 
 Every finished piece is saved as it finishes, so a killed study resumes where it stopped: the
@@ -59,7 +62,7 @@ from trainer.evaluate import evaluate  # noqa: E402
 from trainer.loop import Trainer  # noqa: E402
 from trainer.models import tiny_model  # noqa: E402
 from trainer.rewards import get_reward  # noqa: E402
-from trainer.tasks import generate_tasks, split, task_tokenizer  # noqa: E402
+from trainer.tasks import FAMILIES, generate_tasks, split, task_tokenizer  # noqa: E402
 from trainer.warmup import supervised_warmup  # noqa: E402
 
 PROMPTS = 16
@@ -67,9 +70,13 @@ EVAL_TRAIN = 300  # training problems re-evaluated at the end: the objective RL 
 WARMUP_STEPS = 800
 BASE = dict(
     model="tiny:qwen2", template="plain", chat_template=False, reward="first_number", embedding="hashed", prompts_per_step=PROMPTS,
-    budget=8 * PROMPTS, min_rollouts=4, max_rollouts=16, max_new_tokens=6, advantage="rloo", learning_rate=1e-4, warmup_steps=0,
+    budget=8 * PROMPTS, min_rollouts=4, max_rollouts=16, advantage="rloo", learning_rate=1e-4, warmup_steps=0,
     micro_batch_size=128, generation_batch_size=256, tensorboard=False, progress=False,
 )
+PROBLEM_SETS = {  # name -> the trainer.tasks families and sizes, and the completion budget
+    "mixed": {"families": FAMILIES, "sizes": None, "max_new_tokens": 6},
+    "long_reversal": {"families": ("rev",), "sizes": {"rev": tuple(range(8, 17))}, "max_new_tokens": 18},
+}
 ALLOCATION_RULES = {  # method name -> config fields
     "uniform": {"allocation": "uniform"},
     "vip": {"allocation": "vip"},
@@ -80,18 +87,26 @@ ALLOCATION_RULES = {  # method name -> config fields
 ALLOCATION_METHODS = {
     f"{name}@{q}Q": fields | {"budget": q * PROMPTS, "max_rollouts": 2 * q} for q in (8, 16) for name, fields in ALLOCATION_RULES.items()
 }
+LOSS_METHODS = {
+    "grpo": {"loss": "grpo"},
+    "gspo": {"loss": "gspo"},
+    "ctpo": {"loss": "ctpo"},
+    "ctpo_fixed_clip": {"loss": "ctpo", "ctpo_power": 0.0},
+}
 COMPARISONS = {
     "allocation": {"claim": "V10", "baseline": "uniform@8Q", "methods": ALLOCATION_METHODS},
     "allocation_dr_grpo": {"claim": "V10", "baseline": "uniform@8Q", "methods": ALLOCATION_METHODS, "common": {"advantage": "dr_grpo"}},
     "loss": {
         "claim": "C8",
         "baseline": "grpo",
-        "methods": {
-            "grpo": {"loss": "grpo"},
-            "gspo": {"loss": "gspo"},
-            "ctpo": {"loss": "ctpo"},
-            "ctpo_fixed_clip": {"loss": "ctpo", "ctpo_power": 0.0},
-        },
+        "methods": LOSS_METHODS,
+        "common": {"ppo_epochs": 2, "mini_batches": 4},
+    },
+    "loss_long": {
+        "claim": "C8",
+        "problems": "long_reversal",
+        "baseline": "grpo",
+        "methods": LOSS_METHODS,
         "common": {"ppo_epochs": 2, "mini_batches": 4},
     },
     "kl": {
@@ -109,9 +124,15 @@ SPLITS = ("test", "train")
 METRICS = ("pass@1", "pass@8", "mean@8", "maj@8")
 
 
-def _data():
-    rng = np.random.default_rng(0)  # the same problems for every seed and method
-    return split(generate_tasks(1200, rng), 0.25, rng)
+def _data(problems: str):
+    """(train, test) of a problem set: the same problems for every seed and method."""
+    spec = PROBLEM_SETS[problems]
+    rng = np.random.default_rng(0)
+    return split(generate_tasks(1200, rng, spec["families"], spec["sizes"]), 0.25, rng)
+
+
+def _base(problems: str) -> dict:
+    return BASE | {"max_new_tokens": PROBLEM_SETS[problems]["max_new_tokens"]}
 
 
 def _save_atomic(path: Path, write) -> None:
@@ -122,9 +143,10 @@ def _save_atomic(path: Path, write) -> None:
     tmp.replace(path)
 
 
-def warmed_model(seed: int, train, tok, cache: Path, steps: int):
-    """The seed's model after ``steps`` of supervised warm-up (cached: every method starts from it)."""
-    path = cache / f"warmup-seed{seed}-steps{steps}.pt"
+def warmed_model(seed: int, problems: str, train, tok, cache: Path, steps: int):
+    """The seed's model after ``steps`` of supervised warm-up on the problem set's training
+    problems (cached: every method starts from it)."""
+    path = cache / f"warmup-{problems}-seed{seed}-steps{steps}.pt"
     model = tiny_model("qwen2", len(tok), seed)
     if path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
@@ -142,30 +164,31 @@ def _evaluations(config, model, tok, test, train, seed: int) -> dict:
     }
 
 
-def warm_start(seed: int, out: Path, warmup_steps: int = WARMUP_STEPS) -> dict:
+def warm_start(seed: int, problems: str, out: Path, warmup_steps: int = WARMUP_STEPS) -> dict:
     """Warm up the seed's model (cached) and evaluate it (cached): the point RL starts from."""
-    path = out / "warmup" / f"start-seed{seed}-steps{warmup_steps}.json"
+    path = out / "warmup" / f"start-{problems}-seed{seed}-steps{warmup_steps}.json"
     if not path.exists():
-        train, test = _data()
+        train, test = _data(problems)
         tok = task_tokenizer()
-        model = warmed_model(seed, train, tok, out / "warmup", warmup_steps)
-        result = _evaluations(TrainConfig(**BASE), model, tok, test, train, seed)
+        model = warmed_model(seed, problems, train, tok, out / "warmup", warmup_steps)
+        result = _evaluations(TrainConfig(**_base(problems)), model, tok, test, train, seed)
         _save_atomic(path, lambda tmp: tmp.write_text(json.dumps(result)))
     return json.loads(path.read_text())
 
 
 def run_one(comparison: str, method: str, seed: int, steps: int, out: Path, warmup_steps: int = WARMUP_STEPS) -> dict:
     """Train one method from the seed's warmed-up model (``out/warmup``); its learning curve and test metrics."""
-    train, test = _data()
-    tok = task_tokenizer()
     spec = COMPARISONS[comparison]
+    problems = spec.get("problems", "mixed")
+    train, test = _data(problems)
+    tok = task_tokenizer()
     run_dir = out / comparison / "runs" / f"{method}-seed{seed}"
-    fields = BASE | spec.get("common", {}) | spec["methods"][method] | {"steps": steps, "seed": seed, "output_dir": str(run_dir)}
+    fields = _base(problems) | spec.get("common", {}) | spec["methods"][method] | {"steps": steps, "seed": seed, "output_dir": str(run_dir)}
     config = TrainConfig(**fields)
-    model = warmed_model(seed, train, tok, out / "warmup", warmup_steps)
+    model = warmed_model(seed, problems, train, tok, out / "warmup", warmup_steps)
     reference = None
     if config.kl_coef > 0:
-        reference = warmed_model(seed, train, tok, out / "warmup", warmup_steps).eval().requires_grad_(False)
+        reference = warmed_model(seed, problems, train, tok, out / "warmup", warmup_steps).eval().requires_grad_(False)
     trainer = Trainer(config, model, tok, train, get_reward("first_number"), reference)
     start = time.perf_counter()
     curve, zero_var, rollouts, clips = [], [], [], []
@@ -283,7 +306,8 @@ def run_study(comparisons, seeds: int, steps: int, out: Path, warmup_steps: int,
     wanted = [(c, m, s) for c in comparisons for s in range(seeds) for m in COMPARISONS[c]["methods"]]
     todo = [job for job in wanted if not run_path(out, *job, steps, warmup_steps).exists()]
     with _pool(jobs) as pool:
-        list(tqdm(pool.map(warm_start, range(seeds), [out] * seeds, [warmup_steps] * seeds), total=seeds, desc="warm-up"))
+        starts = [(s, p) for p in dict.fromkeys(COMPARISONS[c].get("problems", "mixed") for c in comparisons) for s in range(seeds)]
+        list(tqdm(pool.map(warm_start, *zip(*starts), [out] * len(starts), [warmup_steps] * len(starts)), total=len(starts), desc="warm-up"))
         futures = [pool.submit(run_and_save, c, m, s, steps, out, warmup_steps) for c, m, s in todo]
         for future in tqdm(as_completed(futures), total=len(futures), desc="runs", initial=len(wanted) - len(todo)):
             future.result()  # a failed run stops the study here; the finished ones stay saved
@@ -310,9 +334,10 @@ def main(argv=None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
     out = Path(args.out) / "rl_study"
     runs = run_study(args.comparisons, args.seeds, args.steps, out, args.warmup_steps, args.jobs)
-    starts = {s: warm_start(s, out, args.warmup_steps) for s in range(args.seeds)}
     config = {"seeds": args.seeds, "steps": args.steps, "warmup_steps": args.warmup_steps}
     for comparison, comparison_runs in runs.items():
+        problems = COMPARISONS[comparison].get("problems", "mixed")
+        starts = {s: warm_start(s, problems, out, args.warmup_steps) for s in range(args.seeds)}
         rows = summarise(comparison, comparison_runs, starts)
         print(format_table(rows))
         print(markdown_table(rows))

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-CLAIMS = {"allocation": "V10", "allocation_dr_grpo": "V10", "loss": "C8", "kl": "R12"}
+CLAIMS = {"allocation": "V10", "allocation_dr_grpo": "V10", "loss": "C8", "loss_long": "C8", "kl": "R12"}
 
 
 @pytest.mark.slow
@@ -24,7 +24,7 @@ def test_every_comparison_of_the_study_runs_and_is_reported(tmp_path):
         rows = record["checks"][0]["results"]
         assert {r["claim"] for r in rows} == {claim} and all(r["verdict"] == "REPORT" for r in rows)
         details = [r["details"] for r in rows]
-        assert len(details) == {"allocation": 10, "allocation_dr_grpo": 10, "loss": 4, "kl": 3}[comparison]
+        assert len(details) == {"allocation": 10, "allocation_dr_grpo": 10, "loss": 4, "loss_long": 4, "kl": 3}[comparison]
         for d in details:
             assert len(d["reward_curve_mean"]) == 20 and len(d["train/mean@8_per_seed"]) == 2
             assert all(0 <= d[f"{s}/{k}"] <= 1 for s in ("test", "train") for k in ("pass@1", "pass@8", "mean@8", "maj@8"))

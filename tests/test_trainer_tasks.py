@@ -34,6 +34,14 @@ def test_tasks_are_correct_distinct_seeded_and_tokenisable():
     assert all(tok.unk_token_id not in tok(t.question + t.answer)["input_ids"] for t in tasks)
 
 
+def test_sizes_override_a_family_and_are_checked():
+    tasks = generate_tasks(200, np.random.default_rng(0), families=("rev",), sizes={"rev": range(8, 17)})
+    assert all(_check(t) for t in tasks) and {t.size for t in tasks} == set(range(8, 17))
+    assert all(len(t.answer) == t.size for t in tasks)
+    with pytest.raises(ValueError, match="sizes must be non-empty and >= 1"):
+        generate_tasks(5, np.random.default_rng(0), sizes={"rev": ()})
+
+
 def test_split_is_disjoint_and_renumbered():
     train, test = split(generate_tasks(200, np.random.default_rng(0)), 0.25, np.random.default_rng(1))
     assert (len(train), len(test)) == (150, 50)

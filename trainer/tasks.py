@@ -46,15 +46,20 @@ def _problem(family: str, size: int, rng: np.random.Generator) -> tuple[str, str
     return f"{a}{op}{b}=", str(value)
 
 
-def generate_tasks(n: int, rng: np.random.Generator, families=FAMILIES) -> list[Task]:
-    """``n`` distinct problems, family and size drawn uniformly (size within the family)."""
+def generate_tasks(n: int, rng: np.random.Generator, families=FAMILIES, sizes: dict | None = None) -> list[Task]:
+    """``n`` distinct problems, family and size drawn uniformly (size within the family's
+    :data:`SIZES`, or within ``sizes[family]`` where given, e.g. ``{"rev": range(8, 17)}``)."""
     unknown = sorted(set(families) - set(FAMILIES))
     if n < 1 or unknown:
         raise ValueError(f"n must be >= 1 and families a subset of {FAMILIES}; got n = {n}, unknown {unknown}")
+    sizes = SIZES | {family: tuple(values) for family, values in (sizes or {}).items()}
+    bad = {family: values for family, values in sizes.items() if not values or min(values) < 1}
+    if bad:
+        raise ValueError(f"sizes must be non-empty and >= 1 (digits); got {bad}")
     seen, tasks = set(), []
     for _ in range(100 * n):
         family = str(rng.choice(list(families)))
-        size = int(rng.choice(SIZES[family]))
+        size = int(rng.choice(sizes[family]))
         question, answer = _problem(family, size, rng)
         if question not in seen:
             seen.add(question)
