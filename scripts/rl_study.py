@@ -131,6 +131,11 @@ def _data(problems: str):
     return split(generate_tasks(1200, rng, spec["families"], spec["sizes"]), 0.25, rng)
 
 
+def problem_set(comparison: str) -> str:
+    """The PROBLEM_SETS name a comparison trains on (``mixed`` unless it names one)."""
+    return COMPARISONS[comparison].get("problems", "mixed")
+
+
 def _base(problems: str) -> dict:
     return BASE | {"max_new_tokens": PROBLEM_SETS[problems]["max_new_tokens"]}
 
@@ -179,7 +184,7 @@ def warm_start(seed: int, problems: str, out: Path, warmup_steps: int = WARMUP_S
 def run_one(comparison: str, method: str, seed: int, steps: int, out: Path, warmup_steps: int = WARMUP_STEPS) -> dict:
     """Train one method from the seed's warmed-up model (``out/warmup``); its learning curve and test metrics."""
     spec = COMPARISONS[comparison]
-    problems = spec.get("problems", "mixed")
+    problems = problem_set(comparison)
     train, test = _data(problems)
     tok = task_tokenizer()
     run_dir = out / comparison / "runs" / f"{method}-seed{seed}"
@@ -306,7 +311,7 @@ def run_study(comparisons, seeds: int, steps: int, out: Path, warmup_steps: int,
     wanted = [(c, m, s) for c in comparisons for s in range(seeds) for m in COMPARISONS[c]["methods"]]
     todo = [job for job in wanted if not run_path(out, *job, steps, warmup_steps).exists()]
     with _pool(jobs) as pool:
-        starts = [(s, p) for p in dict.fromkeys(COMPARISONS[c].get("problems", "mixed") for c in comparisons) for s in range(seeds)]
+        starts = [(s, p) for p in dict.fromkeys(map(problem_set, comparisons)) for s in range(seeds)]
         list(tqdm(pool.map(warm_start, *zip(*starts), [out] * len(starts), [warmup_steps] * len(starts)), total=len(starts), desc="warm-up"))
         futures = [pool.submit(run_and_save, c, m, s, steps, out, warmup_steps) for c, m, s in todo]
         for future in tqdm(as_completed(futures), total=len(futures), desc="runs", initial=len(wanted) - len(todo)):
@@ -336,8 +341,7 @@ def main(argv=None) -> int:
     runs = run_study(args.comparisons, args.seeds, args.steps, out, args.warmup_steps, args.jobs)
     config = {"seeds": args.seeds, "steps": args.steps, "warmup_steps": args.warmup_steps}
     for comparison, comparison_runs in runs.items():
-        problems = COMPARISONS[comparison].get("problems", "mixed")
-        starts = {s: warm_start(s, problems, out, args.warmup_steps) for s in range(args.seeds)}
+        starts = {s: warm_start(s, problem_set(comparison), out, args.warmup_steps) for s in range(args.seeds)}
         rows = summarise(comparison, comparison_runs, starts)
         print(format_table(rows))
         print(markdown_table(rows))
