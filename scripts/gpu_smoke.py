@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.data import arithmetic_task  # noqa: E402
 from trainer.loop import Trainer  # noqa: E402
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
             failures.append("no checkpoint at the half-way step")
         resumed = _trainer(out / "resumed", args, args.steps)
         resumed.output = out  # resume the run above from its half-way checkpoint
-        resumed.load_state_dict(torch.load(out / "checkpoints" / f"step-{args.steps // 2}" / "state.pt", weights_only=False))
+        resumed.load_state_dict(load_checkpoint(out / "checkpoints" / f"step-{args.steps // 2}"))
         tail = [resumed.train_step()[0] for _ in range(args.steps - args.steps // 2)]
         if tail[-1]["step"] != args.steps:
             failures.append("the resumed run did not reach the last step")

@@ -41,6 +41,7 @@ method - baseline on Mean@8 (same seed = same warmed-up model).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import multiprocessing
 import os
@@ -193,7 +194,7 @@ def run_one(comparison: str, method: str, seed: int, steps: int, out: Path, warm
     model = warmed_model(seed, problems, train, tok, out / "warmup", warmup_steps)
     reference = None
     if config.kl_coef > 0:
-        reference = warmed_model(seed, problems, train, tok, out / "warmup", warmup_steps).eval().requires_grad_(False)
+        reference = copy.deepcopy(model).eval().requires_grad_(False)  # the warmed-up start, frozen
     trainer = Trainer(config, model, tok, train, get_reward("first_number"), reference)
     start = time.perf_counter()
     curve, zero_var, rollouts, clips = [], [], [], []

@@ -2,7 +2,8 @@
 
 Samples ``n`` completions per held-out problem with the config's model, template, reward,
 temperature and rollout engine (``--set rollout_engine=vllm`` on a GPU), and reports Pass@k
-(unbiased), Mean@k (= CTPO's avg@k) and Maj@k (VIP §6) for each k <= n as JSON. ``--checkpoint`` loads the model weights of a training checkpoint
+(unbiased), Mean@k (= CTPO's avg@k) and Maj@k (VIP §6) for each k <= n as JSON.
+``--checkpoint`` loads the model weights of a training checkpoint
 (``<output_dir>/checkpoints/step-N``); ``--dataset``/``--split`` name the held-out set.
 """
 

@@ -247,7 +247,8 @@ class Trainer:
             self.scheduler.step()
             if self.world.main:  # the prompts that got rollouts (VIP's released rule may drop some)
                 kept = np.flatnonzero(counts > 0)
-                self.allocator.observe(indices[kept], [rewards[prompt_index == q] for q in kept])
+                groups = np.split(rewards, np.cumsum(counts)[:-1])  # rollouts are sorted by prompt
+                self.allocator.observe(indices[kept], [groups[q] for q in kept])
         self.step += 1
         lengths = np.concatenate(distributed.gather(batch.completion_mask.sum(1).cpu().numpy(), self.world))
         token_stats = self._token_stats(batch, old)

@@ -4,8 +4,9 @@
   n = 0 send nothing. Each request's ``seed`` is drawn from the torch Generator passed in, so
   a seeded run replays its samples.
 - Weights: before each step's generation (so after the previous step's optimizer updates),
-  :meth:`VLLMEngine.sync_weights` streams the policy's parameters (gathered from FSDP2 shards one at a time, ``full_tensor``) into vLLM's
-  model with ``load_weights`` and resets the prefix cache.
+  :meth:`VLLMEngine.sync_weights` streams the policy's parameters (gathered from FSDP2 shards
+  one at a time, ``full_tensor``) into vLLM's model with ``load_weights`` and resets the
+  prefix cache.
 - Memory: with ``sleep`` vLLM sleeps (level 2: weights and KV cache released) while the
   trainer trains, wakes its weights for the sync and its KV cache for generation.
 - Old log-probs: vLLM reports the sampled tokens' log-probs (after temperature), but its
