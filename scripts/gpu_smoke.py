@@ -32,23 +32,26 @@ from trainer.models import resolve_dtype, tiny_model, tiny_tokenizer  # noqa: E4
 from trainer.rewards import get_reward  # noqa: E402
 
 
-def _engine(args, tok, model, out: Path):
-    """None (transformers sampling) or, with ``--engine vllm``, a colocated vLLM engine on a
-    copy of the smoke model saved to disk (vLLM loads models from a path)."""
+def _model(args, tok):
+    device = torch.device(args.device)
+    return tiny_model("qwen2", len(tok), 0, args.hidden, args.layers).to(device=device, dtype=resolve_dtype("auto", device))
+
+
+def _engine(args, tok, out: Path):
+    """None (transformers sampling) or, with ``--engine vllm``, one colocated vLLM engine for
+    the whole script (one ``LLM`` per process), on a copy of the smoke model saved to disk
+    (vLLM loads models from a path)."""
     if args.engine != "vllm":
         return None
     from trainer.vllm_engine import VLLMEngine, make_llm
 
     path = out / "smoke_model"
-    model.save_pretrained(path)
+    _model(args, tok).save_pretrained(path)
     tok.save_pretrained(path)
     return VLLMEngine(make_llm(str(path), 0, 0.3, None, True), tok, args.device)
 
 
-def _trainer(out: Path, args, steps: int) -> Trainer:
-    device = torch.device(args.device)
-    tok = tiny_tokenizer()
-    model = tiny_model("qwen2", len(tok), 0, args.hidden, args.layers).to(device=device, dtype=resolve_dtype("auto", device))
+def _trainer(out: Path, args, steps: int, tok, engine) -> Trainer:
     config = TrainConfig(
         model="tiny:qwen2", template="plain", chat_template=False, reward="first_number", embedding="hashed",
         prompts_per_step=args.prompts, budget=8 * args.prompts, min_rollouts=4, max_rollouts=16, allocation="vip",
@@ -56,7 +59,7 @@ def _trainer(out: Path, args, steps: int) -> Trainer:
         steps=steps, save_every=args.steps // 2, micro_batch_size=64, loss="ctpo", tensorboard=False, progress=False, output_dir=str(out),
     )
     examples = arithmetic_task(256, np.random.default_rng(0), max_operand=9)
-    return Trainer(config, model, tok, examples, get_reward("first_number"), engine=_engine(args, tok, model, out))
+    return Trainer(config, _model(args, tok), tok, examples, get_reward("first_number"), engine=engine)
 
 
 def main(argv=None) -> int:
@@ -75,7 +78,9 @@ def main(argv=None) -> int:
     failures = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        trainer = _trainer(out, args, args.steps)
+        tok = tiny_tokenizer()
+        engine = _engine(args, tok, out)
+        trainer = _trainer(out, args, args.steps, tok, engine)
         parameters = sum(p.numel() for p in trainer.policy.parameters())
         whole = trainer.train()
         steps = [m["time/total"] for m in whole[1:]]
@@ -86,7 +91,7 @@ def main(argv=None) -> int:
             failures.append("a step without reward")
         if not (out / "checkpoints" / f"step-{args.steps // 2}").exists():
             failures.append("no checkpoint at the half-way step")
-        resumed = _trainer(out / "resumed", args, args.steps)
+        resumed = _trainer(out / "resumed", args, args.steps, tok, engine)
         resumed.output = out  # resume the run above from its half-way checkpoint
         resumed.load_state_dict(load_checkpoint(out / "checkpoints" / f"step-{args.steps // 2}"))
         tail = [resumed.train_step()[0] for _ in range(args.steps - args.steps // 2)]

@@ -208,3 +208,12 @@ def test_resumed_logs_drop_later_steps_and_a_half_written_last_row(tmp_path):
     log.write_text('{"step": 1}\n{"step": 2, "r"\n{"step": 3}\n')  # not a cut: a corrupt line
     with pytest.raises(ValueError, match="line 2 is not a JSON row"):
         JsonlLog(log, resume_step=2)
+
+
+def test_transformers_engine_refuses_prompts_past_the_model_context():
+    """The tiny model has 256 positions: a 250-character prompt leaves no room for 10 tokens."""
+    tok = tiny_tokenizer()
+    engine = TransformersEngine(tiny_model("qwen2", len(tok)), tok)
+    engine.check_prompt_lengths(["1+2=", "9" * 240], 10)
+    with pytest.raises(ValueError, match=r"prompt 1 has 250 tokens; with max_new_tokens = 10 it needs 260 tokens, more than the model's context \(max_position_embeddings\) = 256"):
+        engine.check_prompt_lengths(["1+2=", "9" * 250], 10)

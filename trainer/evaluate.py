@@ -47,6 +47,8 @@ def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, pro
         engine = colocated_engine(config, tokenizer, next(policy.parameters()).device)
     else:
         engine = TransformersEngine(policy, tokenizer, config.generation_batch_size)
+    every_prompt = [format_prompt(e.question, config.template, tokenizer, config.chat_template) for e in examples]
+    engine.check_prompt_lengths(every_prompt, config.max_new_tokens)
     engine.sync_weights(policy)  # vLLM: the checkpoint's weights, not the hub's (a no-op for transformers)
     generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(seed)
     sampling = Sampling(config.temperature, config.max_new_tokens)
@@ -54,7 +56,7 @@ def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, pro
     policy.eval()
     for start in range(0, len(examples), prompts_per_batch):
         chunk = examples[start : start + prompts_per_batch]
-        prompts = [format_prompt(e.question, config.template, tokenizer, config.chat_template) for e in chunk]
+        prompts = every_prompt[start : start + prompts_per_batch]
         batch = engine.generate(prompts, [n] * len(chunk), sampling, generator)
         gold = [chunk[q].answer for q in batch.prompt_index]
         values = np.asarray(checked_rewards(reward_fn, [prompts[q] for q in batch.prompt_index], batch.completions, gold)) > 0.5

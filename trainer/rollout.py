@@ -54,6 +54,23 @@ class RolloutEngine(Protocol):
     def sync_weights(self, policy) -> None:
         """Make the engine sample from ``policy``'s current weights (called before each step)."""
 
+    def check_prompt_lengths(self, prompts: list[str], max_new_tokens: int) -> None:
+        """Raise ValueError when a prompt plus ``max_new_tokens`` does not fit the context."""
+
+
+def check_context(prompt_lengths, max_new_tokens: int, context: int, what: str) -> None:
+    """Refuse when the longest prompt (in tokens) plus ``max_new_tokens`` exceeds ``context``,
+    naming the prompt's index and the numbers."""
+    if not prompt_lengths:
+        return
+    longest = max(range(len(prompt_lengths)), key=prompt_lengths.__getitem__)
+    need = prompt_lengths[longest] + max_new_tokens
+    if need > context:
+        raise ValueError(
+            f"prompt {longest} has {prompt_lengths[longest]} tokens; with max_new_tokens = {max_new_tokens} it needs {need} tokens, "
+            f"more than {what} = {context}"
+        )
+
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that skip left padding (0 for the first real token)."""
@@ -87,6 +104,12 @@ class TransformersEngine:
 
     def sync_weights(self, policy) -> None:
         """Nothing to do: this engine samples with the policy itself."""
+
+    def check_prompt_lengths(self, prompts, max_new_tokens: int) -> None:
+        """Refuse prompts that leave no room for ``max_new_tokens`` in the model's context
+        (``max_position_embeddings``): past it the positions have no embedding."""
+        lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+        check_context(lengths, max_new_tokens, self.model.config.max_position_embeddings, "the model's context (max_position_embeddings)")
 
     @torch.no_grad()
     def generate(self, prompts, counts, sampling: Sampling, generator: torch.Generator) -> RolloutBatch:

@@ -1,34 +1,84 @@
 """vLLM rollouts (the ``gpu`` extra): a ``vllm.LLM`` colocated in each training process.
 
 - Counts per prompt: one request per prompt with ``SamplingParams(n=counts[q])``; prompts with
-  n = 0 send nothing. Each request's ``seed`` is drawn from the torch Generator passed in, so
-  a seeded run replays its samples.
+  n = 0 send nothing.
 - Weights: before each step's generation (so after the previous step's optimizer updates),
   :meth:`VLLMEngine.sync_weights` streams the policy's parameters (gathered from FSDP2 shards
   one at a time, ``full_tensor``) into vLLM's model with ``load_weights`` and resets the
-  prefix cache.
-- Memory: with ``sleep`` vLLM sleeps (level 2: weights and KV cache released) while the
-  trainer trains, wakes its weights for the sync and its KV cache for generation.
+  prefix cache. Tied weights are sent once, under the name the policy owns them by.
+- Memory (``vllm_sleep``): vLLM sleeps at level 2 while the trainer trains. The engine keeps
+  its own record of what sleeps, because vLLM's sleep mode has rules that a naive call order
+  breaks (the comments above :meth:`VLLMEngine._wake` cite vLLM's sources). The order, the one
+  TRL 1.16 uses over the same range:
+
+  - sync: empty torch's cache, wake ``weights``, load, reset the prefix cache; no sleep after;
+  - generate: re-sync first if a sleep discarded the weights, empty torch's cache, wake
+    ``kv_cache``, generate, sleep at level 2 (which discards the weights again).
+
+- Reproducibility: a resumed run restores the weights, the optimizer, the prompt order, the
+  allocation and every generator, but vLLM's samples are not replayed. Its kernels are
+  batch-dependent (the same request in another batch takes other reduction orders) and
+  per-request seeds send requests down a slower per-request sampling path without making
+  them batch-invariant, so the engine sets no per-request seed: sampling is seeded once,
+  by the engine's ``seed``. The transformers engine does replay a seeded run exactly.
 - Old log-probs: vLLM reports the sampled tokens' log-probs (after temperature), but its
   kernels (bf16, paged attention, another reduction order) do not reproduce the trainer's
   forward pass bit for bit, and CTPO's cumulative ratio multiplies the per-token gaps along
   the sequence. So the trainer recomputes old log-probs with the policy
   (``recompute_old_logprobs`` must stay on) and logs the largest gap as ``logprob_mismatch``.
 
-The API used (``LLM(..., enable_sleep_mode, distributed_executor_backend="external_launcher",
-logprobs_mode="processed_logprobs")``, ``sleep``/``wake_up(tags=...)``, the driver worker's
-``model.load_weights``, ``reset_prefix_cache``) is that of vLLM 0.22-0.31, the range the ``gpu``
-extra pins (TRL 1.16 drives the same calls over that range). Not run here: the project's
-machines have no GPU; tests/test_trainer_vllm.py checks this module against a stand-in.
+Checked against vLLM's sources (0.22-0.31) and ``tests/vllm_standin.py``, a stand-in that
+models those semantics per version; never run on a GPU here (the project's machines have none).
 """
 
 from __future__ import annotations
 
 import os
+import socket
+from contextlib import contextmanager
 
 import torch
 
-from trainer.rollout import RolloutBatch, Sampling
+from trainer.distributed import launched_by_torchrun
+from trainer.rollout import RolloutBatch, Sampling, check_context
+
+TAGS = ("weights", "kv_cache")
+# Names that wrappers put in front of a parameter's own name: torch's checkpoint_wrapper
+# (activation checkpointing), torch.compile and FSDP1. vLLM's loaders know only the model's names.
+_WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module.")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def single_process_launcher_env():
+    """torchrun's variables for one process, set while vLLM builds its engine, then removed.
+
+    ``distributed_executor_backend="external_launcher"`` reads RANK and LOCAL_RANK and joins
+    ``env://`` (MASTER_ADDR, MASTER_PORT) when it builds the engine (vLLM 0.31
+    ``vllm/v1/executor/uniproc_executor.py:186-197``); nothing reads them later. Left set, they
+    would make this process look launched by torchrun to the trainer. Under torchrun they are
+    torchrun's and are left alone.
+    """
+    if launched_by_torchrun():
+        yield
+        return
+    values = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def make_llm(model: str, seed: int, gpu_memory_utilization: float, max_model_len: int | None, sleep: bool):
@@ -36,18 +86,17 @@ def make_llm(model: str, seed: int, gpu_memory_utilization: float, max_model_len
     try:
         from vllm import LLM
     except ImportError as exc:
-        raise ImportError('rollout_engine=vllm needs the gpu extra: pip install -e ".[gpu]"') from exc
-    for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "localhost"), ("MASTER_PORT", "29517")):
-        os.environ.setdefault(name, value)  # the external launcher reads torchrun's variables; one process outside torchrun
-    return LLM(
-        model=model,
-        seed=seed,
-        gpu_memory_utilization=gpu_memory_utilization,
-        max_model_len=max_model_len,
-        enable_sleep_mode=sleep,
-        distributed_executor_backend="external_launcher",  # join torchrun's processes, one engine per rank
-        logprobs_mode="processed_logprobs",  # log-probs after temperature, like the trainer's
-    )
+        raise ImportError('rollout_engine=vllm needs the gpu extra: pip install -e ".[trainer,gpu]"') from exc
+    with single_process_launcher_env():
+        return LLM(
+            model=model,
+            seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            enable_sleep_mode=sleep,
+            distributed_executor_backend="external_launcher",  # join torchrun's processes, one engine per rank
+            logprobs_mode="processed_logprobs",  # log-probs after temperature, like the trainer's
+        )
 
 
 def colocated_engine(config, tokenizer, device, rank: int = 0) -> "VLLMEngine":
@@ -56,51 +105,120 @@ def colocated_engine(config, tokenizer, device, rank: int = 0) -> "VLLMEngine":
     return VLLMEngine(llm, tokenizer, device, config.vllm_sleep)
 
 
-def sampling_params(n: int, sampling: Sampling, seed: int):
+def sampling_params(n: int, sampling: Sampling):
     from vllm import SamplingParams
 
-    return SamplingParams(n=n, temperature=sampling.temperature, max_tokens=sampling.max_new_tokens, logprobs=0, seed=seed)
+    return SamplingParams(n=n, temperature=sampling.temperature, max_tokens=sampling.max_new_tokens, logprobs=0)
+
+
+def vllm_weights(policy):
+    """``(name, full tensor)`` for every parameter of ``policy`` under the name vLLM's loader
+    expects.
+
+    ``named_parameters`` yields a tied weight once, under its owner's name
+    (``model.embed_tokens.weight``; ``lm_head.weight`` is its alias). ``state_dict`` yields the
+    alias too, and vLLM 0.29+ refuse an alias loaded without its owner
+    (``AutoWeightsLoader._check_skipped_aliases``, vLLM 0.29
+    ``vllm/model_executor/models/utils.py:459-470``). FSDP2 shards are gathered one parameter
+    at a time (``full_tensor``). LoRA adapters are refused: merge them into the weights first.
+    """
+    for name, param in policy.named_parameters():
+        if "lora_" in name:
+            raise ValueError(f"parameter {name!r} is a LoRA adapter; merge the adapters (PEFT merge_and_unload) before syncing weights to vLLM")
+        for prefix in _WRAPPER_PREFIXES:
+            name = name.replace(prefix, "")
+        full = param.full_tensor() if hasattr(param, "full_tensor") else param
+        yield name, full.detach()
 
 
 class VLLMEngine:
     """``generate(prompts, counts, sampling, generator)`` on a colocated vLLM engine."""
 
-    def __init__(self, llm, tokenizer, device, sleep: bool = True, params=sampling_params):
-        """``params(n, sampling, seed)`` builds a request's sampling parameters (vLLM's
-        SamplingParams by default)."""
+    def __init__(self, llm, tokenizer, device, sleep: bool = True, params=sampling_params, empty_cache=None):
+        """``params(n, sampling)`` builds a request's sampling parameters (vLLM's SamplingParams
+        by default); ``empty_cache()`` returns torch's cached GPU blocks to the driver before
+        vLLM maps its memory back (``torch.cuda.empty_cache`` by default, a no-op without CUDA)."""
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer must define eos_token and pad_token")
-        self.llm, self.tokenizer, self.device, self.sleep, self.params = llm, tokenizer, torch.device(device), sleep, params
+        self.llm, self.tokenizer, self.device, self.sleep = llm, tokenizer, torch.device(device), sleep
+        self.params, self.empty_cache = params, empty_cache or (lambda: torch.cuda.empty_cache())
+        self.asleep: set[str] = set()
+        self.weights_current = not sleep  # vLLM holds weights it can sample from
+        self.policy = None  # the policy of the last sync, for a re-sync after a sleep
         if sleep:
-            self.llm.sleep(level=2)
+            self._sleep()
+
+    # --- sleep mode ---------------------------------------------------------------------------
+    #
+    # vLLM's rules, as the sources of vLLM 0.22-0.31 define them (file:line in their wheels):
+    # - Level 2 discards the weights and the KV cache without a CPU copy; after a wake-up the
+    #   weights' memory holds garbage until they are loaded again, and vLLM reloads nothing
+    #   itself (0.31 vllm/device_allocator/sleep_mode_backend.py:132, cumem.py:265-278).
+    # - Executor.sleep returns without sleeping while the engine sleeps: 0.22-0.30 while any tag
+    #   sleeps (vllm/v1/executor/abstract.py:322-325 in 0.22, :337-340 in 0.30), 0.31 only while
+    #   `weights` sleeps (:347-350). So a sleep right after waking `weights` is a no-op before
+    #   0.31 and discards the freshly loaded weights from 0.31 on.
+    # - Executor.wake_up does nothing when one of the tags asked for is awake (0.31 :359-369).
+    # - EngineCore.wake_up resumes the scheduler only once every tag is awake from 0.24 on
+    #   (0.24 vllm/v1/engine/core.py:812-815); LLM.generate on a paused scheduler waits forever.
+    #   0.22-0.23 resume it after any wake-up (0.23 core.py:778-779) and run on unmapped memory.
+    # - vLLM's allocator empties torch's cache before it maps memory back only from 0.27
+    #   (cumem.py:294-295); the engine does it itself before every wake-up.
+
+    def _wake(self, tag: str) -> None:
+        if self.sleep and tag in self.asleep:
+            self.empty_cache()
+            self.llm.wake_up(tags=[tag])
+            self.asleep.discard(tag)
+
+    def _sleep(self) -> None:
+        self.llm.sleep(level=2)
+        self.asleep = set(TAGS)
+        self.weights_current = False
+
+    # --- weights and generation -----------------------------------------------------------------
+
+    @property
+    def max_model_len(self) -> int:
+        """The context vLLM works with: ``vllm_max_model_len``, else what vLLM derived from the
+        model's config."""
+        return int(self.llm.llm_engine.model_config.max_model_len)
+
+    def check_prompt_lengths(self, prompts, max_new_tokens: int) -> None:
+        """Refuse prompts that do not leave ``max_new_tokens`` within ``max_model_len``: vLLM
+        refuses a prompt longer than its context and cuts a completion at the context's end
+        without a word (finish reason "length")."""
+        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        check_context(lengths, max_new_tokens, self.max_model_len, "vLLM's max_model_len (set vllm_max_model_len to change it)")
 
     def sync_weights(self, policy) -> None:
         """Copy the policy's weights into vLLM (collective under FSDP2: every rank calls it)."""
-        if self.sleep:
-            self.llm.wake_up(tags=["weights"])
+        self._wake("weights")
         model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
-        for name, param in policy.state_dict().items():
-            full = param.full_tensor() if hasattr(param, "full_tensor") else param
-            model.load_weights([(name, full.detach())])
+        for name, tensor in vllm_weights(policy):
+            model.load_weights([(name, tensor)])
         self.llm.reset_prefix_cache()
-        if self.sleep:
-            self.llm.sleep(level=2)
+        self.policy, self.weights_current = policy, True
 
     @torch.no_grad()
     def generate(self, prompts, counts, sampling: Sampling, generator: torch.Generator) -> RolloutBatch:
+        """Sample ``counts[q]`` completions of ``prompts[q]``. vLLM seeds its own sampling
+        (see the module docstring); ``generator`` is not drawn from."""
         counts = [int(c) for c in counts]
         if len(counts) != len(prompts) or any(c < 0 for c in counts) or sum(counts) == 0:
             raise ValueError(f"counts must hold one non-negative integer per prompt ({len(prompts)}) and allocate at least one rollout; got {counts}")
+        if not self.weights_current:
+            if self.policy is None:
+                raise RuntimeError("vLLM's weights were discarded by its level-2 sleep: call sync_weights(policy) before generate")
+            self.sync_weights(self.policy)
         wanted = [q for q, c in enumerate(counts) if c > 0]
         ids = [self.tokenizer(prompts[q], add_special_tokens=False)["input_ids"] for q in wanted]
-        seeds = torch.randint(0, 2**31 - 1, (len(wanted),), generator=generator, device=generator.device).tolist()
         requests = [{"prompt_token_ids": p} for p in ids]
-        params = [self.params(counts[q], sampling, seed) for q, seed in zip(wanted, seeds)]
-        if self.sleep:
-            self.llm.wake_up(tags=["kv_cache"])
+        params = [self.params(counts[q], sampling) for q in wanted]
+        self._wake("kv_cache")
         outputs = self.llm.generate(requests, sampling_params=params, use_tqdm=False)
         if self.sleep:
-            self.llm.sleep(level=2)
+            self._sleep()
         rows = [(q, p, out) for q, p, request in zip(wanted, ids, outputs) for out in request.outputs]
         return self._batch(rows)
 
