@@ -173,3 +173,23 @@ def test_figures_after_an_only_run_and_with_foreign_files(variance_run, tmp_path
     proc = run_module("figures", "--records", str(only), "--out", str(tmp_path / "none"))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "variance_vs_n: no record in" in proc.stderr and "run `python -m simulators --only V1,V2 --out" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--seed", "-1"], "--seed must be an integer >= 0"),
+        (["--out", "{file}/records"], "--out: cannot write a record into"),
+    ],
+)
+def test_bad_seed_or_out_is_refused_before_any_check_runs(tmp_path, monkeypatch, capsys, argv, match):
+    ran = []
+    check = registry.Check("counts_runs", ("X1",), lambda config, rng: ran.append(1) or [_row("claim", True)], "test")
+    monkeypatch.setattr(registry, "checks_for", lambda topics: [("test", check)])
+    (tmp_path / "file").write_text("keep me")
+    argv = [a.format(file=tmp_path / "file") for a in argv]
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv + (["--out", str(tmp_path / "records")] if "--out" not in argv else []))
+    assert info.value.code == 2 and match in capsys.readouterr().err
+    assert ran == [] and (tmp_path / "file").read_text() == "keep me"
+    assert cli.main(["--out", str(tmp_path / "records")]) == 0 and ran == [1]  # the same check runs with good arguments
