@@ -32,6 +32,13 @@ PRECISIONS = ("float32", "float64")
 # right or all wrong becomes a latent observation of +-6.9, which the noiseless
 # interpolation spreads to its neighbours (see the V9 rows of simulators.predictor).
 EPS = 0.05
+# A fit is counted as ill-conditioned when the condition number of K_BB + noise exceeds this.
+# Then a residual along the matrix's weakest direction is amplified > 1e4 times more than one
+# along its strongest, and the noiseless update (Algorithm 1) spreads it to every prompt: one
+# pair of 384-d embeddings 0.03 apart with opposite outcomes in a batch of 16 gives ~4.5e4 and
+# sends every other prompt's p_hat to [3e-8, 1 - 1e-8] (tests/test_theory_predictor.py).
+# The binomial-noise update adds >= 4/n to the diagonal (n rollouts), which bounds it by about B n / 4.
+CONDITION_LIMIT = 1e4
 
 
 # --- rewards -> observations ----------------------------------------------------------------
@@ -176,6 +183,11 @@ class GPSuccessPredictor(_Predictor):
     less and also moves the batch's own prior only part of the way to its observation.
     The prior covariance stays the fixed kernel matrix in both cases (Algorithm 1 line 9
     computes Sigma* but never uses it).
+
+    Each update records the condition number of the matrix it factorises,
+    ``condition_number``, and counts in ``ill_conditioned_fits`` the updates where it
+    exceeded CONDITION_LIMIT (near-duplicate prompts in a batch: without observation noise
+    their disagreement is interpolated exactly, and every other prompt's p_hat swings).
     """
 
     def __init__(
@@ -195,6 +207,8 @@ class GPSuccessPredictor(_Predictor):
         if not self.bandwidth > 0 or not np.isfinite(self.bandwidth):
             raise ValueError(f"bandwidth must be a positive number or 'median'; got {bandwidth!r}")
         self.mean = np.zeros(self.n_prompts)  # m_1 = 0 (§5.1 initialisation)
+        self.condition_number: float | None = None  # of the last update's K_BB + noise
+        self.ill_conditioned_fits = 0
         # The (Q x B) cross-kernel block is the step's whole cost; in float32 it is ~10x faster
         # (matrix product and exp) and its entries are accurate to ~1e-7 relative. Rows are
         # stored augmented, [x, -s|x|^2, 1] with s = 1/(2 h^2): see _cross_kernel_times.
@@ -219,7 +233,7 @@ class GPSuccessPredictor(_Predictor):
             n = np.array([len(r) for r in rewards], dtype=float)
             p = np.clip(values, self.eps, 1 - self.eps)
             noise = noise + 1.0 / (n * p * (1 - p))
-        factor = linalg.cho_factor(k_bb + np.diag(noise), lower=True)
+        factor = self._factor(k_bb + np.diag(noise))
         alpha = linalg.cho_solve(factor, g_obs - self.mean[idx])  # Sigma_BB^-1 (g_obs - m_B), no inverse
         new_mean = self.mean.copy()
         new_mean += self._cross_kernel_times(idx, alpha, chunk)
@@ -227,15 +241,34 @@ class GPSuccessPredictor(_Predictor):
         new_mean[idx] = g_obs if self.observation_noise is None else self.mean[idx] + k_bb @ alpha
         self.mean = new_mean
 
+    def _factor(self, matrix: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The Cholesky factor of K_BB + noise; records its condition number (LAPACK's
+        1-norm estimate from the factor, O(B^2): scipy.linalg.lapack.dpocon, the routine
+        scipy.linalg.solve uses for its own check, scipy/linalg/_basic.py:567-573)."""
+        try:
+            factor = linalg.cho_factor(matrix, lower=True)
+        except linalg.LinAlgError:
+            raise ValueError(
+                "K_BB + noise is singular (identical embeddings in one batch with jitter = 0?); "
+                "use jitter > 0 or observation_noise='binomial'"
+            ) from None
+        rcond, _ = linalg.lapack.dpocon(factor[0], np.abs(matrix).sum(axis=0).max(), uplo="L")
+        self.condition_number = 1.0 / max(float(rcond), np.finfo(float).tiny)  # finite: the factor exists
+        self.ill_conditioned_fits += self.condition_number > CONDITION_LIMIT
+        return factor
+
     def state_dict(self) -> dict:
-        """What changes with updates: the prior mean (the kernel is fixed by the embeddings)."""
-        return {"mean": self.mean.copy()}
+        """What changes with updates: the prior mean (the kernel is fixed by the embeddings)
+        and the conditioning record."""
+        return {"mean": self.mean.copy(), "condition_number": self.condition_number, "ill_conditioned_fits": self.ill_conditioned_fits}
 
     def load_state_dict(self, state: dict) -> None:
         mean = np.asarray(state["mean"], dtype=float)
         if mean.shape != self.mean.shape:
             raise ValueError(f"state['mean'] must have shape {self.mean.shape} (one entry per prompt); got {mean.shape}")
         self.mean = mean.copy()
+        self.condition_number = state.get("condition_number")
+        self.ill_conditioned_fits = int(state.get("ill_conditioned_fits", 0))
 
     def _cross_kernel_times(self, idx: np.ndarray, alpha: np.ndarray, chunk: int) -> np.ndarray:
         """K(X, X_B) alpha for every prompt. The exponent -s ||x - y||^2 (s = 1/(2 h^2)) is one
