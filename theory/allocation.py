@@ -21,7 +21,11 @@ Conventions chosen here (VIP is silent):
 - prompts with a_q = 0 (p_hat in {0, 1}) have zero gains; they get L unless the budget
   cannot be spent otherwise, in which case the leftover units go to them lowest index first;
 - ties between equal gains are broken by the lower prompt index (any tie-break is optimal);
-- C = B L and C = B U have the single feasible allocation (L, ..., L) / (U, ..., U).
+- C = B L and C = B U have the single feasible allocation (L, ..., L) / (U, ..., U);
+- budget and bounds are taken as Python ints (any integer or whole float type; NaN refused);
+- the integer rules rank B x (n_max - L) marginal gains at once, n_max = min(U, C - (B - 1) L)
+  (no prompt can get more); a problem above MAX_GAIN_SLOTS of them is refused, naming upper
+  (``method="relaxed"`` needs O(B) memory and has no such limit).
 """
 
 from __future__ import annotations
