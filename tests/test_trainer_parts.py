@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from theory.predictor import CONDITION_LIMIT
 from theory.variance import group_advantages
 from trainer import rewards
 from trainer.advantages import rollout_advantages, zero_variance_fraction
@@ -163,19 +162,25 @@ def test_vip_allocator_gives_more_to_uncertain_prompts_after_learning(predictor)
     np.testing.assert_array_equal(fresh.allocate(np.arange(8))[0], counts)
 
 
-@pytest.mark.parametrize("predictor, ill_conditioned", [("gp_binomial", 0), ("gp", 1)])
-def test_allocator_reports_an_ill_conditioned_gp_fit(predictor, ill_conditioned):
+@pytest.mark.parametrize("predictor, near_singular", [("gp_binomial", False), ("gp", True)])
+def test_allocator_metrics_report_the_gp_fit(predictor, near_singular):
     """Two problems with identical hashed features and opposite outcomes: the paper's noiseless
-    GP (``gp``) counts the fit as ill-conditioned, the default binomial-noise GP does not."""
+    GP (``gp``) factorises a near-singular K_BB (condition ~1/jitter), the default binomial-noise
+    GP a well-conditioned one; metrics() carries the predictor's record into the step's metrics."""
     texts = ["What is 2 + 3?", "What is 3 + 2?"] + [f"problem {i} about {w}" for i, w in enumerate("abcdef")]
     alloc = RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed", predictor=predictor)
     assert alloc.metrics() == {}  # nothing fitted yet
     alloc.observe(np.arange(8), [np.ones(6), np.zeros(6)] + [np.array([1.0, 0, 1, 0, 1, 0])] * 6)
-    metrics = alloc.metrics()
-    assert metrics["predictor/ill_conditioned_fits"] == ill_conditioned
-    assert (metrics["predictor/condition_number"] > CONDITION_LIMIT) == bool(ill_conditioned)
+    gp = alloc.predictor
+    assert alloc.metrics() == {
+        "predictor/condition_number": gp.condition_number,
+        "predictor/amplification": gp.amplification,
+        "predictor/ill_conditioned_fits": gp.ill_conditioned_fits,
+    }
+    assert (gp.condition_number > 1e5) == near_singular
     assert RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed").predictor.observation_noise == "binomial"
     assert TrainConfig().predictor == "gp_binomial"
+    assert RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed", predictor="ridge").metrics() == {}
 
 
 def test_allocator_rejects_an_unknown_predictor():

@@ -21,7 +21,7 @@ prompts left under 4 rollouts dropped. The predictor learns from each step's rew
 - ``ridge``: theory.predictor.RidgePredictor (VIP Table 3's "Ridge + allocation" ablation).
 
 Every rule other than uniform uses the predictor's p_hat. :meth:`RolloutAllocator.metrics`
-reports the GP's conditioning (theory.predictor.CONDITION_LIMIT) for the step's metrics.
+reports the GP's conditioning (theory.predictor.AMPLIFICATION_LIMIT) for the step's metrics.
 
 Features for the GP: sentence-transformers embeddings (VIP §6: all-MiniLM-L6-v2, the ``embed``
 extra) when ``embedding`` is ``sentence_transformers`` or ``auto`` and they are installed;
@@ -119,12 +119,13 @@ class RolloutAllocator:
             self.seconds += time.perf_counter() - start
 
     def metrics(self) -> dict:
-        """The GP's last condition number and its count of ill-conditioned updates so far
-        (theory.predictor.GPSuccessPredictor); empty before the first update and without a GP."""
-        condition = getattr(self.predictor, "condition_number", None)
-        if condition is None:
+        """The GP's last condition number and amplification and its count of ill-conditioned
+        updates so far (theory.predictor.GPSuccessPredictor); empty before the first update and
+        without a GP."""
+        if getattr(self.predictor, "condition_number", None) is None:
             return {}
-        return {"predictor/condition_number": condition, "predictor/ill_conditioned_fits": self.predictor.ill_conditioned_fits}
+        names = ("condition_number", "amplification", "ill_conditioned_fits")
+        return {f"predictor/{name}": getattr(self.predictor, name) for name in names}
 
     def state_dict(self) -> dict:
         return {} if self.predictor is None else self.predictor.state_dict()
