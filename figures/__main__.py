@@ -43,8 +43,9 @@ def main(argv=None) -> int:
             checks = [newest_check(records, check_name) for check_name in check_names]
             absent = [n for n, check in zip(check_names, checks) if check is None]
             if absent:
+                checks_named = ", ".join(repr(n) for n in absent)
                 missing.append(
-                    f"{name}: no record in {records_dir} holds the complete results of check {', '.join(repr(n) for n in absent)}; "
+                    f"{name}: no record in {records_dir} holds the complete results of check {checks_named}; "
                     + how_to_record(absent, records_dir)
                 )
                 continue
@@ -54,7 +55,8 @@ def main(argv=None) -> int:
     for item in warnings + [f"skipped figure {item}" for item in missing]:
         print(item, file=sys.stderr)
     if not written:
-        print(f"no figure written: no usable record in {records_dir}; run `python -m simulators` first", file=sys.stderr)
+        print(f"no figure written: no usable record in {records_dir}; run `python -m simulators` first",
+              file=sys.stderr)
         return 1
     return 0
 

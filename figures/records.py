@@ -37,8 +37,10 @@ def _record_problem(record) -> str | None:
     if not isinstance(record.get("created"), str) or not isinstance(record.get("checks"), list):
         return "no 'created' stamp or no 'checks' list"
     for i, check in enumerate(record["checks"]):
-        if not (isinstance(check, dict) and isinstance(check.get("name"), str) and isinstance(check.get("claims"), list)):
-            return f"checks[{i}] has no 'name' or no 'claims' list"
+        if not isinstance(check, dict) or not isinstance(check.get("name"), str):
+            return f"checks[{i}] has no 'name'"
+        if not isinstance(check.get("claims"), list):
+            return f"checks[{i}] has no 'claims' list"
         results = check.get("results")
         if not isinstance(results, list) or not all(isinstance(r, dict) and "claim" in r for r in results):
             return f"checks[{i}] has no 'results' list of rows with a 'claim'"

@@ -22,7 +22,11 @@ SCHEMA = {
     "rollout": ("int >= 0", True, "index of the rollout within its prompt's group, 0..n-1"),
     "reward": ("finite float", True, "verifier reward R of the rollout (+-1, 0/1 or continuous)"),
     "response_length": ("int >= 0 | null", False, "number of generated tokens"),
-    "z_norm": ("finite float >= 0", True, "Z = ||H(o)||_2, the norm of the token-averaged log-likelihood gradient (VIP §4)"),
+    "z_norm": (
+        "finite float >= 0",
+        True,
+        "Z = ||H(o)||_2, the norm of the token-averaged log-likelihood gradient (VIP §4)",
+    ),
     "n_allocated": ("int >= 1 | null", False, "rollouts allocated to the prompt at this step"),
     "p_hat": ("float in [0, 1] | null", False, "predicted success probability used by the allocator"),
 }

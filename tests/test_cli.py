@@ -116,7 +116,7 @@ def test_two_records_written_back_to_back_are_two_files(tmp_path):
     first = ledger.write_record(tmp_path, "claims", {"run": 1}, 0, [])
     second = ledger.write_record(tmp_path, "claims", {"run": 2}, 0, [])
     assert first != second
-    assert json.loads(first.read_text())["config"] == {"run": 1} and json.loads(second.read_text())["config"] == {"run": 2}
+    assert [json.loads(p.read_text())["config"] for p in (first, second)] == [{"run": 1}, {"run": 2}]
 
 
 def _record(path, created, results):
@@ -125,7 +125,8 @@ def _record(path, created, results):
 
 
 def test_newest_check_passes_over_a_newer_partial_entry(tmp_path):
-    _record(tmp_path / "full.json", "20300101T000000.000000Z", [{"claim": "V1", "id": "old"}, {"claim": "V2", "id": "old"}])
+    old_rows = [{"claim": "V1", "id": "old"}, {"claim": "V2", "id": "old"}]
+    _record(tmp_path / "full.json", "20300101T000000.000000Z", old_rows)
     _record(tmp_path / "only.json", "20300102T000000.000000Z", [{"claim": "V1", "id": "new"}])
     records, warnings = load_records(tmp_path)
     assert warnings == []
@@ -136,7 +137,11 @@ def test_newest_check_passes_over_a_newer_partial_entry(tmp_path):
 
 @pytest.mark.parametrize(
     "text, reason",
-    [("[1, 2]", "a JSON list, not an object"), ('{"alpha": 0.05, "steps": {}}', "no 'checks' list"), ("{broken", "not a readable JSON file")],
+    [
+        ("[1, 2]", "a JSON list, not an object"),
+        ('{"alpha": 0.05, "steps": {}}', "no 'checks' list"),
+        ("{broken", "not a readable JSON file"),
+    ],
 )
 def test_a_foreign_json_file_is_skipped_with_a_warning(tmp_path, text, reason):
     (tmp_path / "foreign.json").write_text(text)
@@ -172,7 +177,8 @@ def test_figures_after_an_only_run_and_with_foreign_files(variance_run, tmp_path
         shutil.copy(path, only)
     proc = run_module("figures", "--records", str(only), "--out", str(tmp_path / "none"))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "variance_vs_n: no record in" in proc.stderr and "run `python -m simulators --only V1,V2 --out" in proc.stderr
+    assert "variance_vs_n: no record in" in proc.stderr
+    assert "run `python -m simulators --only V1,V2 --out" in proc.stderr
 
 
 @pytest.mark.parametrize(

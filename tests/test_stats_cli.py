@@ -39,7 +39,8 @@ def test_a_log_concatenated_with_itself_is_refused(tmp_path):
     doubled = tmp_path / "doubled.jsonl"
     doubled.write_text("\n".join(lines + lines) + "\n")
     first = json.loads(lines[0])
-    with pytest.raises(ValueError, match=rf"doubled.jsonl:{len(lines) + 1}: duplicate of .*doubled.jsonl:1 \(step {first['step']}, prompt_id '{first['prompt_id']}', rollout 0\)"):
+    key = rf"\(step {first['step']}, prompt_id '{first['prompt_id']}', rollout 0\)"
+    with pytest.raises(ValueError, match=rf"doubled.jsonl:{len(lines) + 1}: duplicate of .*doubled.jsonl:1 {key}"):
         read_rollout_log(doubled)
     proc = run_module("stats_tests", str(doubled))
     assert proc.returncode == 2 and "duplicate of" in proc.stderr and proc.stdout == ""
@@ -75,22 +76,27 @@ def test_shipped_example_is_the_simulators_output():
     assert read_rollout_log(DEFAULT_OUT) == simulate_rollout_log(np.random.default_rng(0))
 
 
+def _line(**changes) -> str:
+    """A rollout-log line with valid required fields, some of them changed."""
+    return json.dumps({"step": 0, "prompt_id": "a", "rollout": 0, "reward": 1.0, "z_norm": 1.0} | changes)
+
+
 @pytest.mark.parametrize(
     "line, match",
     [
         ('{"step": 0, "prompt_id": "a", "rollout": 0, "reward": 1.0}', "missing field"),
         ('{"step": 0, "prompt_id": "a", "rollout": 0, "reward": NaN, "z_norm": 1.0}', "reward must be a finite number"),
-        ('{"step": 0, "prompt_id": "a", "rollout": 0, "reward": 1.0, "z_norm": "x"}', "z_norm must be a finite number >= 0"),
-        ('{"step": 0, "prompt_id": "a", "rollout": 0, "reward": 1.0, "z_norm": -0.5}', r"z_norm must be a finite number >= 0 \(a gradient norm\); got -0.5"),
-        ('{"step": 1.5, "prompt_id": "a", "rollout": 0, "reward": 1.0, "z_norm": 1.0}', "step must be an integer >= 0; got 1.5"),
-        ('{"step": -1, "prompt_id": "a", "rollout": 0, "reward": 1.0, "z_norm": 1.0}', "step must be an integer >= 0; got -1"),
-        ('{"step": true, "prompt_id": "a", "rollout": 0, "reward": 1.0, "z_norm": 1.0}', "step must be an integer >= 0; got True"),
-        ('{"step": 0, "prompt_id": "a", "rollout": 0.5, "reward": 1.0, "z_norm": 1.0}', "rollout must be an integer >= 0; got 0.5"),
-        ('{"step": 0, "prompt_id": 2.5, "rollout": 0, "reward": 1.0, "z_norm": 1.0}', "prompt_id must be a string or an integer; got 2.5"),
-        ('{"step": 0, "prompt_id": "a", "rollout": 0, "reward": Infinity, "z_norm": 1.0}', "reward must be a finite number; got inf"),
-        ('{"step": 0, "prompt_id": "a", "rollout": 0, "reward": 1, "z_norm": 1, "response_length": -3}', "response_length must be an integer >= 0; got -3"),
-        ('{"step": 0, "prompt_id": "a", "rollout": 0, "reward": 1, "z_norm": 1, "n_allocated": 0}', "n_allocated must be an integer >= 1; got 0"),
-        ('{"step": 0, "prompt_id": "a", "rollout": 0, "reward": 1, "z_norm": 1, "p_hat": 1.5}', r"p_hat must be null or a probability in \[0, 1\]; got 1.5"),
+        (_line(z_norm="x"), "z_norm must be a finite number >= 0"),
+        (_line(z_norm=-0.5), r"z_norm must be a finite number >= 0 \(a gradient norm\); got -0.5"),
+        (_line(step=1.5), "step must be an integer >= 0; got 1.5"),
+        (_line(step=-1), "step must be an integer >= 0; got -1"),
+        (_line(step=True), "step must be an integer >= 0; got True"),
+        (_line(rollout=0.5), "rollout must be an integer >= 0; got 0.5"),
+        (_line(prompt_id=2.5), "prompt_id must be a string or an integer; got 2.5"),
+        (_line(reward=float("inf")), "reward must be a finite number; got inf"),
+        (_line(response_length=-3), "response_length must be an integer >= 0; got -3"),
+        (_line(n_allocated=0), "n_allocated must be an integer >= 1; got 0"),
+        (_line(p_hat=1.5), r"p_hat must be null or a probability in \[0, 1\]; got 1.5"),
         ("[1, 2]", "not a JSON object; got list"),
         ("not json", "not a JSON object"),
     ],

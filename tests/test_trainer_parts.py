@@ -178,7 +178,8 @@ def test_allocator_metrics_report_the_gp_fit(predictor, near_singular):
         "predictor/ill_conditioned_fits": gp.ill_conditioned_fits,
     }
     assert (gp.condition_number > 1e5) == near_singular
-    assert RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed").predictor.observation_noise == "binomial"
+    default = RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed")
+    assert default.predictor.observation_noise == "binomial"
     assert TrainConfig().predictor == "gp_binomial"
     assert RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed", predictor="ridge").metrics() == {}
 

@@ -101,8 +101,9 @@ def _largest_count(b: int, budget: int, lower: int, upper: int) -> int:
     largest = min(upper, budget - (b - 1) * lower)
     if b * (largest - lower) > MAX_GAIN_SLOTS:
         raise ValueError(
-            f"upper: B * (min(upper, budget - (B-1)*lower) - lower) = {b * (largest - lower):,} marginal gains exceed the "
-            f"limit of {MAX_GAIN_SLOTS:,} (memory grows with B * upper); got B = {b}, upper = {upper}, budget = {budget}"
+            f"upper: B * (min(upper, budget - (B-1)*lower) - lower) = {b * (largest - lower):,} marginal gains "
+            f"exceed the limit of {MAX_GAIN_SLOTS:,} (memory grows with B * upper); "
+            f"got B = {b}, upper = {upper}, budget = {budget}"
         )
     return largest
 

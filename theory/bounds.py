@@ -268,7 +268,8 @@ def ou_stationary_covariance(hessian, sigma_g, eps) -> np.ndarray:
     g_eigs = np.linalg.eigvalsh(g)
     if not np.allclose(g, g.T) or g_eigs.min() < -1e-12 * max(abs(g_eigs).max(), 1.0):
         raise ValueError(
-            f"sigma_g must be a covariance matrix (symmetric, positive semi-definite); got smallest eigenvalue {g_eigs.min():.4g}"
+            "sigma_g must be a covariance matrix (symmetric, positive semi-definite); "
+            f"got smallest eigenvalue {g_eigs.min():.4g}"
         )
     return linalg.solve_continuous_lyapunov(h, float(eps) * g)
 

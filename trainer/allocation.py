@@ -74,7 +74,10 @@ def prompt_features(texts, embedding: str) -> tuple[np.ndarray, str]:
 class RolloutAllocator:
     """Counts n_q with sum = budget and lower <= n_q <= upper for each step's prompts."""
 
-    def __init__(self, mode, texts, budget, lower, upper, advantage, method="exact", embedding="auto", rng=None, predictor="gp_binomial"):
+    def __init__(
+        self, mode, texts, budget, lower, upper, advantage, method="exact", embedding="auto", rng=None,
+        predictor="gp_binomial",
+    ):
         if predictor not in PREDICTORS:
             raise ValueError(f"predictor must be one of {', '.join(PREDICTORS)}; got {predictor!r}")
         self.mode, self.budget, self.lower, self.upper, self.method = mode, int(budget), int(lower), int(upper), method
@@ -86,7 +89,8 @@ class RolloutAllocator:
                 self.predictor = RidgePredictor(features)
             else:
                 noise = "binomial" if predictor == "gp_binomial" else None
-                self.predictor = GPSuccessPredictor(features, observation_noise=noise, rng=rng if rng is not None else np.random.default_rng(0))
+                rng = rng if rng is not None else np.random.default_rng(0)
+                self.predictor = GPSuccessPredictor(features, observation_noise=noise, rng=rng)
         self.seconds = 0.0  # time spent predicting, allocating and updating in the last step
 
     def allocate(self, indices) -> tuple[np.ndarray, np.ndarray | None]:
