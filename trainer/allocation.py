@@ -14,9 +14,9 @@ prompts left under 4 rollouts dropped. The predictor learns from each step's rew
 
 - ``gp_binomial`` (the default): the GP with the binomial observation noise of
   GPSuccessPredictor (``observation_noise="binomial"``). The paper's noiseless update
-  interpolates the batch exactly, so two near-duplicate prompts (identical hashed features
-  are common: "2 + 3" and "3 + 2") with different outcomes swing every other prompt's p_hat
-  to 0 or 1; the noisy update averages them (and has the lower MAE in the V9 rows);
+  interpolates the batch exactly, so two near-duplicate prompts with different outcomes can
+  swing every other prompt's p_hat to 0 or 1 (tests/test_theory_predictor.py); the noisy
+  update averages them (and has the lower MAE in the V9 rows);
 - ``gp``: Algorithm 1 as printed (noiseless observations);
 - ``ridge``: theory.predictor.RidgePredictor (VIP Table 3's "Ridge + allocation" ablation).
 
