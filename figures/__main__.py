@@ -8,9 +8,21 @@ import sys
 from pathlib import Path
 
 from figures import style
-from figures.records import newest_check
+from figures.records import load_records, newest_check
 
 FIGURE_MODULES = ("figures.variance", "figures.allocation", "figures.stats_tests", "figures.importance", "figures.predictor", "figures.bounds", "figures.rl_study")
+
+
+def how_to_record(check_names, records_dir: Path) -> str:
+    """The ``python -m simulators --only`` command that writes complete entries of ``check_names``
+    (for checks of the claims ledger; the RL study's come from scripts/rl_study.py)."""
+    from simulators import registry  # imports every topic: only when a figure lacks its record
+
+    served = {check.name: check.claims for _, check in registry.checks_for()}
+    claims = list(dict.fromkeys(claim for name in check_names for claim in served.get(name, ())))
+    if not claims:
+        return "its record is written by scripts/rl_study.py"
+    return f"run `python -m simulators --only {','.join(claims)} --out {records_dir}`"
 
 
 def main(argv=None) -> int:
@@ -18,10 +30,11 @@ def main(argv=None) -> int:
     parser.add_argument("--records", default="records", help="directory of JSON records (default records/)")
     parser.add_argument("--out", default=None, help="output directory (default RECORDS/figures)")
     args = parser.parse_args(argv)
-    records = Path(args.records)
-    out = Path(args.out) if args.out else records / "figures"
-    if not records.is_dir():
-        parser.error(f"--records: {records} is not a directory; run `python -m simulators` first")
+    records_dir = Path(args.records)
+    out = Path(args.out) if args.out else records_dir / "figures"
+    if not records_dir.is_dir():
+        parser.error(f"--records: {records_dir} is not a directory; run `python -m simulators` first")
+    records, warnings = load_records(records_dir)
     style.apply()
     written, missing = [], []
     for module_name in FIGURE_MODULES:
@@ -30,15 +43,20 @@ def main(argv=None) -> int:
             checks = [newest_check(records, check_name) for check_name in check_names]
             absent = [n for n, check in zip(check_names, checks) if check is None]
             if absent:
-                missing.append(f"{name} (needs a record of check {', '.join(repr(n) for n in absent)})")
+                checks_named = ", ".join(repr(n) for n in absent)
+                missing.append(
+                    f"{name}: no record in {records_dir} holds the complete results of check {checks_named}; "
+                    + how_to_record(absent, records_dir)
+                )
                 continue
             written.extend(style.save(draw(*checks), out, name))
     for path in written:
         print(path)
-    for item in missing:
-        print(f"skipped: {item}", file=sys.stderr)
+    for item in warnings + [f"skipped figure {item}" for item in missing]:
+        print(item, file=sys.stderr)
     if not written:
-        print(f"no figure written: no usable record in {records}; run `python -m simulators` first", file=sys.stderr)
+        print(f"no figure written: no usable record in {records_dir}; run `python -m simulators` first",
+              file=sys.stderr)
         return 1
     return 0
 

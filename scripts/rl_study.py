@@ -78,11 +78,11 @@ PROBLEM_SETS = {  # name -> the trainer.tasks families and sizes, and the comple
     "mixed": {"families": FAMILIES, "sizes": None, "max_new_tokens": 6},
     "long_reversal": {"families": ("rev",), "sizes": {"rev": tuple(range(8, 17))}, "max_new_tokens": 18},
 }
-ALLOCATION_RULES = {  # method name -> config fields
+ALLOCATION_RULES = {  # method name -> config fields; the GP rules use the paper's noiseless GP (Algorithm 1)
     "uniform": {"allocation": "uniform"},
-    "vip": {"allocation": "vip"},
-    "vip_released": {"allocation": "vip_released"},
-    "inverse_accuracy": {"allocation": "inverse_accuracy"},
+    "vip": {"allocation": "vip", "predictor": "gp"},
+    "vip_released": {"allocation": "vip_released", "predictor": "gp"},
+    "inverse_accuracy": {"allocation": "inverse_accuracy", "predictor": "gp"},
     "ridge": {"allocation": "vip", "predictor": "ridge"},
 }
 ALLOCATION_METHODS = {

@@ -43,7 +43,7 @@ def _dg(n):
 
 def cvxpy_relaxed(a, budget, lower, upper, estimator: str, rel_gap: float = 1e-9, max_rounds: int = 200) -> OracleResult:
     """Solve (6) or (8) with cvxpy (CLARABEL); see the module docstring."""
-    a = check_problem(a, budget, lower, upper)
+    a, budget, lower, upper = check_problem(a, budget, lower, upper)
     n = cp.Variable(a.size)
     box = [cp.sum(n) == budget, n >= lower, n <= upper]
     if estimator == "rloo":

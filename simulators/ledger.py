@@ -14,17 +14,20 @@ A run fails when a claim fails or a control is not rejected.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
 import subprocess
 import sys
-import time
+import tempfile
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 KINDS = ("claim", "control", "report")
 Z_THRESHOLD = 4.0  # DESIGN.md: a claim passes at |z| < 4
+STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"  # a record's "created" and file-name stamp (UTC, microseconds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,11 +103,13 @@ def format_table(results) -> str:
 def write_record(out_dir: Path, name: str, config: dict, seed: int, checks: list[dict]) -> Path:
     """Write one JSON record for a run and return its path.
 
-    ``checks`` holds, per check, its name, claim ids, wall time and result rows.
+    ``checks`` holds, per check, its name, claim ids, wall time and result rows. The file is
+    ``NAME-STAMP-seedSEED.json`` with a UTC stamp to the microsecond; a name already taken
+    gets ``-2``, ``-3``, ... (:func:`_publish`), so no record ever replaces another.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    stamp = datetime.now(timezone.utc).strftime(STAMP_FORMAT)
     record = {
         "name": name,
         "created": stamp,
@@ -116,11 +121,31 @@ def write_record(out_dir: Path, name: str, config: dict, seed: int, checks: list
         "config": config,
         "checks": checks,
     }
-    path = out_dir / f"{name}-{stamp}-seed{seed}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_json_safe(record), indent=1))
-    os.replace(tmp, path)  # never leave a half-written record
-    return path
+    return _publish(out_dir, f"{name}-{stamp}-seed{seed}", json.dumps(_json_safe(record), indent=1))
+
+
+def _publish(out_dir: Path, stem: str, text: str) -> Path:
+    """Write ``text`` to ``STEM.json``, or ``STEM-2.json``, ``STEM-3.json``, ... in ``out_dir``:
+    the first name no file holds yet.
+
+    The name is claimed by an exclusive create (``open(..., "x")`` fails on an existing
+    file, so two writers never claim one name), then the complete text, written to a
+    temporary file of its own, replaces the empty claimed file in one ``os.replace``: a
+    record is never half-written and never overwrites another.
+    """
+    with tempfile.NamedTemporaryFile("w", dir=out_dir, prefix=f".{stem}-", suffix=".tmp", delete=False) as handle:
+        handle.write(text)
+    try:
+        for k in itertools.count(1):
+            path = out_dir / (f"{stem}.json" if k == 1 else f"{stem}-{k}.json")
+            try:
+                open(path, "x").close()
+            except FileExistsError:
+                continue
+            os.replace(handle.name, path)
+            return path
+    finally:
+        Path(handle.name).unlink(missing_ok=True)
 
 
 def _fmt_number(x) -> str:

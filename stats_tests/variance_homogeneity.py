@@ -23,6 +23,18 @@ def _flatten(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return np.concatenate(groups), np.repeat(np.arange(sizes.size), sizes), sizes
 
 
+def _rescaled(groups: list[np.ndarray]) -> list[np.ndarray]:
+    """The groups times the power of two 2^-e that brings max |Z| into [0.5, 1).
+
+    W of B.3/B.4 does not change under a common scale c > 0 of Z (Y scales by c or c^2, and W
+    is a ratio of sums of squares of Y), and multiplying by a power of two is exact in floating
+    point, so W is the same to the last bit; but O'Brien's (Z - mean)^2 and the squares of Y
+    in W no longer overflow to inf (then NaN) for norms up to the largest float.
+    """
+    exponent = np.frexp(max(float(np.max(np.abs(g))) for g in groups))[1]
+    return [np.ldexp(g, -exponent) for g in groups]
+
+
 def _group_means(values: np.ndarray, labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.bincount(labels, weights=values, minlength=sizes.size) / sizes
 
@@ -78,10 +90,12 @@ def levene_test(groups) -> VarianceTestResult:
     groups of size < 3 are excluded and counted (:mod:`stats_tests.groups`).
     """
     groups, excluded = usable_groups("groups", groups)
+    groups = _rescaled(groups)
     return _f_test("levene-median", levene_transform(groups), groups, excluded)
 
 
 def obrien_test(groups) -> VarianceTestResult:
     """App. B.4: O'Brien's transform, then the one-way ANOVA F test; p = P(F(Q-1, N-Q) >= W_OB)."""
     groups, excluded = usable_groups("groups", groups)
+    groups = _rescaled(groups)
     return _f_test("obrien", obrien_transform(groups), groups, excluded)

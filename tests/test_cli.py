@@ -1,9 +1,12 @@
 """The claims runner: exit codes, the JSON record, --only, --list, determinism; the figures CLI."""
 
 import json
+import shutil
+from datetime import datetime, timezone
 
 import pytest
 
+from figures.records import load_records, newest_check
 from simulators import cli, ledger, registry
 from simulators.ledger import ClaimResult
 from tests.conftest import run_module
@@ -93,3 +96,106 @@ def test_figures_without_records(tmp_path):
     assert proc.returncode == 1 and "no usable record" in proc.stderr
     proc = run_module("figures", "--records", str(tmp_path / "missing"))
     assert proc.returncode == 2 and "is not a directory" in proc.stderr
+
+
+def test_records_of_the_same_second_never_overwrite_each_other(tmp_path, monkeypatch):
+    class FrozenClock:
+        @staticmethod
+        def now(tz):
+            return datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=tz)
+
+    monkeypatch.setattr(ledger, "datetime", FrozenClock)
+    paths = [ledger.write_record(tmp_path, "claims", {"run": k}, 0, []) for k in range(3)]
+    stem = "claims-20300102T030405.000006Z-seed0"
+    assert [p.name for p in paths] == [f"{stem}.json", f"{stem}-2.json", f"{stem}-3.json"]
+    assert [json.loads(p.read_text())["config"] for p in paths] == [{"run": 0}, {"run": 1}, {"run": 2}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temporary file left
+
+
+def test_two_records_written_back_to_back_are_two_files(tmp_path):
+    first = ledger.write_record(tmp_path, "claims", {"run": 1}, 0, [])
+    second = ledger.write_record(tmp_path, "claims", {"run": 2}, 0, [])
+    assert first != second
+    assert [json.loads(p.read_text())["config"] for p in (first, second)] == [{"run": 1}, {"run": 2}]
+
+
+def _record(path, created, results):
+    record = {"created": created, "checks": [{"name": "binary_rewards", "claims": ["V1", "V2"], "results": results}]}
+    path.write_text(json.dumps(record))
+
+
+def test_newest_check_passes_over_a_newer_partial_entry(tmp_path):
+    old_rows = [{"claim": "V1", "id": "old"}, {"claim": "V2", "id": "old"}]
+    _record(tmp_path / "full.json", "20300101T000000.000000Z", old_rows)
+    _record(tmp_path / "only.json", "20300102T000000.000000Z", [{"claim": "V1", "id": "new"}])
+    records, warnings = load_records(tmp_path)
+    assert warnings == []
+    assert {r["id"] for r in newest_check(records, "binary_rewards")["results"]} == {"old"}
+    (tmp_path / "full.json").unlink()
+    assert newest_check(load_records(tmp_path)[0], "binary_rewards") is None
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("[1, 2]", "a JSON list, not an object"),
+        ('{"alpha": 0.05, "steps": {}}', "no 'checks' list"),
+        ("{broken", "not a readable JSON file"),
+    ],
+)
+def test_a_foreign_json_file_is_skipped_with_a_warning(tmp_path, text, reason):
+    (tmp_path / "foreign.json").write_text(text)
+    records, warnings = load_records(tmp_path)
+    assert records == [] and len(warnings) == 1
+    assert str(tmp_path / "foreign.json") in warnings[0] and reason in warnings[0]
+
+
+def test_figures_after_an_only_run_and_with_foreign_files(variance_run, tmp_path):
+    """README's `--only` example writes a partial record into the folder of a full one; foreign
+    JSON files lie next to them. Each figure draws from the newest complete record."""
+    _, full = variance_run
+    records, out = tmp_path / "records", tmp_path / "figures"
+    shutil.copytree(full, records)
+    proc = run_module("simulators", "--only", "V1", "--out", str(records), "--no-progress", "--seed", "7")
+    assert proc.returncode == 0, proc.stderr
+    (records / "foreign.json").write_text("[1, 2]")
+    (records / "stats.json").write_text('{"alpha": 0.05, "steps": {}}')
+    before = sorted(p.name for p in records.iterdir())
+    proc = run_module("figures", "--records", str(records), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for name in ("variance_vs_n", "variance_violation_map", "variance_real_gradient"):
+        assert (out / f"{name}.png").stat().st_size > 1000
+    assert f"skipped {records / 'foreign.json'}: not a ledger record" in proc.stderr
+    assert f"skipped {records / 'stats.json'}: not a ledger record" in proc.stderr
+    assert sorted(p.name for p in records.iterdir()) == before  # nothing removed or renamed
+
+    # with the partial record alone, the figures it cannot feed are skipped, naming the run to do
+    only = tmp_path / "only"
+    only.mkdir()
+    for path in records.glob("claims-*.json"):
+        shutil.copy(path, only)
+    proc = run_module("figures", "--records", str(only), "--out", str(tmp_path / "none"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "variance_vs_n: no record in" in proc.stderr
+    assert "run `python -m simulators --only V1,V2 --out" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--seed", "-1"], "--seed must be an integer >= 0"),
+        (["--out", "{file}/records"], "--out: cannot write a record into"),
+    ],
+)
+def test_bad_seed_or_out_is_refused_before_any_check_runs(tmp_path, monkeypatch, capsys, argv, match):
+    ran = []
+    check = registry.Check("counts_runs", ("X1",), lambda config, rng: ran.append(1) or [_row("claim", True)], "test")
+    monkeypatch.setattr(registry, "checks_for", lambda topics: [("test", check)])
+    (tmp_path / "file").write_text("keep me")
+    argv = [a.format(file=tmp_path / "file") for a in argv]
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv + (["--out", str(tmp_path / "records")] if "--out" not in argv else []))
+    assert info.value.code == 2 and match in capsys.readouterr().err
+    assert ran == [] and (tmp_path / "file").read_text() == "keep me"
+    assert cli.main(["--out", str(tmp_path / "records")]) == 0 and ran == [1]  # the same check runs with good arguments

@@ -26,8 +26,59 @@ def test_rollout_log_round_trip_and_grouping(tmp_path):
     assert [z.size for z in norms] == [r.size for r in rewards]
 
 
+def test_whole_number_floats_are_read_as_integers(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 2.0, "prompt_id": 7.0, "rollout": 1.0, "reward": 1, "z_norm": 1, "p_hat": null}\n')
+    (row,) = read_rollout_log(path)
+    assert (row["step"], row["prompt_id"], row["rollout"]) == (2, 7, 1) and isinstance(row["step"], int)
+
+
+def test_a_log_concatenated_with_itself_is_refused(tmp_path):
+    """`cat log log`: every (step, prompt_id, rollout) twice; merged, each group would double."""
+    lines = DEFAULT_OUT.read_text().splitlines()
+    doubled = tmp_path / "doubled.jsonl"
+    doubled.write_text("\n".join(lines + lines) + "\n")
+    first = json.loads(lines[0])
+    key = rf"\(step {first['step']}, prompt_id '{first['prompt_id']}', rollout 0\)"
+    with pytest.raises(ValueError, match=rf"doubled.jsonl:{len(lines) + 1}: duplicate of .*doubled.jsonl:1 {key}"):
+        read_rollout_log(doubled)
+    proc = run_module("stats_tests", str(doubled))
+    assert proc.returncode == 2 and "duplicate of" in proc.stderr and proc.stdout == ""
+
+
+def test_parquet_log_nulls_and_duplicates(tmp_path):
+    import pandas as pd  # with pyarrow, installed by the trainer extra's datasets
+
+    rows = read_rollout_log(DEFAULT_OUT)
+    path = tmp_path / "log.parquet"
+    pd.DataFrame(rows).to_parquet(path)  # p_hat of step 0 is null: pandas reads it back as NaN
+    back = read_rollout_log(path)
+    assert back == rows
+    pd.DataFrame(rows + rows[:1]).to_parquet(path)
+    with pytest.raises(ValueError, match=rf"log.parquet row {len(rows)}: duplicate of .*log.parquet row 0"):
+        read_rollout_log(path)
+
+
+def test_a_huge_norm_gives_finite_p_values_not_nan(tmp_path):
+    """z_norm = 1e160: its square overflows; the variance tests rescale Z by a power of two
+    (exact, W is scale-free), so every p-value is a number in [0, 1]."""
+    rows = read_rollout_log(DEFAULT_OUT)
+    rows[5]["z_norm"] = 1e160
+    out = tmp_path / "result.json"
+    proc = run_module("stats_tests", str(write_rollout_log(tmp_path / "huge.jsonl", rows)), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "nan" not in proc.stdout.lower()
+    for tests in json.loads(out.read_text())["steps"].values():
+        assert all(0.0 <= t["pvalue"] <= 1.0 for t in tests.values())
+
+
 def test_shipped_example_is_the_simulators_output():
     assert read_rollout_log(DEFAULT_OUT) == simulate_rollout_log(np.random.default_rng(0))
+
+
+def _line(**changes) -> str:
+    """A rollout-log line with valid required fields, some of them changed."""
+    return json.dumps({"step": 0, "prompt_id": "a", "rollout": 0, "reward": 1.0, "z_norm": 1.0} | changes)
 
 
 @pytest.mark.parametrize(
@@ -35,7 +86,18 @@ def test_shipped_example_is_the_simulators_output():
     [
         ('{"step": 0, "prompt_id": "a", "rollout": 0, "reward": 1.0}', "missing field"),
         ('{"step": 0, "prompt_id": "a", "rollout": 0, "reward": NaN, "z_norm": 1.0}', "reward must be a finite number"),
-        ('{"step": 0, "prompt_id": "a", "rollout": 0, "reward": 1.0, "z_norm": "x"}', "z_norm must be a finite number"),
+        (_line(z_norm="x"), "z_norm must be a finite number >= 0"),
+        (_line(z_norm=-0.5), r"z_norm must be a finite number >= 0 \(a gradient norm\); got -0.5"),
+        (_line(step=1.5), "step must be an integer >= 0; got 1.5"),
+        (_line(step=-1), "step must be an integer >= 0; got -1"),
+        (_line(step=True), "step must be an integer >= 0; got True"),
+        (_line(rollout=0.5), "rollout must be an integer >= 0; got 0.5"),
+        (_line(prompt_id=2.5), "prompt_id must be a string or an integer; got 2.5"),
+        (_line(reward=float("inf")), "reward must be a finite number; got inf"),
+        (_line(response_length=-3), "response_length must be an integer >= 0; got -3"),
+        (_line(n_allocated=0), "n_allocated must be an integer >= 1; got 0"),
+        (_line(p_hat=1.5), r"p_hat must be null or a probability in \[0, 1\]; got 1.5"),
+        ("[1, 2]", "not a JSON object; got list"),
         ("not json", "not a JSON object"),
     ],
 )

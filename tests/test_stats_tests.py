@@ -107,6 +107,17 @@ def test_invariances(data, random, scale, shift, sign):
         assert test(rewards, affine).pvalue == pytest.approx(base.pvalue, rel=1e-7)  # two-sided: the sign does not matter
 
 
+@pytest.mark.parametrize("scale", [1e160, 1e300, 1e-300])
+def test_variance_tests_stay_finite_at_extreme_scales(scale):
+    """Squares of Z overflow at |Z| ~ 1e154 (and O'Brien's W squares Z^2 again); the tests
+    rescale by a power of two first, so W matches the unit-scale W."""
+    rng = np.random.default_rng(4)
+    norms = rng.lognormal(size=(12, 8))
+    for test in (levene_test, obrien_test):
+        assert test(norms * scale).statistic == pytest.approx(test(norms).statistic, rel=1e-9)
+        assert test(norms * 2.0**-900).statistic == test(norms).statistic  # a power of two: bit for bit
+
+
 def test_small_and_constant_groups_are_excluded_and_counted():
     rng = np.random.default_rng(1)
     rewards = [rng.standard_normal(8), np.ones(8), rng.standard_normal(2), rng.standard_normal(6)]

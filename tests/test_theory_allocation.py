@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from theory.allocation import (
+    MAX_GAIN_SLOTS,
     allocate,
     integer_allocation,
     inverse_accuracy_allocation,
@@ -16,6 +17,7 @@ from theory.allocation import (
     marginal_value,
     per_prompt_objective,
     relaxed_allocation,
+    released_vip_allocation,
     round_allocation,
     success_variance_weights,
     total_objective,
@@ -161,7 +163,11 @@ def test_per_prompt_objective_values():
         ((np.ones(4), 12, 5, 4), r"upper must be >= lower"),
         ((np.ones(4), 11, 3, 8), r"budget must lie in \[B\*lower, B\*upper\] = \[12, 32\]"),
         ((np.ones(4), 33, 3, 8), r"budget must lie in"),
-        ((np.ones(4), 12.5, 3, 8), r"budget must be an integer"),
+        ((np.ones(4), 12.5, 3, 8), r"budget must be a finite integer; got 12.5"),
+        ((np.ones(4), float("nan"), 3, 8), r"budget must be a finite integer; got nan"),
+        ((np.ones(4), np.inf, 3, 8), r"budget must be a finite integer; got inf"),
+        ((np.ones(4), 12, "3", 8), r"lower must be an integer; got '3'"),
+        ((np.ones(4), True, 3, 8), r"budget must be an integer; got True"),
         ((np.array([1.0, -1.0]), 8, 3, 8), r"a must be >= 0"),
         ((np.array([1.0, np.nan]), 8, 3, 8), r"a must be finite"),
         ((np.ones((2, 2)), 12, 3, 8), r"a must be a non-empty 1-D array"),
@@ -211,3 +217,32 @@ def test_baseline_bad_input():
         inverse_variance_allocation([0.5, -1.0], 8, 3, 8)
     with pytest.raises(ValueError, match="budget must lie in"):
         uniform_allocation(4, 100, 3, 8)
+
+
+def test_fixed_width_bounds_do_not_overflow():
+    """uint8 bounds: B*lower = 3*200 overflows uint8 (600 -> 88); the check and the
+    allocation compute in Python ints, so the feasible range and the message are right."""
+    a = np.array([0.5, 0.2, 0.9])
+    with pytest.raises(ValueError, match=r"budget must lie in \[B\*lower, B\*upper\] = \[600, 750\]"):
+        allocate(a, np.uint16(12), np.uint8(200), np.uint8(250), "rloo")
+    for method in ("exact", "paper"):
+        n = allocate(a, np.uint16(700), np.uint8(200), np.uint8(250), "rloo", method)
+        np.testing.assert_array_equal(n, allocate(a, 700, 200, 250, "rloo", method))
+        assert n.sum() == 700 and n.min() >= 200 and n.max() <= 250
+    np.testing.assert_array_equal(uniform_allocation(3, np.uint16(700), np.uint8(200), np.uint8(250)), [234, 233, 233])
+
+
+def test_huge_upper_is_bounded_by_the_budget_or_refused():
+    """Memory grows with B x (n_max - L), n_max = min(U, C - (B-1) L): an upper far above what
+    the budget can give costs nothing more; a problem past MAX_GAIN_SLOTS is refused by name."""
+    a = np.linspace(0.05, 1.0, 200)
+    for method in ("exact", "paper"):
+        huge = allocate(a, 2_000, 3, 10**15, "rloo", method)
+        np.testing.assert_array_equal(huge, allocate(a, 2_000, 3, 2_000 - 199 * 3, "rloo", method))
+    np.testing.assert_array_equal(
+        released_vip_allocation(np.linspace(0.1, 0.9, 200), 2_000, 4, 10**15),
+        released_vip_allocation(np.linspace(0.1, 0.9, 200), 2_000, 4, 2_000 - 199 * 4),
+    )
+    with pytest.raises(ValueError, match=rf"upper: .* exceed the limit of {MAX_GAIN_SLOTS:,}.*upper = {10**15}"):
+        allocate(a, 10**12, 3, 10**15, "rloo")
+    assert allocate(a, 10**12, 3, 10**15, "rloo", "relaxed").sum() == pytest.approx(10**12)  # O(B): not limited

@@ -150,3 +150,31 @@ def test_ou_bound_dominates_the_exact_gaussian_kl():
     assert gaussian_kl([1.0], [[1.0]], [0.0], [[2.0]]) == pytest.approx(0.5 * (0.5 + 0.5 - 1 + math.log(2.0)))
     with pytest.raises(ValueError, match="0 < m <= M"):
         ou_kl_bound(theta_hat, theta0, lam, sigma_g, eps, 2.0, 1.0)
+
+
+@pytest.mark.parametrize("hessian, lowest", [([[1.0, 0.0], [0.0, -0.5]], "-0.5"), ([[1.0, 2.0], [2.0, 1.0]], "-1")])
+def test_ou_stationary_covariance_refuses_an_indefinite_hessian(hessian, lowest):
+    """For an indefinite H the Lyapunov equation still has a solution, but not a covariance."""
+    from scipy import linalg
+
+    from theory.bounds import ou_stationary_covariance
+
+    assert np.linalg.eigvalsh(linalg.solve_continuous_lyapunov(np.asarray(hessian), 0.01 * np.eye(2))).min() < 0
+    with pytest.raises(ValueError, match=rf"hessian must be positive definite .* eigenvalue \(real part\) {lowest}$"):
+        ou_stationary_covariance(hessian, np.eye(2), 0.01)
+
+
+@pytest.mark.parametrize(
+    "sigma_g, eps, match",
+    [
+        ([[1.0, 0.0], [0.0, -1.0]], 0.01, r"sigma_g must be a covariance matrix .* smallest eigenvalue -1"),
+        (np.eye(3), 0.01, r"hessian and sigma_g must be square matrices of one shape"),
+        (np.eye(2), float("nan"), r"eps must be a finite number > 0; got nan"),
+        (np.eye(2), 0.0, r"eps must be a finite number > 0; got 0"),
+    ],
+)
+def test_ou_stationary_covariance_bad_noise_or_step(sigma_g, eps, match):
+    from theory.bounds import ou_stationary_covariance
+
+    with pytest.raises(ValueError, match=match):
+        ou_stationary_covariance(np.eye(2), sigma_g, eps)

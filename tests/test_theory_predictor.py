@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from scipy import special
 
 from theory.predictor import (
+    AMPLIFICATION_LIMIT,
     GPSuccessPredictor,
     LastObservedPredictor,
     MovingAveragePredictor,
@@ -66,12 +67,17 @@ def test_predictions_in_unit_interval_and_order_invariant(seed):
     rewards = [np.where(rng.random(int(rng.integers(2, 9))) < rng.random(), 1.0, -1.0) for _ in idx]
     order = rng.permutation(6)
     exact_gp = lambda emb: GPSuccessPredictor(emb, precision="float64")  # noqa: E731 (float32 sums depend on order)
-    for cls in (exact_gp, MovingAveragePredictor, LastObservedPredictor, RidgePredictor):
+    noisy_gp = lambda emb: GPSuccessPredictor(emb, precision="float64", observation_noise="binomial")  # noqa: E731
+    for cls in (exact_gp, noisy_gp, MovingAveragePredictor, LastObservedPredictor, RidgePredictor):
         one, two = cls(x), cls(x)
         one.update(idx, rewards)
         two.update(idx[order], [rewards[i] for i in order])
         p = one.predict(np.arange(30))
-        assert np.all((p > 0) & (p < 1))
+        if cls is exact_gp:  # noiseless interpolation can overshoot until sigmoid rounds to 0 or 1
+            assert np.all((p >= 0) & (p <= 1))
+            assert np.all((p > 0) & (p < 1)) or one.ill_conditioned_fits == 1  # ... and is then counted
+        else:
+            assert np.all((p > 0) & (p < 1))
         np.testing.assert_allclose(two.predict(np.arange(30)), p, rtol=1e-9)
 
 
@@ -86,6 +92,57 @@ def test_binomial_noise_trusts_small_groups_less():
     paper = GPSuccessPredictor(x, bandwidth=1.0)
     paper.update(np.array([0]), [np.ones(2)])
     assert paper.predict(np.array([0]))[0] == pytest.approx(1 - paper.eps)  # noiseless: next prior = observation
+
+
+def near_duplicate_pair(seed=0, q=1000, d=384, distance=0.03):
+    """q random unit embeddings in d dimensions; prompts 0 and 1 lie ``distance`` apart. A batch
+    of 16 with the pair's outcomes opposite (8 of 8 right, 0 of 8) and 8 random rollouts for the
+    others; returns embeddings, batch, rewards."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((q, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    step = rng.standard_normal(d)
+    step -= (step @ x[0]) * x[0]  # orthogonal to x[0]: after normalising, still ~distance away
+    x[1] = x[0] + distance * step / np.linalg.norm(step)
+    x[1] /= np.linalg.norm(x[1])
+    rewards = [np.ones(8), np.zeros(8)] + [(rng.random(8) < 0.5).astype(float) for _ in range(14)]
+    return x, np.arange(16), rewards
+
+
+@pytest.mark.parametrize("noise", [None, "binomial"])
+def test_a_contradicting_near_duplicate_pair(noise):
+    """Without observation noise (Algorithm 1 as printed) the update interpolates the pair's
+    contradiction exactly, and every other prompt's p_hat swings to 0 or 1 (and stays: the
+    posterior mean is the next prior); the fit is counted as ill-conditioned. With binomial
+    noise the pair's observations average out: the others move by < 0.01 against the same
+    batch without the pair (a twentieth of the standard error, ~0.18, of a rate from 8 rollouts)."""
+    x, batch, rewards = near_duplicate_pair()
+    assert np.linalg.norm(x[0] - x[1]) == pytest.approx(0.03, rel=0.01)
+    others = np.arange(16, len(x))
+    with_pair, without = GPSuccessPredictor(x, observation_noise=noise), GPSuccessPredictor(x, observation_noise=noise)
+    with_pair.update(batch, rewards)
+    without.update(batch[2:], rewards[2:])
+    p, p_ref = with_pair.predict(others), without.predict(others)
+    assert without.ill_conditioned_fits == 0 and without.amplification <= 1.0 + 1e-9 and without.condition_number < 100
+    if noise is None:
+        assert p.min() < 1e-4 and p.max() > 1 - 1e-4 and np.abs(p - p_ref).max() > 0.4
+        assert with_pair.amplification > AMPLIFICATION_LIMIT and with_pair.ill_conditioned_fits == 1
+        assert with_pair.condition_number > 1e4
+        restored = GPSuccessPredictor(x)
+        restored.load_state_dict(with_pair.state_dict())  # a resumed run keeps the record
+        assert restored.ill_conditioned_fits == 1 and restored.amplification == with_pair.amplification
+    else:
+        assert np.abs(p - p_ref).max() < 0.01
+        assert with_pair.amplification < 1 and with_pair.ill_conditioned_fits == 0 and with_pair.condition_number < 100
+
+
+def test_identical_embeddings_without_jitter_are_refused_by_name():
+    x = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    gp = GPSuccessPredictor(x, bandwidth=1.0, jitter=0.0)
+    with pytest.raises(ValueError, match=r"K_BB \+ noise is singular .* use jitter > 0 or observation_noise="):
+        gp.update(np.array([0, 1]), [np.ones(4), np.zeros(4)])
+    np.testing.assert_array_equal(gp.mean, 0.0)  # the failed update changed nothing
+    GPSuccessPredictor(x, bandwidth=1.0).update(np.array([0, 1]), [np.ones(4), np.zeros(4)])  # default jitter: fits
 
 
 def test_softplus_round_trip_and_clipping():

@@ -11,6 +11,7 @@ from theory.variance import group_advantages
 from trainer import rewards
 from trainer.advantages import rollout_advantages, zero_variance_fraction
 from trainer.allocation import RolloutAllocator, hashed_embeddings
+from trainer.config import TrainConfig
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.data import VIP_MATH_TEMPLATE, arithmetic_task, format_prompt, load_examples
 from trainer.logs import JsonlLog, read_jsonl
@@ -143,13 +144,14 @@ def test_hashed_embeddings_are_unit_and_stable():
     assert not x[2].any()
 
 
-@pytest.mark.parametrize("predictor", ["gp", "ridge"])
+@pytest.mark.parametrize("predictor", ["gp_binomial", "gp", "ridge"])
 def test_vip_allocator_gives_more_to_uncertain_prompts_after_learning(predictor):
     texts = [f"problem {i} about {'easy' if i < 4 else 'hard'} things" for i in range(8)]
     alloc = RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed", rng=np.random.default_rng(0), predictor=predictor)
     counts, p_hat = alloc.allocate(np.arange(8))
     assert counts.sum() == 48 and np.all(p_hat == 0.5)
-    alloc.observe(np.arange(8), [np.ones(6)] * 4 + [np.array([1.0, 0, 1, 0, 1, 0])] * 4)
+    for _ in range(2):  # two steps: the binomial-noise GP moves part of the way to each observation
+        alloc.observe(np.arange(8), [np.ones(6)] * 4 + [np.array([1.0, 0, 1, 0, 1, 0])] * 4)
     counts, p_hat = alloc.allocate(np.arange(8))
     assert counts.sum() == 48 and counts[4:].min() > counts[:4].max()
     assert p_hat[:4].min() > p_hat[4:].max()  # the easy prompts are predicted easier
@@ -160,8 +162,30 @@ def test_vip_allocator_gives_more_to_uncertain_prompts_after_learning(predictor)
     np.testing.assert_array_equal(fresh.allocate(np.arange(8))[0], counts)
 
 
+@pytest.mark.parametrize("predictor, near_singular", [("gp_binomial", False), ("gp", True)])
+def test_allocator_metrics_report_the_gp_fit(predictor, near_singular):
+    """Two problems with identical hashed features and opposite outcomes: the paper's noiseless
+    GP (``gp``) factorises a near-singular K_BB (condition ~1/jitter), the default binomial-noise
+    GP a well-conditioned one; metrics() carries the predictor's record into the step's metrics."""
+    texts = ["What is 2 + 3?", "What is 3 + 2?"] + [f"problem {i} about {w}" for i, w in enumerate("abcdef")]
+    alloc = RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed", predictor=predictor)
+    assert alloc.metrics() == {}  # nothing fitted yet
+    alloc.observe(np.arange(8), [np.ones(6), np.zeros(6)] + [np.array([1.0, 0, 1, 0, 1, 0])] * 6)
+    gp = alloc.predictor
+    assert alloc.metrics() == {
+        "predictor/condition_number": gp.condition_number,
+        "predictor/amplification": gp.amplification,
+        "predictor/ill_conditioned_fits": gp.ill_conditioned_fits,
+    }
+    assert (gp.condition_number > 1e5) == near_singular
+    default = RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed")
+    assert default.predictor.observation_noise == "binomial"
+    assert TrainConfig().predictor == "gp_binomial"
+    assert RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed", predictor="ridge").metrics() == {}
+
+
 def test_allocator_rejects_an_unknown_predictor():
-    with pytest.raises(ValueError, match="predictor must be one of gp, ridge; got 'lasso'"):
+    with pytest.raises(ValueError, match="predictor must be one of gp_binomial, gp, ridge; got 'lasso'"):
         RolloutAllocator("vip", ["a", "b"], 8, 3, 5, "rloo", embedding="hashed", predictor="lasso")
 
 

@@ -21,10 +21,16 @@ Conventions chosen here (VIP is silent):
 - prompts with a_q = 0 (p_hat in {0, 1}) have zero gains; they get L unless the budget
   cannot be spent otherwise, in which case the leftover units go to them lowest index first;
 - ties between equal gains are broken by the lower prompt index (any tie-break is optimal);
-- C = B L and C = B U have the single feasible allocation (L, ..., L) / (U, ..., U).
+- C = B L and C = B U have the single feasible allocation (L, ..., L) / (U, ..., U);
+- budget and bounds are taken as Python ints (any integer or whole float type; NaN refused);
+- the integer rules rank B x (n_max - L) marginal gains at once, n_max = min(U, C - (B - 1) L)
+  (no prompt can get more); a problem above MAX_GAIN_SLOTS of them is refused, naming upper
+  (``method="relaxed"`` needs O(B) memory and has no such limit).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy import optimize
@@ -37,6 +43,9 @@ METHODS = ("exact", "paper", "relaxed")
 # "proportional" (g = 1/n), whose relaxed minimiser is n_q proportional to sqrt(a_q) within
 # the box: the normalisation of the App. C.1 heuristics, with a_q = w_q^2.
 _SHAPES = ESTIMATORS + ("proportional",)
+# The integer rules rank B x (n_max - L) marginal gains at once (:func:`_take_largest`), with
+# n_max = min(U, C - (B - 1) L): about 30 bytes each at the peak, so 16M slots is ~0.5 GB.
+MAX_GAIN_SLOTS = 16_000_000
 
 
 # --- inputs ---------------------------------------------------------------------------
@@ -49,8 +58,9 @@ def success_variance_weights(p_hat, sigma_z2=1.0) -> np.ndarray:
     return 4.0 * sigma_z2 * p_hat * (1.0 - p_hat)
 
 
-def check_problem(a, budget, lower, upper) -> np.ndarray:
-    """Validate an allocation problem; return ``a`` as a 1-D float array.
+def check_problem(a, budget, lower, upper) -> tuple[np.ndarray, int, int, int]:
+    """Validate an allocation problem; return ``a`` as a 1-D float array and the budget and
+    bounds as Python ints (so that B L and C - B L cannot overflow a fixed-width integer).
 
     L >= 3 (VIP §5.2: convexity of (6) and exactness of the greedy), L <= U,
     integer budget with B L <= C <= B U, a finite and >= 0.
@@ -58,9 +68,7 @@ def check_problem(a, budget, lower, upper) -> np.ndarray:
     a = _checks.nonnegative("a", a)
     if a.ndim != 1 or a.size == 0:
         raise ValueError(f"a must be a non-empty 1-D array (one weight per prompt); got shape {a.shape}")
-    for name, value in (("budget", budget), ("lower", lower), ("upper", upper)):
-        if isinstance(value, bool) or int(value) != value:
-            raise ValueError(f"{name} must be an integer; got {value!r}")
+    budget, lower, upper = (_integer(name, v) for name, v in (("budget", budget), ("lower", lower), ("upper", upper)))
     if lower < 3:
         raise ValueError(f"lower must be >= 3 (VIP §5.2: the objective is convex only for n >= 3); got {lower}")
     if upper < lower:
@@ -70,7 +78,34 @@ def check_problem(a, budget, lower, upper) -> np.ndarray:
         raise ValueError(
             f"budget must lie in [B*lower, B*upper] = [{b * lower}, {b * upper}] for B = {b} prompts; got {budget}"
         )
-    return a
+    return a, budget, lower, upper
+
+
+def _integer(name: str, value) -> int:
+    """``value`` as a Python int: a finite whole number (integer or float type), not a bool."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0:
+        raise ValueError(f"{name} must be an integer; got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer; got {value!r}") from None
+    if not math.isfinite(number) or number != math.floor(number):
+        raise ValueError(f"{name} must be a finite integer; got {value!r}")
+    return int(value) if isinstance(value, (int, np.integer)) else int(number)
+
+
+def _largest_count(b: int, budget: int, lower: int, upper: int) -> int:
+    """The most rollouts one prompt can get, min(U, C - (B - 1) L) (every other prompt keeps
+    at least L): the integer rules rank marginal gains up to it only. Refuses a problem whose
+    B x (that - L) gains exceed MAX_GAIN_SLOTS (memory grows with B U)."""
+    largest = min(upper, budget - (b - 1) * lower)
+    if b * (largest - lower) > MAX_GAIN_SLOTS:
+        raise ValueError(
+            f"upper: B * (min(upper, budget - (B-1)*lower) - lower) = {b * (largest - lower):,} marginal gains "
+            f"exceed the limit of {MAX_GAIN_SLOTS:,} (memory grows with B * upper); "
+            f"got B = {b}, upper = {upper}, budget = {budget}"
+        )
+    return largest
 
 
 # --- per-prompt objectives ----------------------------------------------------------------
@@ -157,7 +192,7 @@ def relaxed_allocation(a, budget, lower, upper, estimator: str) -> np.ndarray:
     positive-weight prompts are all at U) is split evenly.
     """
     _checks.choice("estimator", estimator, ESTIMATORS)
-    return _relaxed(check_problem(a, budget, lower, upper), budget, lower, upper, estimator)
+    return _relaxed(*check_problem(a, budget, lower, upper), estimator)
 
 
 def _relaxed(a: np.ndarray, budget, lower, upper, estimator: str) -> np.ndarray:
@@ -256,12 +291,12 @@ def _log_gain_scores(a: np.ndarray, lower: int, upper: int, estimator: str) -> n
 def integer_allocation(a, budget, lower, upper, estimator: str) -> np.ndarray:
     """The exact optimum of the integer problem (5) (marginal-gain threshold; see module docstring)."""
     _checks.choice("estimator", estimator, ESTIMATORS)
-    a = check_problem(a, budget, lower, upper)
+    a, budget, lower, upper = check_problem(a, budget, lower, upper)
     start = np.full(a.size, lower, dtype=np.int64)
     if upper == lower:
         return start
-    scores = _log_gain_scores(a, int(lower), int(upper), estimator)
-    return _take_largest(scores, start, int(budget - lower * a.size), int(lower))
+    scores = _log_gain_scores(a, lower, _largest_count(a.size, budget, lower, upper), estimator)
+    return _take_largest(scores, start, budget - lower * a.size, lower)
 
 
 def round_allocation(n_relaxed, a, budget, lower, upper, estimator: str) -> np.ndarray:
@@ -274,21 +309,22 @@ def round_allocation(n_relaxed, a, budget, lower, upper, estimator: str) -> np.n
     Ties go to the lower prompt index, as an argmax over q in order does.
     """
     _checks.choice("estimator", estimator, ESTIMATORS)
-    return _round(n_relaxed, check_problem(a, budget, lower, upper), budget, lower, upper, estimator)
+    return _round(n_relaxed, *check_problem(a, budget, lower, upper), estimator)
 
 
-def _round(n_relaxed, a: np.ndarray, budget, lower, upper, estimator: str) -> np.ndarray:
+def _round(n_relaxed, a: np.ndarray, budget: int, lower: int, upper: int, estimator: str) -> np.ndarray:
     """:func:`round_allocation` for any shape of ``_SHAPES``, on validated input."""
     n_relaxed = _checks.as_float_array("n_relaxed", n_relaxed)
     if n_relaxed.shape != a.shape:
         raise ValueError(f"n_relaxed must have the shape of a {a.shape}; got {n_relaxed.shape}")
     floors = np.clip(np.floor(n_relaxed + 1e-9), lower, upper).astype(np.int64)  # 1e-9: 7.9999999 from the root is 8
-    remaining = int(budget - floors.sum())
+    remaining = budget - int(floors.sum())
     if remaining < 0:
         raise ValueError(f"n_relaxed sums above the budget after flooring ({floors.sum()} > {budget})")
     if upper == lower:
         return floors
-    return _take_largest(_log_gain_scores(a, int(lower), int(upper), estimator), floors, remaining, int(lower))
+    scores = _log_gain_scores(a, lower, _largest_count(a.size, budget, lower, upper), estimator)
+    return _take_largest(scores, floors, remaining, lower)
 
 
 def allocate(a, budget, lower, upper, estimator: str, method: str = "exact") -> np.ndarray:
@@ -308,9 +344,9 @@ def allocate(a, budget, lower, upper, estimator: str, method: str = "exact") -> 
 
 def uniform_allocation(n_prompts: int, budget, lower, upper) -> np.ndarray:
     """floor(C/B) rollouts each; the C mod B left over go to the first prompts (GRPO's default)."""
-    check_problem(np.ones(int(n_prompts)), budget, lower, upper)
-    n = np.full(int(n_prompts), int(budget) // int(n_prompts), dtype=np.int64)
-    n[: int(budget) - n.sum()] += 1
+    _, budget, _, _ = check_problem(np.ones(int(n_prompts)), budget, lower, upper)
+    n = np.full(int(n_prompts), budget // int(n_prompts), dtype=np.int64)
+    n[: budget - int(n.sum())] += 1
     return n
 
 
@@ -321,7 +357,8 @@ def proportional_allocation(weights, budget, lower, upper) -> np.ndarray:
     box-clipped proportional split n_q = clip(tau w_q, L, U) with sum n = C, which is the
     minimiser of sum w_q^2 / n_q, rounded by Algorithm 2 on that same objective.
     """
-    a = check_problem(weights, budget, lower, upper) ** 2
+    w, budget, lower, upper = check_problem(weights, budget, lower, upper)
+    a = w**2
     return _round(_relaxed(a, budget, lower, upper, "proportional"), a, budget, lower, upper, "proportional")
 
 
@@ -398,7 +435,7 @@ def released_relaxed_allocation(p_hat, budget, lower=RELEASED_LOWER, upper=RELEA
     """Step 2 of :func:`released_vip_allocation` before flooring: the real-valued minimiser
     of the released objective sum_q a_q g(n_q) + gamma log(p_hat_q) n_q on the box."""
     a, c = released_terms(p_hat, estimator, gamma)
-    check_problem(a, budget, lower, upper)
+    _, budget, lower, upper = check_problem(a, budget, lower, upper)
     return _relaxed_with_reward(a, c, budget, lower, upper, estimator)
 
 
@@ -459,15 +496,15 @@ def released_vip_allocation(
     _checks.choice("rounding", rounding, ROUNDINGS)
     p = _released_probability(p_hat)
     a, c = released_terms(p, estimator, gamma)
-    check_problem(a, budget, lower, upper)
-    budget, lower, upper = int(budget), int(lower), int(upper)
+    _, budget, lower, upper = check_problem(a, budget, lower, upper)
     if np.all(p == p[0]):
         return uniform_allocation(p.size, budget, lower, upper)
+    largest = _largest_count(p.size, budget, lower, upper)
     if rounding == "exact":
-        scores = a[:, None] * _unit_gains(lower, upper, estimator)[None, :] + c[:, None]
+        scores = a[:, None] * _unit_gains(lower, largest, estimator)[None, :] + c[:, None]
         n = _take_largest(scores, np.full(p.size, lower), budget - lower * p.size, lower)
     else:
         floors = np.floor(_relaxed_with_reward(a, c, budget, lower, upper, estimator)).astype(np.int64)
-        scores = a[:, None] * _shifted_unit_gains(lower, upper)[None, :]
+        scores = a[:, None] * _shifted_unit_gains(lower, largest)[None, :]
         n = _take_largest(scores, floors, budget - int(floors.sum()), lower)
     return _drop_small(n, upper)

@@ -247,8 +247,30 @@ def gaussian_kl(mu_q, cov_q, mu_p, cov_p) -> float:
 
 def ou_stationary_covariance(hessian, sigma_g, eps) -> np.ndarray:
     """Sigma solving H Sigma + Sigma H = eps Sigma_g (§5.2, the OU stationary law), by
-    scipy.linalg.solve_continuous_lyapunov."""
+    scipy.linalg.solve_continuous_lyapunov.
+
+    The law exists only for a stable drift -H: every eigenvalue of H must have a positive
+    real part (H positive definite), else the Lyapunov equation still has a solution but it
+    is no covariance (it can be indefinite). Sigma_g must be a covariance (symmetric, >= 0)
+    and eps > 0.
+    """
     h, g = np.atleast_2d(_checks.as_float_array("hessian", hessian)), np.atleast_2d(_checks.as_float_array("sigma_g", sigma_g))
+    if h.ndim != 2 or h.shape[0] != h.shape[1] or g.shape != h.shape:
+        raise ValueError(f"hessian and sigma_g must be square matrices of one shape; got {h.shape} and {g.shape}")
+    if not (math.isfinite(float(eps)) and float(eps) > 0):
+        raise ValueError(f"eps must be a finite number > 0; got {eps}")
+    lowest = float(np.linalg.eigvals(h).real.min())
+    if lowest <= 0:
+        raise ValueError(
+            "hessian must be positive definite (the OU process has a stationary law only for a stable drift -H); "
+            f"got smallest eigenvalue (real part) {lowest:.4g}"
+        )
+    g_eigs = np.linalg.eigvalsh(g)
+    if not np.allclose(g, g.T) or g_eigs.min() < -1e-12 * max(abs(g_eigs).max(), 1.0):
+        raise ValueError(
+            "sigma_g must be a covariance matrix (symmetric, positive semi-definite); "
+            f"got smallest eigenvalue {g_eigs.min():.4g}"
+        )
     return linalg.solve_continuous_lyapunov(h, float(eps) * g)
 
 

@@ -32,6 +32,15 @@ PRECISIONS = ("float32", "float64")
 # right or all wrong becomes a latent observation of +-6.9, which the noiseless
 # interpolation spreads to its neighbours (see the V9 rows of simulators.predictor).
 EPS = 0.05
+# An update is counted as ill-conditioned when it moves some prompt's latent mean by more than
+# this many times the largest residual |g_obs - m_B| of its batch. With well-conditioned kernel
+# weights each prompt moves by about a weighted average of the residuals (measured: at most 2.2
+# over the noiseless updates of the V9 world, 1.0 with random 384-d embeddings, < 1 with binomial
+# noise). A near-singular K_BB turns a disagreement between close prompts into large opposite
+# weights whose small difference reaches every other prompt: one pair of random 384-d embeddings
+# 0.03 apart with opposite outcomes in a batch of 16 gives 6.2 (condition number 4.7e4) and sends
+# every other prompt's p_hat into [3e-8, 1 - 1e-8] (tests/test_theory_predictor.py).
+AMPLIFICATION_LIMIT = 4.0
 
 
 # --- rewards -> observations ----------------------------------------------------------------
@@ -176,6 +185,12 @@ class GPSuccessPredictor(_Predictor):
     less and also moves the batch's own prior only part of the way to its observation.
     The prior covariance stays the fixed kernel matrix in both cases (Algorithm 1 line 9
     computes Sigma* but never uses it).
+
+    Each update records ``condition_number`` (of the matrix it factorises, K_BB + noise) and
+    ``amplification`` (the largest move of any prompt's latent mean over the largest residual
+    of the batch), and counts in ``ill_conditioned_fits`` the updates whose amplification
+    exceeds AMPLIFICATION_LIMIT: near-duplicate prompts with different outcomes, whose
+    disagreement the noiseless update interpolates exactly, swinging every other prompt's p_hat.
     """
 
     def __init__(
@@ -195,6 +210,9 @@ class GPSuccessPredictor(_Predictor):
         if not self.bandwidth > 0 or not np.isfinite(self.bandwidth):
             raise ValueError(f"bandwidth must be a positive number or 'median'; got {bandwidth!r}")
         self.mean = np.zeros(self.n_prompts)  # m_1 = 0 (§5.1 initialisation)
+        self.condition_number: float | None = None  # of the last update (see the class docstring)
+        self.amplification: float | None = None
+        self.ill_conditioned_fits = 0
         # The (Q x B) cross-kernel block is the step's whole cost; in float32 it is ~10x faster
         # (matrix product and exp) and its entries are accurate to ~1e-7 relative. Rows are
         # stored augmented, [x, -s|x|^2, 1] with s = 1/(2 h^2): see _cross_kernel_times.
@@ -219,23 +237,33 @@ class GPSuccessPredictor(_Predictor):
             n = np.array([len(r) for r in rewards], dtype=float)
             p = np.clip(values, self.eps, 1 - self.eps)
             noise = noise + 1.0 / (n * p * (1 - p))
-        factor = linalg.cho_factor(k_bb + np.diag(noise), lower=True)
-        alpha = linalg.cho_solve(factor, g_obs - self.mean[idx])  # Sigma_BB^-1 (g_obs - m_B), no inverse
+        matrix = k_bb + np.diag(noise)
+        factor = _cholesky(matrix)
+        residual = g_obs - self.mean[idx]
+        alpha = linalg.cho_solve(factor, residual)  # Sigma_BB^-1 (g_obs - m_B), no inverse
         new_mean = self.mean.copy()
         new_mean += self._cross_kernel_times(idx, alpha, chunk)
         # line 11: the batch's next prior is its observation (noiseless) or its posterior mean
         new_mean[idx] = g_obs if self.observation_noise is None else self.mean[idx] + k_bb @ alpha
+        largest = float(np.abs(residual).max())
+        self.condition_number = _condition_number(factor[0], matrix)
+        self.amplification = float(np.abs(new_mean - self.mean).max()) / largest if largest > 0 else 0.0
+        self.ill_conditioned_fits += self.amplification > AMPLIFICATION_LIMIT
         self.mean = new_mean
 
     def state_dict(self) -> dict:
-        """What changes with updates: the prior mean (the kernel is fixed by the embeddings)."""
-        return {"mean": self.mean.copy()}
+        """What changes with updates: the prior mean (the kernel is fixed by the embeddings)
+        and the record of the fits."""
+        fits = {"condition_number": self.condition_number, "amplification": self.amplification}
+        return {"mean": self.mean.copy(), **fits, "ill_conditioned_fits": self.ill_conditioned_fits}
 
     def load_state_dict(self, state: dict) -> None:
         mean = np.asarray(state["mean"], dtype=float)
         if mean.shape != self.mean.shape:
             raise ValueError(f"state['mean'] must have shape {self.mean.shape} (one entry per prompt); got {mean.shape}")
         self.mean = mean.copy()
+        self.condition_number, self.amplification = state.get("condition_number"), state.get("amplification")
+        self.ill_conditioned_fits = int(state.get("ill_conditioned_fits", 0))
 
     def _cross_kernel_times(self, idx: np.ndarray, alpha: np.ndarray, chunk: int) -> np.ndarray:
         """K(X, X_B) alpha for every prompt. The exponent -s ||x - y||^2 (s = 1/(2 h^2)) is one
@@ -258,6 +286,25 @@ class GPSuccessPredictor(_Predictor):
             np.minimum(k, 0.0, out=k)  # the exponent is <= 0 up to rounding
             out[start:stop] = np.exp(k, out=k) @ alpha
         return out
+
+
+def _cholesky(matrix: np.ndarray) -> tuple[np.ndarray, bool]:
+    """scipy's (lower) Cholesky factor of K_BB + noise, or a ValueError naming the remedy."""
+    try:
+        return linalg.cho_factor(matrix, lower=True)
+    except linalg.LinAlgError:
+        raise ValueError(
+            "K_BB + noise is singular (identical embeddings in one batch with jitter = 0?); "
+            "use jitter > 0 or observation_noise='binomial'"
+        ) from None
+
+
+def _condition_number(lower_factor: np.ndarray, matrix: np.ndarray) -> float:
+    """LAPACK's 1-norm estimate of cond(matrix) from its Cholesky factor, in O(B^2):
+    scipy.linalg.lapack.dpocon, as scipy.linalg.solve checks its own solves
+    (scipy/linalg/_basic.py:567-573). Finite: a matrix with a factor has rcond > 0."""
+    rcond, _ = linalg.lapack.dpocon(lower_factor, np.abs(matrix).sum(axis=0).max(), uplo="L")
+    return 1.0 / max(float(rcond), np.finfo(float).tiny)
 
 
 class MovingAveragePredictor(_Predictor):

@@ -10,9 +10,18 @@ p_hat: inverse accuracy weights 1 - p_hat, inverse variance weights 1 / (p_hat (
 ``vip_released`` is the rule of VIP's released code
 (theory.allocation.released_vip_allocation, claim V13): an extra gamma log(p_hat) n term and
 prompts left under 4 rollouts dropped. The predictor learns from each step's rewards
-(binary: 0/1 or +-1) of the prompts that got rollouts. ``predictor="ridge"`` swaps the GP for
-theory.predictor.RidgePredictor (VIP Table 3's "Ridge + allocation" ablation); every rule
-other than uniform then uses the ridge's p_hat.
+(binary: 0/1 or +-1) of the prompts that got rollouts. ``predictor`` names it:
+
+- ``gp_binomial`` (the default): the GP with the binomial observation noise of
+  GPSuccessPredictor (``observation_noise="binomial"``). The paper's noiseless update
+  interpolates the batch exactly, so two near-duplicate prompts with different outcomes can
+  swing every other prompt's p_hat to 0 or 1 (tests/test_theory_predictor.py); the noisy
+  update averages them (and has the lower MAE in the V9 rows);
+- ``gp``: Algorithm 1 as printed (noiseless observations);
+- ``ridge``: theory.predictor.RidgePredictor (VIP Table 3's "Ridge + allocation" ablation).
+
+Every rule other than uniform uses the predictor's p_hat. :meth:`RolloutAllocator.metrics`
+reports the GP's conditioning (theory.predictor.AMPLIFICATION_LIMIT) for the step's metrics.
 
 Features for the GP: sentence-transformers embeddings (VIP §6: all-MiniLM-L6-v2, the ``embed``
 extra) when ``embedding`` is ``sentence_transformers`` or ``auto`` and they are installed;
@@ -34,7 +43,7 @@ from theory import allocation as alloc
 from theory.predictor import GPSuccessPredictor, RidgePredictor
 
 HASHED_DIM = 256
-PREDICTORS = ("gp", "ridge")
+PREDICTORS = ("gp_binomial", "gp", "ridge")
 _TOKENS = re.compile(r"\w+|[^\w\s]")
 
 
@@ -65,7 +74,10 @@ def prompt_features(texts, embedding: str) -> tuple[np.ndarray, str]:
 class RolloutAllocator:
     """Counts n_q with sum = budget and lower <= n_q <= upper for each step's prompts."""
 
-    def __init__(self, mode, texts, budget, lower, upper, advantage, method="exact", embedding="auto", rng=None, predictor="gp"):
+    def __init__(
+        self, mode, texts, budget, lower, upper, advantage, method="exact", embedding="auto", rng=None,
+        predictor="gp_binomial",
+    ):
         if predictor not in PREDICTORS:
             raise ValueError(f"predictor must be one of {', '.join(PREDICTORS)}; got {predictor!r}")
         self.mode, self.budget, self.lower, self.upper, self.method = mode, int(budget), int(lower), int(upper), method
@@ -76,7 +88,9 @@ class RolloutAllocator:
             if predictor == "ridge":
                 self.predictor = RidgePredictor(features)
             else:
-                self.predictor = GPSuccessPredictor(features, rng=rng if rng is not None else np.random.default_rng(0))
+                noise = "binomial" if predictor == "gp_binomial" else None
+                rng = rng if rng is not None else np.random.default_rng(0)
+                self.predictor = GPSuccessPredictor(features, observation_noise=noise, rng=rng)
         self.seconds = 0.0  # time spent predicting, allocating and updating in the last step
 
     def allocate(self, indices) -> tuple[np.ndarray, np.ndarray | None]:
@@ -107,6 +121,15 @@ class RolloutAllocator:
             start = time.perf_counter()
             self.predictor.update(indices, rewards)
             self.seconds += time.perf_counter() - start
+
+    def metrics(self) -> dict:
+        """The GP's last condition number and amplification and its count of ill-conditioned
+        updates so far (theory.predictor.GPSuccessPredictor); empty before the first update and
+        without a GP."""
+        if getattr(self.predictor, "condition_number", None) is None:
+            return {}
+        names = ("condition_number", "amplification", "ill_conditioned_fits")
+        return {f"predictor/{name}": getattr(self.predictor, name) for name in names}
 
     def state_dict(self) -> dict:
         return {} if self.predictor is None else self.predictor.state_dict()

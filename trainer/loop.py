@@ -380,6 +380,7 @@ class Trainer:
         metrics |= {f"time/{k}": v for k, v in seconds.items()}
         metrics["time/allocation"] = self.allocator.seconds
         metrics["time/allocation_fraction"] = self.allocator.seconds / seconds["total"]
+        metrics |= self.allocator.metrics()
         if tau is not None:
             metrics["kl/tau"] = float(tau)
         return metrics
