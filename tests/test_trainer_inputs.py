@@ -1,6 +1,6 @@
 """The trainer's inputs refused before (or, for model output, at) the step that would use them:
-dataset rows, reward callables (timeout, failure on one completion, non-binary values where the
-allocation needs 0/1) and prompts too long for the model's context."""
+dataset rows and reward callables (timeout, failure on one completion, non-binary values where
+the allocation needs 0/1)."""
 
 import json
 import signal
@@ -9,10 +9,8 @@ import time
 import pytest
 
 from tests.conftest import ROOT
-from trainer.context import check_context, model_context
 from trainer.data import load_examples
 from trainer.deadline import Expired, call_with_deadline
-from trainer.models import tiny_model, tiny_tokenizer
 from trainer.rewards import checked_rewards
 from trainer.run import main
 
@@ -148,33 +146,3 @@ def test_vip_with_a_non_binary_reward_is_refused_at_the_pre_flight(tmp_path, cap
 def test_a_hanging_reward_is_refused_at_the_pre_flight(tmp_path, capsys):
     err = _refused(tmp_path, capsys, "reward=tests.test_trainer_inputs:sleepy", "reward_timeout_s=0.5")
     assert "sleepy did not return within reward_timeout_s = 0.5 s" in err
-
-
-# --- prompt lengths against the context ----------------------------------------------------------
-
-
-def test_check_context_names_rows_lengths_and_the_context():
-    check_context([10, 20], 100, 120)  # fits exactly
-    check_context({3: 10**6}, 100, None)  # no stated context: nothing to check
-    with pytest.raises(ValueError, match=r"1 prompt\(s\) do not fit the model context of 120 tokens with max_new_tokens = 100 "
-                                         r"\(at most 20 prompt tokens\): row 1: 21 tokens"):
-        check_context([10, 21], 100, 120)
-    with pytest.raises(ValueError, match=r"vllm_max_model_len of 50 .*row 7: 60 tokens, row 9: 70 tokens"):
-        check_context({7: 60, 8: 5, 9: 70}, 1, 50, "vllm_max_model_len")
-    with pytest.raises(ValueError, match="max_new_tokens = 4096 leaves no room for a prompt in the model context of 4096"):
-        check_context([1], 4096, 4096)
-
-
-def test_model_context_from_the_config_or_a_stated_tokenizer_limit():
-    tokenizer = tiny_tokenizer()
-    assert model_context(tiny_model("qwen2", len(tokenizer)), tokenizer) == 256  # config.max_position_embeddings
-    assert model_context(object(), tokenizer) is None  # the tokenizer states no limit (VERY_LARGE_INTEGER)
-    tokenizer.model_max_length = 512
-    assert model_context(object(), tokenizer) == 512
-
-
-def test_a_100k_character_prompt_is_refused_before_generating(tmp_path, capsys):
-    rows = _sums()
-    rows[3]["prompt"] = "1" * 100_000
-    err = _refused(tmp_path, capsys, f"dataset={_jsonl(tmp_path / 'd.jsonl', rows)}")
-    assert "do not fit the model context of 256 tokens with max_new_tokens = 2 (at most 254 prompt tokens): row 3: 100000 tokens" in err

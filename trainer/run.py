@@ -5,8 +5,7 @@ Builds a run from a config and trains it. Every check that can fail does so befo
 step: the config (types, ranges, names, budget feasibility, L >= 3 with VIP), the tokenizer, the
 dataset (not empty, no null or empty prompt or answer, enough prompts for a step), the reward
 function (called on a few of the dataset's own answers and on a wrong one: one finite number per
-completion within reward_timeout_s, 0 or 1 when the allocation learns success rates) and the
-prompts' token lengths plus max_new_tokens against the model's context (trainer.context).
+completion within reward_timeout_s, 0 or 1 when the allocation learns success rates).
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ if __package__ in (None, ""):  # run as a script: make the repository's packages
 
 from trainer import distributed  # noqa: E402
 from trainer.config import TrainConfig, load_config  # noqa: E402
-from trainer.context import check_prompts_fit  # noqa: E402
 from trainer.data import load_examples  # noqa: E402
 from trainer.distributed import World  # noqa: E402
 from trainer.loop import Trainer  # noqa: E402
@@ -56,7 +54,6 @@ def build_trainer(config: TrainConfig, world: World = World()) -> Trainer:
     device = world.device if world.size > 1 else resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     policy = load_policy(config.model, device, dtype, len(tokenizer), config.seed)
-    check_prompts_fit(examples, tokenizer, policy, config)
     reference = None
     if config.kl_coef > 0:
         reference = load_policy(config.ref_model or config.model, device, inference_dtype(device), len(tokenizer), config.seed).eval().requires_grad_(False)
