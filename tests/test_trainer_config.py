@@ -105,7 +105,10 @@ def test_yaml_1_1_exponent_without_a_dot_is_a_float(tmp_path):
     assert (config.learning_rate, config.kl_coef) == (1e-3, 0.02)
 
 
-@pytest.mark.parametrize("text, value", [("steps: 3.0", 3), ("steps: '3'", 3), ("steps: 3e0", 3), ("max_prompts: null", None), ("budget: ~", None)])
+@pytest.mark.parametrize(
+    "text, value",
+    [("steps: 3.0", 3), ("steps: '3'", 3), ("steps: 3e0", 3), ("max_prompts: null", None), ("budget: ~", None)],
+)
 def test_yaml_integral_values_and_nulls_are_accepted(tmp_path, text, value):
     field = text.split(":")[0]
     assert getattr(load_config(_yaml(tmp_path, text)), field) == value
@@ -168,6 +171,7 @@ def test_python_arguments_take_the_same_path():
 
 def test_empty_output_dir_writes_nothing_into_the_current_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["--config", str(ROOT / "trainer" / "configs" / "tiny_cpu.yaml"), "--set", "output_dir=", "--set", "steps=1"]) == 2
+    tiny = str(ROOT / "trainer" / "configs" / "tiny_cpu.yaml")
+    assert main(["--config", tiny, "--set", "output_dir=", "--set", "steps=1"]) == 2
     assert "output_dir must be a non-empty string" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -48,7 +48,10 @@ def _refused(tmp_path, capsys, *overrides):
         ({"prompt": "", "answer": "2"}, r"row 1: the prompt \('prompt'\) is empty"),
         ({"prompt": "  \n", "answer": "2"}, r"row 1: the prompt \('prompt'\) is empty"),
         ({"prompt": "1+1=", "answer": ""}, r"row 1: the answer \('answer'\) is empty"),
-        ({"prompt": [{"role": "user", "content": None}], "answer": "2"}, r"row 1: the last user message of 'prompt' is null"),
+        (
+            {"prompt": [{"role": "user", "content": None}], "answer": "2"},
+            "row 1: the last user message of 'prompt' is null",
+        ),
     ],
 )
 def test_null_missing_or_empty_prompt_or_answer_is_refused_with_its_row(tmp_path, bad_row, message):
@@ -95,7 +98,8 @@ def partial_credit(prompts, completions, answers):
 def test_a_hanging_reward_times_out_naming_the_reward_and_the_limit(fn):
     handler = signal.getsignal(signal.SIGINT)
     start = time.perf_counter()
-    with pytest.raises(TimeoutError, match=f"reward function {fn.__name__} did not return within reward_timeout_s = 0.3 s"):
+    message = f"reward function {fn.__name__} did not return within reward_timeout_s = 0.3 s"
+    with pytest.raises(TimeoutError, match=message):
         checked_rewards(fn, ["q"], ["c"], ["a"], timeout_s=0.3)
     assert time.perf_counter() - start < 5
     assert signal.getsignal(signal.SIGINT) is handler
@@ -125,14 +129,16 @@ def test_ctrl_c_during_a_reward_is_still_a_keyboard_interrupt():
 
 def test_a_reward_failing_on_one_completion_names_it_and_its_row():
     completions = ["Answer: 3", "Answer: 4", "Answer: four", "Answer: 7"]
-    with pytest.raises(ValueError, match=r"picky failed on completion 2 \(dataset row 12\) with answer '4': 'Answer: four': ValueError"):
+    message = r"picky failed on completion 2 \(dataset row 12\) with answer '4': 'Answer: four': ValueError"
+    with pytest.raises(ValueError, match=message):
         checked_rewards(picky, ["q"] * 4, completions, ["3", "4", "4", "7"], rows=[10, 11, 12, 13])
 
 
 def test_non_binary_rewards_are_refused_only_where_binary_is_needed():
     args = (partial_credit, ["q", "q"], ["Answer: 2", "no idea"], ["2", "2"])
     assert checked_rewards(*args) == [1.0, 0.5]
-    with pytest.raises(ValueError, match=r"returned 0.5 for completion 1 with answer '2': 'no idea': .*needs rewards of 0 or 1"):
+    message = r"returned 0.5 for completion 1 with answer '2': 'no idea': .*rewards must be 0 or 1"
+    with pytest.raises(ValueError, match=message):
         checked_rewards(*args, binary=True)
 
 
@@ -140,7 +146,7 @@ def test_vip_with_a_non_binary_reward_is_refused_at_the_pre_flight(tmp_path, cap
     data = f"dataset={_jsonl(tmp_path / 'd.jsonl', _sums())}"
     reward = "reward=tests.test_trainer_inputs:partial_credit"
     err = _refused(tmp_path, capsys, data, reward, "allocation=vip")
-    assert "partial_credit returned 0.5 for completion 1 (dataset row 0)" in err and "needs rewards of 0 or 1" in err
+    assert "partial_credit returned 0.5 for completion 1 (dataset row 0)" in err and "rewards must be 0 or 1" in err
 
 
 def test_a_hanging_reward_is_refused_at_the_pre_flight(tmp_path, capsys):

@@ -183,7 +183,8 @@ def ctpo_objective(
     power: float = CTPO_CLIP[2],
     log_ratio_cap: float = CTPO_LOG_RATIO_CAP,
 ) -> float:
-    """J_CTPO = mean_i 1/|o_i| sum_t min(rho_it^cum A_i, clip(rho_it^cum, e^(-eps_low t^p), e^(eps_high t^p)) A_i) (§3.3).
+    """J_CTPO = mean_i 1/|o_i| sum_t min(rho_it^cum A_i, clip(rho_it^cum, e^(-eps_low t^p), e^(eps_high t^p)) A_i)
+    (§3.3).
 
     rho_t^cum is e^(min(log rho_t^cum, log_ratio_cap)): log rho_t^cum sums thousands of token
     log ratios on long responses, and its exponential overflows (float64 past 709, float32 past
@@ -201,7 +202,14 @@ def ctpo_objective(
 
 
 def _ctpo_terms(
-    logp_new, logp_old, mask, advantages, eps_low=CTPO_CLIP[0], eps_high=CTPO_CLIP[1], power=CTPO_CLIP[2], log_ratio_cap=CTPO_LOG_RATIO_CAP
+    logp_new,
+    logp_old,
+    mask,
+    advantages,
+    eps_low=CTPO_CLIP[0],
+    eps_high=CTPO_CLIP[1],
+    power=CTPO_CLIP[2],
+    log_ratio_cap=CTPO_LOG_RATIO_CAP,
 ):
     if not log_ratio_cap >= 0:
         raise ValueError(f"log_ratio_cap must be >= 0 (inf: no cap); got {log_ratio_cap}")

@@ -56,9 +56,9 @@ def call_with_deadline(fn, seconds: float):
     timer = threading.Timer(seconds, fire)
     timer.daemon = True
     signal.signal(signal.SIGINT, on_sigint)
-    timer.start()
     try:
         try:
+            timer.start()  # inside the try: the watchdog may fire before the next line runs
             return fn()
         finally:
             with lock:

@@ -121,7 +121,9 @@ def scaled(values, convention: str) -> list[float]:
     return list(values) if convention == "binary" else [2.0 * v - 1.0 for v in values]
 
 
-def checked_rewards(fn, prompts, completions, answers, *, timeout_s: float = REWARD_TIMEOUT_S, rows=None, binary=False) -> list[float]:
+def checked_rewards(
+    fn, prompts, completions, answers, *, timeout_s: float = REWARD_TIMEOUT_S, rows=None, binary: bool = False
+) -> list[float]:
     """``fn``'s rewards, refused unless ``fn`` returns within ``timeout_s`` seconds one finite
     number per completion, each 0 or 1 when ``binary``. ``rows[i]`` is completion i's dataset row,
     named in the errors with the completion's text."""
@@ -129,7 +131,9 @@ def checked_rewards(fn, prompts, completions, answers, *, timeout_s: float = REW
     try:
         values = call_with_deadline(lambda: fn(prompts, completions, answers), timeout_s)
     except Expired:
-        raise TimeoutError(f"reward function {name} did not return within reward_timeout_s = {timeout_s:g} s ({len(completions)} completions)") from None
+        limit = f"reward_timeout_s = {timeout_s:g} s"
+        calls = f"{len(completions)} completions"
+        raise TimeoutError(f"reward function {name} did not return within {limit} ({calls})") from None
     except Exception as exc:  # a user's callable: say which one failed and on what, keep the cause
         i = _first_failing(fn, prompts, completions, answers, timeout_s)
         where = "(prompts, completions, answers)" if i is None else _completion(i, completions, answers, rows)
@@ -145,7 +149,8 @@ def checked_rewards(fn, prompts, completions, answers, *, timeout_s: float = REW
     for i, v in enumerate(values):
         problem = _bad_reward(v, binary)
         if problem:
-            raise ValueError(f"reward function {name} returned {v!r:.50} for {_completion(i, completions, answers, rows)}: {problem}")
+            where = _completion(i, completions, answers, rows)
+            raise ValueError(f"reward function {name} returned {v!r:.50} for {where}: {problem}")
     return [float(v) for v in values]
 
 
@@ -158,7 +163,7 @@ def _bad_reward(value, binary: bool) -> str | None:
     if not math.isfinite(number):
         return "rewards must be finite"
     if binary and number not in (0.0, 1.0):
-        return "this allocation learns success rates and needs rewards of 0 or 1 (reward_convention=signed maps them to -1/+1)"
+        return "this allocation learns success rates: rewards must be 0 or 1 (signed maps them to +-1)"
     return None
 
 
