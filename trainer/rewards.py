@@ -138,12 +138,13 @@ def checked_rewards(
         i = _first_failing(fn, prompts, completions, answers, timeout_s)
         where = "(prompts, completions, answers)" if i is None else _completion(i, completions, answers, rows)
         raise ValueError(f"reward function {name} failed on {where}: {type(exc).__name__}: {exc}") from exc
+    returned = values
     try:
-        values = list(values) if not isinstance(values, (str, bytes)) else values
-    except TypeError:
-        pass
-    if not isinstance(values, list):
-        raise ValueError(f"reward function {name} must return a list of numbers; got {values!r:.200}")
+        values = None if isinstance(returned, (str, bytes)) else list(returned)
+    except TypeError:  # not iterable
+        values = None
+    if values is None:
+        raise ValueError(f"reward function {name} must return a list of numbers; got {returned!r:.200}")
     if len(values) != len(completions):
         raise ValueError(f"reward function {name} returned {len(values)} rewards for {len(completions)} completions")
     for i, v in enumerate(values):
