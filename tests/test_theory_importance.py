@@ -134,3 +134,50 @@ def test_variance_formulas():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# --- CTPO on long responses: the cap on log rho_t^cum --------------------------------------------
+
+
+def _drifting(b=4, t=400, drift=2.5, seed=0):
+    """Rows whose log rho_t^cum walks to about +-drift * t (up to 1000 here) and mixed advantages."""
+    rng = np.random.default_rng(seed)
+    old = rng.normal(-1.5, 0.5, (b, t))
+    signs = np.array([1.0, -1.0, 1.0, -1.0])[:b, None]
+    new = old + signs * drift + 0.3 * rng.standard_normal((b, t))
+    return new, old, np.ones((b, t), dtype=bool), np.array([1.0, 1.0, -1.0, -1.0])[:b]
+
+
+def test_ctpo_is_finite_with_finite_gradients_for_cumulative_log_ratios_in_the_thousands():
+    new, old, mask, adv = _drifting()
+    assert np.abs(log_cumulative_ratio(new, old, mask)).max() > 900
+    assert np.isfinite(ctpo_objective(new, old, mask, adv))
+    assert np.all(np.isfinite(objective_gradient("ctpo", new, old, mask, adv)))
+
+
+def test_uncapped_ctpo_overflows_on_long_responses():
+    """Negative control: without the cap, e^(log rho) is inf past 709 and the gradient is NaN."""
+    new, old, mask, adv = _drifting()
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert not np.isfinite(ctpo_objective(new, old, mask, adv, log_ratio_cap=np.inf))
+        assert np.isnan(objective_gradient("ctpo", new, old, mask, adv, log_ratio_cap=np.inf)).any()
+
+
+def test_ctpo_cap_changes_nothing_where_the_clip_binds_or_the_ratio_is_below_the_cap():
+    """A > 0 with ratios up to e^600 (the clip binds above: float64 holds the uncapped form), and any A
+    with log rho_t^cum <= 30: capped and uncapped objectives and gradients are equal."""
+    new, old, mask, _ = _drifting(b=2, t=240)
+    adv = np.array([1.0, 2.0])
+    assert log_cumulative_ratio(new, old, mask).max() > 500
+    for a, rows in ((adv, slice(None)), (np.array([-1.0]), slice(1, 2))):
+        args = (new[rows], old[rows], mask[rows], a)
+        assert ctpo_objective(*args) == ctpo_objective(*args, log_ratio_cap=np.inf)
+        uncapped = objective_gradient("ctpo", *args, log_ratio_cap=np.inf)
+        np.testing.assert_array_equal(objective_gradient("ctpo", *args), uncapped)
+    small = (old[:, :12] + 2.0, old[:, :12], mask[:, :12], np.array([-1.0, 1.0]))  # log rho_t^cum = 2t <= 24
+    assert ctpo_objective(*small) == ctpo_objective(*small, log_ratio_cap=np.inf)
+
+
+def test_ctpo_cap_is_refused_when_negative():
+    with pytest.raises(ValueError, match="log_ratio_cap must be >= 0"):
+        ctpo_objective(np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2), bool), [1.0], log_ratio_cap=-1.0)

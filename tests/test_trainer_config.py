@@ -45,7 +45,7 @@ def test_saved_config_round_trips(tmp_path):
         (["max_rollouts=3"], r"max_rollouts \(U\) must be >= min_rollouts"),
         (["temperature=0"], "temperature must be > 0"),
         (["kl_delta=1"], r"kl_delta must lie in \(0, 1\)"),
-        (["steps=two"], "--set steps: expected int"),
+        (["steps=two"], "--set steps must be an integer; got 'two'"),
         (["lossy=1"], "--set lossy: unknown config field"),
         (["reward=nonsense"], "reward must be one of"),
     ],
@@ -85,3 +85,93 @@ def test_empty_dataset_is_refused(tmp_path, capsys):
     args = ["--config", str(ROOT / "trainer" / "configs" / "tiny_cpu.yaml"), "--set", f"output_dir={tmp_path}", "--set", f"dataset={empty}"]
     assert main(args) == 2
     assert "holds no examples" in capsys.readouterr().err
+
+
+# --- one coercion path by declared type: YAML values, --set strings and Python arguments ---------
+
+
+def _yaml(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_1_1_exponent_without_a_dot_is_a_float(tmp_path):
+    """PyYAML reads 1e-3 as a string (YAML 1.1); the float field takes it as the number."""
+    import yaml
+
+    assert yaml.safe_load("learning_rate: 1e-3")["learning_rate"] == "1e-3"
+    config = load_config(_yaml(tmp_path, "learning_rate: 1e-3\nkl_coef: 2e-2\n"))
+    assert (config.learning_rate, config.kl_coef) == (1e-3, 0.02)
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("steps: 3.0", 3), ("steps: '3'", 3), ("steps: 3e0", 3), ("max_prompts: null", None), ("budget: ~", None)],
+)
+def test_yaml_integral_values_and_nulls_are_accepted(tmp_path, text, value):
+    field = text.split(":")[0]
+    assert getattr(load_config(_yaml(tmp_path, text)), field) == value
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("steps: 2.7", "steps must be an integer; got 2.7"),
+        ("steps: 2.5e0", "steps must be an integer; got '2.5e0'"),
+        ("steps: true", "steps must be an integer; got True"),
+        ("steps: null", "steps must be an integer; got null"),
+        ("kl_coef: .nan", "kl_coef must be a finite number; got nan"),
+        ("learning_rate: .inf", "learning_rate must be a finite number; got inf"),
+        ("log_z_norm: 2", "log_z_norm must be true or false; got 2"),
+        ("output_dir: ''", "output_dir must be a non-empty string; got ''"),
+        ("model: 123", "model must be a non-empty string; got 123 .int: quote it in YAML"),
+        ("dataset: null", "dataset must be a non-empty string; got null"),
+    ],
+)
+def test_yaml_values_of_the_wrong_type_are_refused_naming_file_and_field(tmp_path, text, message):
+    path = _yaml(tmp_path, text)
+    with pytest.raises(ValueError, match=f"{path}: {message}"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("steps=2.5e0", "--set steps must be an integer; got '2.5e0'"),
+        ("steps=2.7", "--set steps must be an integer; got '2.7'"),
+        ("kl_coef=nan", "--set kl_coef must be a finite number; got 'nan'"),
+        ("clip_high=inf", "--set clip_high must be a finite number; got 'inf'"),
+        ("output_dir=", "--set output_dir must be a non-empty string; got ''"),
+        ("output_dir=  ", "--set output_dir must be a non-empty string"),
+        ("log_z_norm=2", "--set log_z_norm must be true or false; got '2'"),
+        ("seed=-1", "seed must be an integer >= 0; got -1"),
+        ("reward_timeout_s=0", "reward_timeout_s must be > 0; got 0.0"),
+        ("max_prompts=0", "max_prompts must be an integer >= 1; got 0"),
+        ("vllm_max_model_len=-5", "vllm_max_model_len must be an integer >= 1; got -5"),
+    ],
+)
+def test_set_values_of_the_wrong_type_or_range_are_refused(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
+
+
+def test_set_integral_exponent_is_an_integer():
+    assert load_config(None, ["steps=3e0"]).steps == 3
+    assert load_config(None, ["steps=12345678901234567891"]).steps == 12345678901234567891  # exact, not via float
+
+
+def test_python_arguments_take_the_same_path():
+    assert TrainConfig(learning_rate="1e-3", steps=4.0, log_z_norm="yes").learning_rate == 1e-3
+    with pytest.raises(ValueError, match="steps must be an integer; got 2.7"):
+        TrainConfig(steps=2.7)
+    with pytest.raises(ValueError, match="kl_coef must be a finite number; got nan"):
+        TrainConfig(kl_coef=float("nan"))
+
+
+def test_empty_output_dir_writes_nothing_into_the_current_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    tiny = str(ROOT / "trainer" / "configs" / "tiny_cpu.yaml")
+    assert main(["--config", tiny, "--set", "output_dir=", "--set", "steps=1"]) == 2
+    assert "output_dir must be a non-empty string" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

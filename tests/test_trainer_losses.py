@@ -98,3 +98,50 @@ def test_kl_estimators_and_clip():
     assert (kl_penalty(l, "k3", None) >= 0).all()
     with pytest.raises(ValueError, match="kl_estimator must be one of"):
         kl_penalty(l, "k4", None)
+
+
+# --- CTPO on long responses ------------------------------------------------------------------------
+
+
+def _issue_example(cap):
+    """policy_loss('ctpo', zeros(1, 100), full(-1.0), ..., A) in float32: log rho_t^cum = t reaches 100."""
+    logp = torch.zeros(1, 100, requires_grad=True)
+    m = torch.ones(1, 100, dtype=torch.bool)
+    w = aggregation_weights(m, "token_mean", 100)
+    clip = ClipSpec(*CTPO_CLIP, log_ratio_cap=cap)
+    return logp, lambda a: policy_loss("ctpo", logp, torch.full((1, 100), -1.0), m, torch.tensor([a]), w, clip, 1)
+
+
+@pytest.mark.parametrize("advantage", [1.0, -1.0])
+def test_ctpo_float32_loss_and_gradients_are_finite_past_exp_overflow(advantage):
+    logp, loss_of = _issue_example(ClipSpec(*CTPO_CLIP).log_ratio_cap)
+    loss = loss_of(advantage)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
+    # A > 0: rho_t^cum = e^t is above every bound e^(0.05 sqrt(t)), all clipped; A < 0: tokens up to the cap count
+    assert bool((logp.grad[0, :30] != 0).all()) == (advantage < 0) and bool((logp.grad[0, 30:] == 0).all())
+
+
+def test_uncapped_ctpo_float32_gradients_are_nan():
+    """Negative control: exp of the cumulative log ratio overflows past 88 and the gradient is NaN."""
+    logp, loss_of = _issue_example(float("inf"))
+    loss_of(1.0).backward()
+    assert torch.isnan(logp.grad).any()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ctpo_matches_theory_on_cumulative_log_ratios_up_to_1000(seed):
+    rng = np.random.default_rng(seed)
+    b, t = 6, 400
+    lengths = rng.integers(t // 2, t + 1, size=b)
+    mask = np.arange(t)[None, :] < lengths[:, None]
+    old = np.log(rng.uniform(0.05, 1.0, size=(b, t)))
+    new = old + rng.choice([-2.5, 2.5], size=(b, 1)) + 0.3 * rng.standard_normal((b, t))
+    adv = rng.standard_normal(b)
+    assert np.abs(importance.log_cumulative_ratio(new, old, mask)).max() > 500
+    value, grad = _torch_loss("ctpo", new, old, mask, adv)
+    clip = _theory_clip("ctpo")
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    assert value == pytest.approx(-importance.ctpo_objective(new, old, mask, adv, **clip), rel=1e-12, abs=1e-12)
+    expected = importance.objective_gradient("ctpo", new, old, mask, adv, **clip)
+    np.testing.assert_allclose(grad, -expected * mask, rtol=1e-10, atol=1e-12)

@@ -48,7 +48,15 @@ def test_built_in_rewards_and_convention():
     assert rewards.get_reward("boxed")(["q"], [r"\boxed{0.5}"], ["1/2"]) == [0.0]  # string/number match only
 
 
-@pytest.mark.parametrize("bad, message", [(lambda p, c, a: [1.0], "returned 1 rewards for 2 completions"), (lambda p, c, a: [1.0, math.nan], "NaN"), (lambda p, c, a: ["x", 1], "must return numbers")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda p, c, a: [1.0], "returned 1 rewards for 2 completions"),
+        (lambda p, c, a: [1.0, math.nan], "returned nan for completion 1 .*must be finite"),
+        (lambda p, c, a: ["x", 1], "returned 'x' for completion 0 .*must be numbers"),
+        (lambda p, c, a: "10", "must return a list of numbers"),
+    ],
+)
 def test_checked_rewards_refuses(bad, message):
     with pytest.raises(ValueError, match=message):
         rewards.checked_rewards(bad, ["a", "b"], ["1", "2"], ["1", "2"])

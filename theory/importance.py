@@ -20,6 +20,11 @@ from theory import _checks
 CTPO_CLIP = (0.025, 0.05, 0.5)
 GRPO_CLIP = (0.2, 0.2)
 GSPO_CLIP = (3e-4, 4e-4)
+# The cap on log rho_t^cum before exponentiating in CTPO's objective (see ctpo_objective):
+# e^30 ~ 1.1e13, so a term rho A, its gradient and their squares (a gradient norm) stay finite in
+# float32 (max 3.4e38) for |A| up to 1e5; CTPO's default upper bound e^(0.05 sqrt(t)) stays below
+# e^30 for t < 360,000 tokens.
+CTPO_LOG_RATIO_CAP = 30.0
 
 
 def _log_ratios(logp_new, logp_old, mask) -> tuple[np.ndarray, np.ndarray]:
@@ -169,21 +174,53 @@ def _gspo_terms(logp_new, logp_old, mask, advantages, eps_low=GSPO_CLIP[0], eps_
 
 
 def ctpo_objective(
-    logp_new, logp_old, mask, advantages, eps_low: float = CTPO_CLIP[0], eps_high: float = CTPO_CLIP[1], power: float = CTPO_CLIP[2]
+    logp_new,
+    logp_old,
+    mask,
+    advantages,
+    eps_low: float = CTPO_CLIP[0],
+    eps_high: float = CTPO_CLIP[1],
+    power: float = CTPO_CLIP[2],
+    log_ratio_cap: float = CTPO_LOG_RATIO_CAP,
 ) -> float:
-    """J_CTPO = mean_i 1/|o_i| sum_t min(rho_it^cum A_i, clip(rho_it^cum, e^(-eps_low t^p), e^(eps_high t^p)) A_i) (§3.3)."""
-    return float(_ctpo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high, power)[0])
+    """J_CTPO = mean_i 1/|o_i| sum_t min(rho_it^cum A_i, clip(rho_it^cum, e^(-eps_low t^p), e^(eps_high t^p)) A_i)
+    (§3.3).
+
+    rho_t^cum is e^(min(log rho_t^cum, log_ratio_cap)): log rho_t^cum sums thousands of token
+    log ratios on long responses, and its exponential overflows (float64 past 709, float32 past
+    88), which turns the value into inf or NaN and the gradient into NaN (inf times a zero
+    derivative of the clip). The cap leaves the objective and its gradient exactly unchanged
+    wherever log rho_t^cum <= cap, and wherever the clip binds from above (A > 0 and
+    rho_t^cum > e^(eps_high t^p), with that bound below e^cap: the term is the constant bound
+    times A, and the capped ratio still exceeds the bound). It acts only on the un-clipped side
+    beyond e^cap, where the term is held at e^cap A with zero gradient: a negative advantage on a
+    prefix made more than e^cap times likelier, or a bound above e^cap. Small ratios need no
+    cap: e^(log rho) underflows to 0 with a zero gradient. ``log_ratio_cap = inf`` is the
+    uncapped form.
+    """
+    return float(_ctpo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high, power, log_ratio_cap)[0])
 
 
-def _ctpo_terms(logp_new, logp_old, mask, advantages, eps_low=CTPO_CLIP[0], eps_high=CTPO_CLIP[1], power=CTPO_CLIP[2]):
+def _ctpo_terms(
+    logp_new,
+    logp_old,
+    mask,
+    advantages,
+    eps_low=CTPO_CLIP[0],
+    eps_high=CTPO_CLIP[1],
+    power=CTPO_CLIP[2],
+    log_ratio_cap=CTPO_LOG_RATIO_CAP,
+):
+    if not log_ratio_cap >= 0:
+        raise ValueError(f"log_ratio_cap must be >= 0 (inf: no cap); got {log_ratio_cap}")
     log_rho = log_cumulative_ratio(logp_new, logp_old, mask)
     mask = np.asarray(mask, dtype=bool)
     adv = _advantages(advantages, log_rho.shape[0])[:, None]
     low, high = adaptive_clip_bounds(np.arange(1, log_rho.shape[1] + 1), eps_low, eps_high, power)
-    rho = np.exp(log_rho)
+    rho = np.exp(np.minimum(log_rho, log_ratio_cap))
     value, active = _surrogate(rho, adv, low[None, :], high[None, :])
     weight = mask / mask.sum(axis=1, keepdims=True) / mask.shape[0]
-    return np.sum(value * weight), rho * adv * active * weight
+    return np.sum(value * weight), rho * adv * (active & (log_rho <= log_ratio_cap)) * weight
 
 
 def objective_gradient(objective: str, logp_new, logp_old, mask, advantages, *, detach_prefix: bool = False, **clip) -> np.ndarray:

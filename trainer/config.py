@@ -8,11 +8,23 @@ GRPO_CLIP and GSPO_CLIP. KL is off (beta = 0), as in VIP Assumption 3.1.
 
 The config is flat so that every field is one ``--set name=value`` away; the groups below are
 comments, not nesting.
+
+Every value goes through :func:`coerce` by its field's declared type, whether it comes from
+YAML (typed by PyYAML under YAML 1.1, where ``1e-3`` is a string and ``1.0e-3`` a float), a
+``--set`` string or Python: an int field takes integers and integral floats or numeric strings
+(``3``, ``3.0``, ``"3e0"``) and refuses the rest (``2.7``, ``"2.5e0"``); a float field takes
+numbers and numeric strings and refuses NaN and infinities; a bool field takes a bool or
+true/false, yes/no, on/off, 1/0 as text, nothing else; a str field takes a non-empty string; an
+optional field also takes null (``none``, ``null`` or ``~`` as text). :meth:`TrainConfig.validate`
+then checks each range, naming the field and the range.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
+import numbers
 import types
 import typing
 from dataclasses import dataclass
@@ -20,6 +32,7 @@ from pathlib import Path
 
 from theory.importance import CTPO_CLIP, GRPO_CLIP, GSPO_CLIP
 from trainer.allocation import PREDICTORS
+from trainer.rewards import REWARD_TIMEOUT_S
 
 LOSSES = ("grpo", "gspo", "ctpo")
 ADVANTAGES = ("grpo", "dr_grpo", "rloo")
@@ -53,6 +66,7 @@ class TrainConfig:
     # --- rewards ----------------------------------------------------------------------------
     reward: str = "answer_line"  # or "module:function" for your own callable
     reward_convention: str = "binary"  # binary: 0/1; signed: -1/+1 (VIP's propositions)
+    reward_timeout_s: float = REWARD_TIMEOUT_S  # per call of the reward (one per step, on all its completions)
     # --- rollouts and allocation ----------------------------------------------------------
     prompts_per_step: int = 512
     budget: int | None = None  # C, rollouts per step; None: 8 per prompt
@@ -103,11 +117,19 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
+        for name, kind in _field_types().items():
+            setattr(self, name, coerce(name, getattr(self, name), kind))
         self.validate()
 
     @property
     def rollout_budget(self) -> int:
         return self.budget if self.budget is not None else 8 * self.prompts_per_step
+
+    @property
+    def binary_rewards(self) -> bool:
+        """Whether the rewards must be 0/1: every allocation but uniform learns p_hat from them
+        (VIP's GP, Algorithm 1, and the ridge predictor model success or failure)."""
+        return self.allocation != "uniform"
 
     @property
     def clip_range(self) -> tuple[float, float]:
@@ -134,14 +156,18 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if self.reward not in REWARDS and ":" not in self.reward:
             raise ValueError(f"reward must be one of {', '.join(REWARDS)} or 'module:function'; got {self.reward!r}")
-        for name in ("prompts_per_step", "max_new_tokens", "generation_batch_size", "steps", "ppo_epochs", "mini_batches", "micro_batch_size", "save_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an integer >= 1; got {getattr(self, name)}")
+        for name in _AT_LEAST_ONE:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {value}")
+        for name in ("warmup_steps", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0; got {getattr(self, name)}")
         self._validate_budget()
-        for name in ("temperature", "learning_rate", "max_grad_norm"):
+        for name in ("temperature", "learning_rate", "max_grad_norm", "reward_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
-        for name in ("kl_coef", "weight_decay", "warmup_steps", "kl_tau", "ctpo_power"):
+        for name in ("kl_coef", "weight_decay", "kl_tau", "ctpo_power"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
         low, high = self.clip_range
@@ -178,22 +204,71 @@ def _field_types() -> dict[str, type]:
     return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
 
 
-def _coerce(name: str, text: str, kind) -> object:
-    """``text`` from the command line as the field's type (int, float, bool, str or None)."""
-    optional = isinstance(kind, types.UnionType) and type(None) in kind.__args__
-    if optional and text.strip().lower() in ("none", "null", "~"):
-        return None
-    base = next(k for k in kind.__args__ if k is not type(None)) if optional else kind
-    if base is bool:
-        if text.lower() in ("true", "1", "yes", "on"):
-            return True
-        if text.lower() in ("false", "0", "no", "off"):
-            return False
-        raise ValueError(f"--set {name}: expected true or false; got {text!r}")
+# Integer fields that count something: >= 1 (None, where the field is optional, means "unset").
+_AT_LEAST_ONE = (
+    "prompts_per_step", "max_new_tokens", "generation_batch_size", "steps", "ppo_epochs", "mini_batches",
+    "micro_batch_size", "save_every", "keep_checkpoints", "max_prompts", "budget", "vllm_max_model_len",
+)
+_TRUE, _FALSE, _NULL = ("true", "yes", "on", "1"), ("false", "no", "off", "0"), ("none", "null", "~")
+_EXPECTED = {int: "an integer", float: "a finite number", bool: "true or false", str: "a non-empty string"}
+
+
+def _as_int(name: str, value) -> int:
+    """Integers, and integral floats or numeric strings ("3", 3.0, "3e0")."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value)  # exact, however many digits
+    number = _as_float(name, value, _EXPECTED[int])
+    if not number.is_integer():
+        raise ValueError(f"{name} must be {_EXPECTED[int]}; got {value!r}")
+    return int(number)
+
+
+def _as_float(name: str, value, expected: str = "a finite number") -> float:
+    """Numbers and numeric strings ("1e-3"); NaN and infinities refused."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise ValueError(f"{name} must be {expected}; got {value!r}")
     try:
-        return base(float(text)) if base is int and "e" in text.lower() else base(text)
+        number = float(value)
     except ValueError:
-        raise ValueError(f"--set {name}: expected {base.__name__}; got {text!r}") from None
+        raise ValueError(f"{name} must be {expected}; got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be {expected}; got {value!r}")
+    return number
+
+
+def _as_bool(name: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{name} must be {_EXPECTED[bool]}; got {value!r}")
+
+
+def _as_str(name: str, value) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be {_EXPECTED[str]}; got {value!r} ({type(value).__name__}: quote it in YAML)")
+    if not value.strip():
+        raise ValueError(f"{name} must be {_EXPECTED[str]}; got {value!r}")
+    return value
+
+
+_AS = {int: _as_int, float: _as_float, bool: _as_bool, str: _as_str}
+
+
+def coerce(name: str, value, kind) -> object:
+    """``value`` as the declared type ``kind`` of field ``name`` (int, float, bool, str, or one of
+    them | None), by the rules of the module docstring; raises ValueError naming ``name``."""
+    optional = isinstance(kind, types.UnionType) and type(None) in kind.__args__
+    base = next(k for k in kind.__args__ if k is not type(None)) if optional else kind
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in _NULL)):
+        return None
+    if value is None:
+        raise ValueError(f"{name} must be {_EXPECTED[base]}; got null")
+    return _AS[base](name, value)
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
@@ -207,7 +282,7 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
             raise ValueError(f"--set takes name=value; got {item!r}")
         if name not in types_:
             raise ValueError(f"--set {name}: unknown config field; known: {', '.join(types_)}")
-        values[name] = _coerce(name, text.strip(), types_[name])
+        values[name] = coerce(f"--set {name}", text.strip(), types_[name])
     return values
 
 
@@ -220,9 +295,11 @@ def load_config(path=None, overrides=()) -> TrainConfig:
         values = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a config file must be a mapping of field: value")
-        unknown = sorted(set(values) - set(_field_types()))
+        types_ = _field_types()
+        unknown = sorted(set(values) - set(types_))
         if unknown:
             raise ValueError(f"{path}: unknown config field(s) {', '.join(unknown)}")
+        values = {name: coerce(f"{path}: {name}", value, types_[name]) for name, value in values.items()}
     return TrainConfig(**apply_overrides(values, list(overrides)))
 
 

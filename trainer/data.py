@@ -5,7 +5,8 @@ A dataset yields :class:`Example` rows (``prompt_id``, ``question``, ``answer``)
 need the network (``datasets.load_dataset(name, split=...)``); local ``.jsonl``, ``.json`` and
 ``.parquet`` files are read by ``datasets`` too. A column may be a dotted path into nested
 fields (DAPO-Math-17k keeps its answer at ``reward_model.ground_truth``), and a prompt given as
-a list of chat messages contributes its last user message.
+a list of chat messages contributes its last user message. A row whose prompt or answer is
+missing, null or empty is refused with its row number (counted from 0).
 """
 
 from __future__ import annotations
@@ -53,22 +54,37 @@ def arithmetic_task(n: int, rng: np.random.Generator, max_operand: int = 4) -> l
     return [Example(i, f"{x}+{y}=", str(x + y)) for i, (x, y) in enumerate(zip(a.tolist(), b.tolist()))]
 
 
-def _field(row: dict, path: str):
+def _field(row: dict, path: str, i: int):
     value = row
     for key in path.split("."):
         if not isinstance(value, dict) or key not in value:
-            raise KeyError(f"column {path!r} not found in the dataset (row keys: {', '.join(row)})")
+            raise KeyError(f"row {i}: column {path!r} not found in the dataset (row keys: {', '.join(row)})")
         value = value[key]
     return value
 
 
-def _question_text(value) -> str:
+def _text(value, what: str, i: int) -> str:
+    """``value`` as text; a null or empty value refused, naming the row."""
+    if value is None:
+        raise ValueError(f"row {i}: the {what} is null")
+    text = str(value)
+    if not text.strip():
+        raise ValueError(f"row {i}: the {what} is empty")
+    return text
+
+
+def _question_text(value, column: str, i: int) -> str:
     if isinstance(value, list):  # chat messages: the last user turn is the question
-        users = [m["content"] for m in value if isinstance(m, dict) and m.get("role") == "user"]
+        users = [m.get("content") for m in value if isinstance(m, dict) and m.get("role") == "user"]
         if not users:
-            raise ValueError("a prompt given as chat messages must hold a user message")
-        return users[-1]
-    return str(value)
+            raise ValueError(f"row {i}: a prompt given as chat messages must hold a user message")
+        return _text(users[-1], f"last user message of {column!r}", i)
+    return _text(value, f"prompt ({column!r})", i)
+
+
+def _example(row: dict, i: int, prompt_column: str, answer_column: str) -> Example:
+    question = _question_text(_field(row, prompt_column, i), prompt_column, i)
+    return Example(i, question, _text(_field(row, answer_column, i), f"answer ({answer_column!r})", i))
 
 
 def _rows(dataset: str, split: str):
@@ -92,7 +108,7 @@ def load_examples(dataset: str, split: str = "train", prompt_column: str = "prom
         examples = arithmetic_task(max_prompts or 64, rng if rng is not None else np.random.default_rng(0))
     else:
         examples = [
-            Example(i, _question_text(_field(row, prompt_column)), str(_field(row, answer_column)))
+            _example(row, i, prompt_column, answer_column)
             for i, row in enumerate(_rows(dataset, split))
             if max_prompts is None or i < max_prompts
         ]

@@ -269,7 +269,9 @@ class Trainer:
     def _rewards(self, indices, batch) -> np.ndarray:
         prompts = [self.prompts[indices[q]] for q in batch.prompt_index]
         answers = [self.examples[indices[q]].answer for q in batch.prompt_index]
-        values = checked_rewards(self.reward_fn, prompts, batch.completions, answers)
+        rows = [self.examples[indices[q]].prompt_id for q in batch.prompt_index]
+        checks = {"timeout_s": self.cfg.reward_timeout_s, "rows": rows, "binary": self.cfg.binary_rewards}
+        values = checked_rewards(self.reward_fn, prompts, batch.completions, answers, **checks)
         return np.asarray(scaled(values, self.cfg.reward_convention))
 
     def _logprobs(self, model, batch) -> torch.Tensor:

@@ -3,7 +3,10 @@
 The surrogates are theory.importance's objectives written for autograd; tests/test_trainer_losses
 checks value and gradient against ``grpo_objective``, ``gspo_objective``, ``ctpo_objective``
 and ``objective_gradient`` on the same inputs. CTPO's bounds e^(-eps_low t^p), e^(eps_high t^p)
-come from ``theory.importance.adaptive_clip_bounds``.
+come from ``theory.importance.adaptive_clip_bounds``, and its cumulative ratio is
+e^(min(log rho_t^cum, log_ratio_cap)) as in ``theory.importance.ctpo_objective``: the cap keeps the
+loss and every gradient finite on responses of thousands of tokens (float32's exp overflows past
+88) and leaves them unchanged wherever log rho_t^cum <= cap or the clip binds (that docstring).
 
 Aggregation (how token terms are averaged; ``weights``):
 - ``token_mean`` (DAPO, Dr. GRPO's code): every real token of the mini-batch counts equally,
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from theory.importance import adaptive_clip_bounds
+from theory.importance import CTPO_LOG_RATIO_CAP, adaptive_clip_bounds
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class ClipSpec:
     low: float  # eps_low
     high: float  # eps_high
     power: float = 0.5  # CTPO's p
+    log_ratio_cap: float = CTPO_LOG_RATIO_CAP  # CTPO's cap on log rho_t^cum; inf: none
 
 
 def aggregation_weights(mask: torch.Tensor, aggregation: str, max_new_tokens: int, dtype=torch.float32, tokens=None, sequences=None) -> torch.Tensor:
@@ -74,7 +78,7 @@ def policy_loss(name: str, logp_new, logp_old, mask, advantages, weights, clip: 
         terms = _surrogate(log_r.exp(), adv, 1.0 - clip.low, 1.0 + clip.high)
     elif name == "ctpo":
         low, high = _ctpo_bounds(mask.shape[1], clip, logp_new)
-        terms = _surrogate(log_r.cumsum(1).exp(), adv, low, high)
+        terms = _surrogate(log_r.cumsum(1).clamp(max=clip.log_ratio_cap).exp(), adv, low, high)
     elif name == "gspo":
         lengths = mask.sum(1)
         rho = (log_r.sum(1) / lengths).exp()

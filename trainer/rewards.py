@@ -11,6 +11,10 @@ the +-1 convention of VIP §4):
 - ``first_number``: the first number in the completion (the synthetic arithmetic task).
 
 Your own reward is ``reward: package.module:function`` in the config.
+
+:func:`checked_rewards` is how the trainer calls a reward: within ``reward_timeout_s`` seconds
+per call (trainer.deadline), one finite number per completion, 0/1 where the allocation learns
+from successes; a failure names the completion (and its dataset row) that causes it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ import importlib
 import math
 import re
 
+from trainer.deadline import Expired, call_with_deadline
+
+# Seconds per call of a reward: the trainer calls it once per step, on all the step's completions
+# (C = 4,096 at VIP's scale: math-verify takes milliseconds each); a reward that runs code or
+# asks a server needs more (``reward_timeout_s`` in the config).
+REWARD_TIMEOUT_S = 300.0
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _ANSWER_LINE = re.compile(r"^\s*Answer\s*:\s*(.+?)\s*$", re.MULTILINE)
 
@@ -111,20 +121,71 @@ def scaled(values, convention: str) -> list[float]:
     return list(values) if convention == "binary" else [2.0 * v - 1.0 for v in values]
 
 
-def checked_rewards(fn, prompts, completions, answers) -> list[float]:
-    """``fn``'s rewards, refused unless there is one finite number per completion."""
+def checked_rewards(
+    fn, prompts, completions, answers, *, timeout_s: float = REWARD_TIMEOUT_S, rows=None, binary: bool = False
+) -> list[float]:
+    """``fn``'s rewards, refused unless ``fn`` returns within ``timeout_s`` seconds one finite
+    number per completion, each 0 or 1 when ``binary``. ``rows[i]`` is completion i's dataset row,
+    named in the errors with the completion's text."""
     name = getattr(fn, "__name__", repr(fn))
     try:
-        values = fn(prompts, completions, answers)
-    except Exception as exc:  # a user's callable: say which one failed, keep the cause
-        raise ValueError(f"reward function {name} failed on (prompts, completions, answers): {exc}") from exc
+        values = call_with_deadline(lambda: fn(prompts, completions, answers), timeout_s)
+    except Expired:
+        limit = f"reward_timeout_s = {timeout_s:g} s"
+        calls = f"{len(completions)} completions"
+        raise TimeoutError(f"reward function {name} did not return within {limit} ({calls})") from None
+    except Exception as exc:  # a user's callable: say which one failed and on what, keep the cause
+        i = _first_failing(fn, prompts, completions, answers, timeout_s)
+        where = "(prompts, completions, answers)" if i is None else _completion(i, completions, answers, rows)
+        raise ValueError(f"reward function {name} failed on {where}: {type(exc).__name__}: {exc}") from exc
+    returned = values
     try:
-        values = [float(v) for v in values]
-    except (TypeError, ValueError):
-        raise ValueError(f"reward function {name} must return numbers; got {values!r:.200}") from None
+        values = None if isinstance(returned, (str, bytes)) else list(returned)
+    except TypeError:  # not iterable
+        values = None
+    if values is None:
+        raise ValueError(f"reward function {name} must return a list of numbers; got {returned!r:.200}")
     if len(values) != len(completions):
         raise ValueError(f"reward function {name} returned {len(values)} rewards for {len(completions)} completions")
-    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-    if bad:
-        raise ValueError(f"reward function {name} returned NaN or infinite rewards (completions {bad[:5]})")
-    return values
+    for i, v in enumerate(values):
+        problem = _bad_reward(v, binary)
+        if problem:
+            where = _completion(i, completions, answers, rows)
+            raise ValueError(f"reward function {name} returned {v!r:.50} for {where}: {problem}")
+    return [float(v) for v in values]
+
+
+def _bad_reward(value, binary: bool) -> str | None:
+    """Why ``value`` is not an acceptable reward, or None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "rewards must be numbers"
+    if not math.isfinite(number):
+        return "rewards must be finite"
+    if binary and number not in (0.0, 1.0):
+        return "this allocation learns success rates: rewards must be 0 or 1 (signed maps them to +-1)"
+    return None
+
+
+def _first_failing(fn, prompts, completions, answers, timeout_s: float) -> int | None:
+    """The first completion on which ``fn`` alone raises, within ``timeout_s``; None if none does."""
+
+    def search():
+        for i in range(len(completions)):
+            try:
+                fn(prompts[i : i + 1], completions[i : i + 1], answers[i : i + 1])
+            except Exception:
+                return i
+        return None
+
+    try:
+        return call_with_deadline(search, timeout_s)
+    except Expired:
+        return None
+
+
+def _completion(i: int, completions, answers, rows) -> str:
+    """Completion i described for an error: its index, dataset row, answer and text (shortened)."""
+    row = "" if rows is None else f" (dataset row {rows[i]})"
+    return f"completion {i}{row} with answer {answers[i]!r:.60}: {completions[i]!r:.300}"

@@ -2,9 +2,10 @@
 (or ``torchrun --nproc_per_node N trainer/run.py ...`` for N processes: trainer.distributed)
 
 Builds a run from a config and trains it. Every check that can fail does so before the first
-step: the config (names, budget feasibility, L >= 3 with VIP), the tokenizer, the dataset (not
-empty, enough prompts for a step) and the reward function (called once on the dataset's own
-answers: it must return one finite number per completion).
+step: the config (types, ranges, names, budget feasibility, L >= 3 with VIP), the tokenizer, the
+dataset (not empty, no null or empty prompt or answer, enough prompts for a step), the reward
+function (called on a few of the dataset's own answers and on a wrong one: one finite number per
+completion within reward_timeout_s, 0 or 1 when the allocation learns success rates).
 """
 
 from __future__ import annotations
@@ -25,10 +26,18 @@ from trainer.models import enable_activation_checkpointing, inference_dtype, loa
 from trainer.rewards import checked_rewards, get_reward  # noqa: E402
 
 
-def preflight_reward(reward_fn, examples) -> None:
-    """Call the reward on a few examples with their answers as completions."""
-    sample = examples[:4]
-    checked_rewards(reward_fn, [e.question for e in sample], [f"Answer: {e.answer}" for e in sample], [e.answer for e in sample])
+PREFLIGHT_WRONG = "I do not know."  # a completion no reward should score as correct
+
+
+def preflight_reward(reward_fn, examples, config: TrainConfig) -> None:
+    """Call the reward on a few examples, each with its answer and with a wrong completion,
+    under the run's checks (trainer.rewards.checked_rewards): both values must be acceptable."""
+    sample = [e for e in examples[:4] for _ in range(2)]
+    completions = [f"Answer: {e.answer}" if k % 2 == 0 else PREFLIGHT_WRONG for k, e in enumerate(sample)]
+    checked_rewards(
+        reward_fn, [e.question for e in sample], completions, [e.answer for e in sample],
+        timeout_s=config.reward_timeout_s, rows=[e.prompt_id for e in sample], binary=config.binary_rewards,
+    )
 
 
 def build_trainer(config: TrainConfig, world: World = World()) -> Trainer:
@@ -41,7 +50,7 @@ def build_trainer(config: TrainConfig, world: World = World()) -> Trainer:
     examples = load_examples(config.dataset, config.split, config.prompt_column, config.answer_column, config.max_prompts, np.random.default_rng(config.seed))
     if len(examples) < config.prompts_per_step:
         raise ValueError(f"prompts_per_step = {config.prompts_per_step} exceeds the dataset's {len(examples)} prompts")
-    preflight_reward(reward_fn, examples)
+    preflight_reward(reward_fn, examples, config)
     device = world.device if world.size > 1 else resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     policy = load_policy(config.model, device, dtype, len(tokenizer), config.seed)
@@ -87,7 +96,7 @@ def main(argv=None) -> int:
 def _train(config: TrainConfig, world: World, resume: bool) -> int:
     try:
         trainer = build_trainer(config, world)
-    except (ValueError, FileNotFoundError, KeyError, ImportError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, ImportError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     resumed = resume and trainer.resume()
