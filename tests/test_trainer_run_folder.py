@@ -98,8 +98,9 @@ def _held_by(folder, pid) -> bool:
 
 
 def test_a_second_process_in_a_running_folder_refuses_at_once(tmp_path, capsys, no_model_load):
-    """The same command twice: the second refuses before loading its model and writes nothing;
-    the first, held at its first reward call meanwhile, logs every step and rollout once."""
+    """The same command twice (or with --resume, or --overwrite): the second refuses before
+    loading its model and writes nothing; the first, held at its first reward call meanwhile,
+    logs every step and rollout once."""
     folder, gate = tmp_path / "run", tmp_path / "gate"
     gate.touch()
     reward = f"reward={__name__}:gated_first_number"
@@ -112,11 +113,13 @@ def test_a_second_process_in_a_running_folder_refuses_at_once(tmp_path, capsys, 
             time.sleep(0.05)
         assert run_trainer(folder, reward, *SHORT) == 2
         assert run_trainer(folder, reward, *SHORT, flags=["--resume"]) == 2
+        assert run_trainer(folder, reward, *SHORT, flags=["--overwrite"]) == 2  # never moves a live run aside
     finally:
         gate.unlink()
         assert first.wait(timeout=300) == 0, (tmp_path / "first.err").read_text()[-2000:]
     err = capsys.readouterr().err
-    assert err.count(f"output_dir {folder} is in use by another run (process {first.pid} ") == 2
+    assert err.count(f"output_dir {folder} is in use by another run (process {first.pid} ") == 3
+    assert not list(tmp_path.glob("run.replaced-*"))
     assert [m["step"] for m in read_jsonl(folder / "metrics.jsonl")] == [1, 2, 3, 4]
     keys = [(r["step"], r["prompt_id"], r["rollout"]) for r in read_jsonl(folder / "rollouts.jsonl")]
     assert len(keys) == len(set(keys)) == 4 * 64
@@ -147,6 +150,24 @@ def test_a_resume_with_a_changed_config_is_refused_naming_the_field(
     err = capsys.readouterr().err
     assert f"--resume with a config that differs from the run's {folder / 'config.yaml'}: {named}" in err
     assert "may change only steps, save_every" in err
+    assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda path: path.unlink(), "holds a run but no config.yaml to check the config against"),
+        (lambda path: path.write_text("loss: [grpo\n"), "config.yaml cannot be read back"),
+        (lambda path: path.write_text("loss: ppo\n"), "config.yaml cannot be read back (loss must be one of"),
+    ],
+    ids=["missing", "not-yaml", "invalid"],
+)
+def test_a_resume_without_a_readable_run_config_is_refused(finished, tmp_path, capsys, no_model_load, spoil, message):
+    folder = copy(finished, tmp_path)
+    spoil(folder / "config.yaml")
+    before = snapshot(folder)
+    assert run_trainer(folder, *SHORT, flags=["--resume"]) == 2
+    assert message in capsys.readouterr().err
     assert snapshot(folder) == before
 
 

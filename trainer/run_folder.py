@@ -22,6 +22,8 @@ import os
 import time
 from pathlib import Path
 
+import yaml
+
 from trainer.config import TrainConfig, load_config, save_config
 from trainer.disk import probe_writable, writing
 
@@ -135,7 +137,7 @@ def check_resume_config(folder: Path, config: TrainConfig) -> None:
         raise RunFolderError(f"--resume: {folder} holds a run but no {CONFIG} to check the config against")
     try:
         saved = load_config(path)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
         raise RunFolderError(f"--resume: the run's {path} cannot be read back ({exc})") from exc
     changed = {name: pair for name, pair in config_differences(saved, config).items() if name not in SAFE_ON_RESUME}
     if changed:
