@@ -34,13 +34,13 @@ SHORT = ("steps=4", "save_every=2")  # two checkpoints: step-2 and step-4
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A finished 4-step run (checkpoints at steps 2 and 4); tests work on copies (:func:`copy`)."""
+    """A finished 4-step run (checkpoints at steps 2 and 4); tests work on copies (:func:`_copy_of`)."""
     out = tmp_path_factory.mktemp("finished") / "run"
     assert run_trainer(out, *SHORT) == 0
     return out
 
 
-def copy(finished, tmp_path):
+def _copy_of(finished, tmp_path):
     target = tmp_path / "run"
     shutil.copytree(finished, target)
     return target
@@ -60,7 +60,7 @@ def no_model_load(monkeypatch):
 
 
 def test_a_new_run_into_a_folder_holding_a_run_is_refused(finished, tmp_path, capsys, no_model_load):
-    folder = copy(finished, tmp_path)
+    folder = _copy_of(finished, tmp_path)
     before = snapshot(folder)
     assert run_trainer(folder, *SHORT) == 2
     err = capsys.readouterr().err
@@ -71,7 +71,7 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused(finished, tmp_path, ca
 
 
 def test_overwrite_moves_the_old_run_aside(finished, tmp_path, capsys):
-    folder = copy(finished, tmp_path)
+    folder = _copy_of(finished, tmp_path)
     (folder / "notes.txt").write_text("mine")  # not a run record: stays where it is
     before = snapshot(folder)
     assert run_trainer(folder, "steps=2", "save_every=2", "seed=1", flags=["--overwrite"]) == 0
@@ -144,7 +144,7 @@ def test_a_second_process_in_a_running_folder_refuses_at_once(tmp_path, capsys, 
 def test_a_resume_with_a_changed_config_is_refused_naming_the_field(
     finished, tmp_path, capsys, no_model_load, change, named
 ):
-    folder = copy(finished, tmp_path)
+    folder = _copy_of(finished, tmp_path)
     before = snapshot(folder)
     assert run_trainer(folder, "steps=6", *SHORT[1:], change, flags=["--resume"]) == 2
     err = capsys.readouterr().err
@@ -163,7 +163,7 @@ def test_a_resume_with_a_changed_config_is_refused_naming_the_field(
     ids=["missing", "not-yaml", "invalid"],
 )
 def test_a_resume_without_a_readable_run_config_is_refused(finished, tmp_path, capsys, no_model_load, spoil, message):
-    folder = copy(finished, tmp_path)
+    folder = _copy_of(finished, tmp_path)
     spoil(folder / "config.yaml")
     before = snapshot(folder)
     assert run_trainer(folder, *SHORT, flags=["--resume"]) == 2
@@ -175,7 +175,7 @@ def test_a_resume_may_change_steps_and_saving_and_records_it(finished, tmp_path)
     """More steps and another save_every: the run goes on from step 4 to step 6 (that this equals
     an uninterrupted run is test_trainer_e2e's resume test); config.yaml holds the new values
     and config_changes.jsonl the change."""
-    folder = copy(finished, tmp_path)
+    folder = _copy_of(finished, tmp_path)
     assert run_trainer(folder, "steps=6", "save_every=3", flags=["--resume"]) == 0
     metrics = read_jsonl(folder / "metrics.jsonl")
     assert [m["step"] for m in metrics] == list(range(1, 7))
@@ -211,7 +211,7 @@ def _truncate(path):
 def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(finished, tmp_path, capsys, damage):
     """The damaged step-4 is named, kept as step-4.corrupt, and the run resumes from step-2:
     steps 3 and 4 come out as in the undamaged run."""
-    folder = copy(finished, tmp_path)
+    folder = _copy_of(finished, tmp_path)
     newest = folder / "checkpoints" / "step-4" / "state.pt"
     damage(newest)
     damaged = newest.read_bytes()
@@ -224,7 +224,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(finished, tmp_p
 
 
 def test_a_resume_with_no_usable_checkpoint_stops_and_changes_nothing(finished, tmp_path, capsys):
-    folder = copy(finished, tmp_path)
+    folder = _copy_of(finished, tmp_path)
     _truncate(folder / "checkpoints" / "step-4" / "state.pt")
     _zero_the_middle(folder / "checkpoints" / "step-2" / "state.pt")
     before = snapshot(folder)

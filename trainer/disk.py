@@ -25,7 +25,7 @@ def _os_error(exc: BaseException | None) -> OSError | None:
     return None
 
 
-def reason(error: OSError) -> str:
+def _reason(error: OSError) -> str:
     """The reason of a failed write in words."""
     if error.errno == errno.ENOSPC:
         return "no space left on device"
@@ -44,7 +44,7 @@ def writing(path, note: str = ""):
         error = _os_error(exc)
         if error is None:
             raise
-        raise WriteError(f"cannot write {path}: {reason(error)}{note}") from exc
+        raise WriteError(f"cannot write {path}: {_reason(error)}{note}") from exc
 
 
 def probe_writable(folder) -> None:
