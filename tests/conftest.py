@@ -5,6 +5,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "trainer" / "configs" / "tiny_cpu.yaml"
+
+
+def run_trainer(out, *overrides, flags=()):
+    """``trainer/run.py`` in this process on the tiny config into ``out``; its exit status."""
+    from trainer.run import main
+
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    return main(["--config", str(TINY), "--no-progress", "--set", f"output_dir={out}", *sets, *flags])
+
+
+def snapshot(folder):
+    """Every file under ``folder`` (relative path -> bytes), but ``run.lock``, whose only content is
+    the process id of the last run that held the folder."""
+    folder = Path(folder)
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "run.lock"]
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
 
 
 def without_timings(metrics):

@@ -6,10 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, without_timings
+from tests.conftest import ROOT, TINY, snapshot, without_timings
+from trainer.config import load_config, save_config
 from trainer.logs import read_jsonl
-
-TINY = ROOT / "trainer" / "configs" / "tiny_cpu.yaml"
 
 
 def _torchrun(out, *overrides, resume=False, procs=2):
@@ -59,3 +58,14 @@ def test_two_process_refusals(tmp_path, overrides, message):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "trainer/run.py", "--config", str(TINY), "--set", f"output_dir={tmp_path}"]
     proc = subprocess.run(cmd + [a for o in overrides for a in ("--set", o)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and message in proc.stderr + proc.stdout
+
+
+def test_two_processes_stop_together_when_rank_0_refuses_the_folder(tmp_path):
+    """Rank 0 alone checks the output folder; its refusal (a folder holding a run, no --resume)
+    reaches rank 1 before any model loads, both exit, and the folder is as it was."""
+    save_config(load_config(TINY, [f"output_dir={tmp_path}"]), tmp_path / "config.yaml")
+    before = snapshot(tmp_path)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "trainer/run.py", "--config", str(TINY)]
+    proc = subprocess.run(cmd + ["--set", f"output_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and proc.stderr.count(f"output_dir {tmp_path} holds a run (config.yaml)") == 1, proc.stderr[-3000:]
+    assert snapshot(tmp_path) == before

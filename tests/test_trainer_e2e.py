@@ -9,18 +9,15 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, without_timings
+from tests.conftest import ROOT, TINY, run_trainer, without_timings
 from theory.bounds import alpha
 from trainer.config import load_config
 from trainer.logs import read_jsonl
 from trainer.run import build_trainer, main
 
-TINY = ROOT / "trainer" / "configs" / "tiny_cpu.yaml"
-
 
 def _run(tmp_path, *overrides, resume=False):
-    args = ["--config", str(TINY), "--no-progress", "--set", f"output_dir={tmp_path}", *[a for o in overrides for a in ("--set", o)]]
-    assert main(args + (["--resume"] if resume else [])) == 0
+    assert run_trainer(tmp_path, *overrides, flags=["--resume"] if resume else []) == 0
     return read_jsonl(tmp_path / "metrics.jsonl")
 
 

@@ -2,13 +2,17 @@
 rollout log of ../shared/DESIGN.md (stats_tests.rollout_log.SCHEMA, one row per rollout).
 
 Both are appended to every step. On resume, rows of steps after the checkpoint (written
-by the killed run after its last checkpoint) are dropped first, so each step appears once.
+by the killed run after its last checkpoint) are dropped first, so each step appears once. A
+failed write raises trainer.disk.WriteError naming the log (a row cut short by it is dropped by
+the next resume, like the half-written row of a kill).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from trainer.disk import writing
 
 
 def truncate_after(path: Path, step: int) -> None:
@@ -30,22 +34,24 @@ def truncate_after(path: Path, step: int) -> None:
         if row["step"] <= step:
             kept.append(line)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(path)
+    with writing(tmp):
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
 
 
 class JsonlLog:
     def __init__(self, path, resume_step: int | None = None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is None:
-            self.path.write_text("")
-        else:
-            truncate_after(self.path, resume_step)
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if resume_step is None:
+                self.path.write_text("")
+            else:
+                truncate_after(self.path, resume_step)
 
     def write(self, rows) -> None:
         text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows)  # one write per step
-        with self.path.open("a") as handle:
+        with writing(self.path), self.path.open("a") as handle:
             handle.write(text)
 
 
@@ -77,3 +83,22 @@ class TensorBoard:
         """Stop the writer's background thread (its events are flushed after every step)."""
         if self.writer is not None:
             self.writer.close()
+
+
+class RunLogs:
+    """The logs of a run in ``output``: metrics.jsonl, rollouts.jsonl and TensorBoard; with
+    ``resume_step`` the JSONL logs keep their rows up to that step, otherwise they start empty."""
+
+    def __init__(self, output, resume_step: int | None, tensorboard: bool):
+        output = Path(output)
+        self.metrics = JsonlLog(output / "metrics.jsonl", resume_step)
+        self.rollouts = JsonlLog(output / "rollouts.jsonl", resume_step)
+        self.board = TensorBoard(output / "tensorboard", tensorboard)
+
+    def write(self, metrics: dict, rows: list[dict]) -> None:
+        self.metrics.write([metrics])
+        self.rollouts.write(rows)
+        self.board.write(metrics)
+
+    def close(self) -> None:
+        self.board.close()

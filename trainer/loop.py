@@ -15,6 +15,11 @@ One step (``Trainer.train_step``):
 7. the predictor learns the step's rewards; metrics and rollout-log rows are appended; a
    checkpoint every ``save_every`` steps.
 
+A non-finite loss or gradient norm stops the run before the optimizer step with a
+:class:`DivergenceError` naming the step and the quantity (nothing of that step is logged or
+saved). Rank 0 writes the logs and checkpoints; a write that fails there (trainer.disk.WriteError)
+stops every rank, as do a divergence and a resume without a usable checkpoint.
+
 Randomness: a numpy Generator (prompt order, GP bandwidth; rank 0) and a torch Generator per
 rank (sampling, mini-batch order) seeded by ``seed`` + rank, all saved in checkpoints. How
 the work is split over several ranks: the :class:`Trainer` docstring.
@@ -23,6 +28,7 @@ the work is split over several ranks: the :class:`Trainer` docstring.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,14 +49,23 @@ from theory.bounds import optimal_tau
 from trainer import distributed
 from trainer.advantages import rollout_advantages, zero_variance_fraction
 from trainer.allocation import RolloutAllocator
-from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from trainer.config import CLIP_DEFAULTS, TrainConfig, save_config
+from trainer.checkpoint import load_checkpoint, load_newest_checkpoint, save_checkpoint
+from trainer.config import CLIP_DEFAULTS, TrainConfig
 from trainer.data import format_prompt
 from trainer.distributed import World
-from trainer.logs import JsonlLog, TensorBoard
+from trainer.logs import RunLogs
 from trainer.losses import ClipSpec, aggregation_weights, clip_fractions, kl_penalty, policy_loss, sequence_log_ratio
 from trainer.rewards import checked_rewards, scaled
 from trainer.rollout import Sampling, TransformersEngine, completion_logprobs
+from trainer.run_folder import record_config
+
+
+class DivergenceError(ArithmeticError):
+    """A non-finite loss or gradient norm; the message names the step and the quantity."""
+
+
+class StoppedByRankZero(RuntimeError):
+    """Raised on the other ranks when rank 0's part of the work (a write, a resume) failed."""
 
 
 class PromptSampler:
@@ -166,45 +181,65 @@ class Trainer:
         self.step = int(state["step"])
 
     def resume(self) -> bool:
-        """Load the newest checkpoint of ``output_dir``; False when there is none."""
-        path = latest_checkpoint(self.output)
+        """Load the newest usable checkpoint of ``output_dir`` (rank 0 checks the digests and falls
+        back as trainer.checkpoint.load_newest_checkpoint says, then tells the other ranks which
+        one to load); False when there is none."""
+        found = self._on_main(lambda: load_newest_checkpoint(self.output))
+        path = distributed.broadcast(found and found[0], self.world)
         if path is None:
             return False
-        self.load_state_dict(load_checkpoint(path))
+        self.load_state_dict(found[1] if self.world.main else load_checkpoint(path, verify=False))
         return True
 
     def _save(self) -> None:
         state = self.state_dict()
+        self._on_main(lambda: save_checkpoint(self.output, self.step, state, self.cfg.keep_checkpoints))
+
+    def _on_main(self, work):
+        """``work()`` on rank 0 (its result there; None elsewhere). When it raises, every rank
+        raises: the others would otherwise wait for rank 0 in the next collective."""
+        failure = result = None
         if self.world.main:
-            save_checkpoint(self.output, self.step, state, self.cfg.keep_checkpoints)
+            try:
+                result = work()
+            except Exception as exc:
+                failure = exc
+        message = distributed.broadcast(None if failure is None else f"{type(failure).__name__}: {failure}", self.world)
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise StoppedByRankZero(f"rank 0 stopped the run: {message}")
+        return result
 
     # --- the loop ---------------------------------------------------------------------------
 
     def train(self, resumed: bool = False) -> list[dict]:
         """Run steps until ``steps``; returns this call's metrics (on rank 0; [] elsewhere)."""
         main = self.world.main
-        if main:
-            save_config(self.cfg, self.output / "config.yaml")
-            start = self.step if resumed else None
-            metrics_log = JsonlLog(self.output / "metrics.jsonl", start)
-            rollout_log = JsonlLog(self.output / "rollouts.jsonl", start)
-            board = TensorBoard(self.output / "tensorboard", self.cfg.tensorboard)
+        logs = self._on_main(lambda: self._open_logs(resumed))
         history = []
-        with tqdm(total=self.cfg.steps, initial=self.step, disable=not (self.cfg.progress and main), desc="steps") as bar:
-            while self.step < self.cfg.steps:
-                metrics, rows = self.train_step()
-                if main:
-                    metrics_log.write([metrics])
-                    rollout_log.write(rows)
-                    board.write(metrics)
-                    history.append(metrics)
-                    bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}")
-                if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
-                    self._save()
-                bar.update(1)
-        if main:
-            board.close()
+        progress = tqdm(total=self.cfg.steps, initial=self.step, disable=not (self.cfg.progress and main), desc="steps")
+        try:
+            with progress as bar:
+                while self.step < self.cfg.steps:
+                    metrics, rows = self.train_step()
+                    self._on_main(lambda: logs.write(metrics, rows))
+                    if main:
+                        history.append(metrics)
+                        bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}")
+                    if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
+                        self._save()
+                    bar.update(1)
+        finally:
+            if main:
+                logs.close()
         return history
+
+    def _open_logs(self, resumed: bool) -> RunLogs:
+        """config.yaml (and the record of a resume's config changes), then the logs: appended
+        after the checkpoint's step when ``resumed``, started afresh otherwise."""
+        record_config(self.cfg, self.output, self.step)
+        return RunLogs(self.output, self.step if resumed else None, self.cfg.tensorboard)
 
     def _plan(self):
         """(prompt indices, counts, p_hat) of the step: drawn and allocated on rank 0, broadcast."""
@@ -323,27 +358,42 @@ class Trainer:
         clips = {name: ClipSpec(*CLIP_DEFAULTS[name], cfg.ctpo_power) for name in CLIP_DEFAULTS} | {cfg.loss: self.clip}
         totals = {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0} | {f"clip/{k}": 0.0 for k in clips}
         updates = 0
-        for _ in range(cfg.ppo_epochs):
+        for epoch in range(cfg.ppo_epochs):
             order = torch.randperm(len(batch), generator=self.generator, device=self.device)
-            for rows in torch.tensor_split(order, cfg.mini_batches):
+            for mini_batch, rows in enumerate(torch.tensor_split(order, cfg.mini_batches)):
                 tokens, sequences = self._total(mask[rows].sum()), int(self._total(len(rows)))
                 weights = aggregation_weights(mask[rows], cfg.aggregation, cfg.max_new_tokens, tokens=tokens, sequences=sequences)
                 self.optimizer.zero_grad(set_to_none=True)
+                mini_loss = 0.0
                 for start in range(0, len(rows), cfg.micro_batch_size):
                     micro = slice(start, start + cfg.micro_batch_size)
                     loss, fractions = self._micro_loss(batch, rows[micro], old, ref, advantages, weights[micro], tau, sequences, clips)
                     (loss * self.world.size).backward()  # FSDP averages gradients over ranks; the loss is their sum
                     micro_tokens = float(mask[rows[micro]].sum())
-                    totals["loss"] += float(loss.detach())
+                    mini_loss += float(loss.detach())
                     totals["tokens"] += micro_tokens
                     for k, v in fractions.items():
                         totals[f"clip/{k}"] += v * micro_tokens
-                totals["grad_norm"] += _as_float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm))
+                grad_norm = _as_float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm))
+                where = f"PPO epoch {epoch + 1} of {cfg.ppo_epochs}, mini-batch {mini_batch + 1} of {cfg.mini_batches}"
+                self._check_finite(where, loss=self._total(mini_loss), gradient_norm=grad_norm)
+                totals["loss"] += mini_loss
+                totals["grad_norm"] += grad_norm
                 self.optimizer.step()
                 updates += 1
         summed = {k: self._total(v) for k, v in totals.items() if k != "grad_norm"}
         out = {k: v / summed["tokens"] for k, v in summed.items() if k.startswith("clip/")}
         return out | {"loss": summed["loss"] / updates, "grad_norm": totals["grad_norm"] / updates}
+
+    def _check_finite(self, where: str, **quantities: float) -> None:
+        """A DivergenceError when a quantity (summed over ranks, so every rank agrees) is not
+        finite; called before the optimizer step, so the weights are those of the step before."""
+        for name, value in quantities.items():
+            if not math.isfinite(value):
+                raise DivergenceError(
+                    f"training diverged at step {self.step + 1}: the {name.replace('_', ' ')} is {value} ({where});"
+                    " stopped before the optimizer step, nothing of this step was logged or saved"
+                )
 
     def _micro_loss(self, batch, rows, old, ref, advantages, weights, tau, sequences, clips):
         cfg, mask = self.cfg, batch.completion_mask[rows]

@@ -1,16 +1,23 @@
-"""``python trainer/run.py --config trainer/configs/tiny_cpu.yaml [--set name=value ...] [--resume]``
+"""``python trainer/run.py --config trainer/configs/tiny_cpu.yaml [--set name=value ...] [--resume | --overwrite]``
 (or ``torchrun --nproc_per_node N trainer/run.py ...`` for N processes: trainer.distributed)
 
 Builds a run from a config and trains it. Every check that can fail does so before the first
-step: the config (types, ranges, names, budget feasibility, L >= 3 with VIP), the tokenizer, the
-dataset (not empty, no null or empty prompt or answer, enough prompts for a step), the reward
-function (called on a few of the dataset's own answers and on a wrong one: one finite number per
+step: the config (types, ranges, names, budget feasibility, L >= 3 with VIP), the output folder
+(writable, not in use, holding no other run unless --resume with a compatible config or
+--overwrite: trainer.run_folder), all before the model loads; then the tokenizer, the dataset
+(not empty, no null or empty prompt or answer, enough prompts for a step) and the reward function
+(called on a few of the dataset's own answers and on a wrong one: one finite number per
 completion within reward_timeout_s, 0 or 1 when the allocation learns success rates).
+
+Exit status: 0 done; 2 refused before training (bad config, folder, model, data, reward);
+1 stopped during training (a non-finite loss or gradient, a failed write, no usable
+checkpoint to resume from), with the newest checkpoint left as it was.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -18,12 +25,15 @@ if __package__ in (None, ""):  # run as a script: make the repository's packages
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer import distributed  # noqa: E402
+from trainer.checkpoint import CheckpointError, latest_checkpoint  # noqa: E402
 from trainer.config import TrainConfig, load_config  # noqa: E402
 from trainer.data import load_examples  # noqa: E402
+from trainer.disk import WriteError  # noqa: E402
 from trainer.distributed import World  # noqa: E402
-from trainer.loop import Trainer  # noqa: E402
+from trainer.loop import DivergenceError, StoppedByRankZero, Trainer  # noqa: E402
 from trainer.models import enable_activation_checkpointing, inference_dtype, load_policy, load_tokenizer, resolve_device, resolve_dtype  # noqa: E402
 from trainer.rewards import checked_rewards, get_reward  # noqa: E402
+from trainer.run_folder import RunFolderError, claim  # noqa: E402
 
 
 PREFLIGHT_WRONG = "I do not know."  # a completion no reward should score as correct
@@ -79,6 +89,9 @@ def main(argv=None) -> int:
     parser.add_argument("--config", help="YAML config (trainer/configs/*.yaml); fields not given keep their defaults")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override one config field (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the run in output_dir (moved to <output_dir>.replaced-<time>)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
@@ -88,17 +101,53 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        return _train(config, world, args.resume)
+        return _claim_and_train(config, world, args.resume, args.overwrite)
     finally:
         distributed.teardown()
 
 
-def _train(config: TrainConfig, world: World, resume: bool) -> int:
+def _claim(config: TrainConfig, world: World, resume: bool, overwrite: bool):
+    """Rank 0 claims the output folder (trainer.run_folder.claim); every rank learns whether it
+    refused before any other collective work, so that all of them stop together."""
+    folder = refusal = None
+    if world.main:
+        try:
+            folder = claim(config, resume, overwrite)
+        except (RunFolderError, WriteError) as exc:
+            refusal = str(exc)
+    refusal = distributed.broadcast(refusal, world)
+    if refusal is not None:
+        raise RunFolderError(refusal)
+    if folder is not None and folder.replaced is not None:
+        print(f"--overwrite: the previous run of {config.output_dir} was moved to {folder.replaced}", file=sys.stderr)
+    return folder or contextlib.nullcontext()
+
+
+def _claim_and_train(config: TrainConfig, world: World, resume: bool, overwrite: bool) -> int:
     try:
-        trainer = build_trainer(config, world)
-    except (ValueError, FileNotFoundError, KeyError, ImportError, TimeoutError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        folder = _claim(config, world, resume, overwrite)
+    except RunFolderError as exc:
+        if world.main:
+            print(f"error: {exc}", file=sys.stderr)
         return 2
+    with folder:  # the lock is held until the run ends
+        try:
+            trainer = build_trainer(config, world)
+        except (ValueError, FileNotFoundError, KeyError, ImportError, TimeoutError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        try:
+            return _train(trainer, config, world, resume)
+        except (DivergenceError, WriteError, CheckpointError) as exc:
+            if world.main:
+                newest = latest_checkpoint(config.output_dir)
+                print(f"error: {exc}\nthe newest checkpoint: {newest or 'none'}", file=sys.stderr)
+            return 1
+        except StoppedByRankZero:  # rank 0 prints why
+            return 1
+
+
+def _train(trainer: Trainer, config: TrainConfig, world: World, resume: bool) -> int:
     resumed = resume and trainer.resume()
     if resume and not resumed and world.main:
         print(f"no checkpoint in {config.output_dir}; starting at step 0", file=sys.stderr)
@@ -106,6 +155,9 @@ def _train(config: TrainConfig, world: World, resume: bool) -> int:
     if history:
         last = history[-1]
         print(f"step {last['step']}: reward {last['reward/mean']:.3f}; metrics in {Path(config.output_dir) / 'metrics.jsonl'}")
+    elif world.main:
+        done = f"{config.output_dir} is at step {trainer.step} and steps = {config.steps}: nothing to do"
+        print(done, file=sys.stderr)
     return 0
 
 
