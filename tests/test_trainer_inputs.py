@@ -13,6 +13,7 @@ from trainer.data import load_examples
 from trainer.deadline import Expired, call_with_deadline
 from trainer.rewards import checked_rewards
 from trainer.run import main
+from trainer.run_folder import run_records
 
 TINY = ["--config", str(ROOT / "trainer" / "configs" / "tiny_cpu.yaml")]
 
@@ -27,11 +28,12 @@ def _sums(n=8):
 
 
 def _refused(tmp_path, capsys, *overrides):
-    """Run the CLI on the tiny config; assert it refuses before training; return its stderr."""
+    """Run the CLI on the tiny config; assert it refuses before training (the folder holds no
+    run: at most the lock it took); return its stderr."""
     out = tmp_path / "run"
     args = TINY + ["--set", f"output_dir={out}"] + [a for o in overrides for a in ("--set", o)]
     assert main(args) == 2
-    assert not out.exists()
+    assert run_records(out) == []
     return capsys.readouterr().err
 
 
