@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from simulators.allocation_oracle import cvxpy_relaxed
 from simulators.allocation_released import run_released
-from simulators.ledger import ClaimResult, report
+from simulators.ledger import ClaimResult, claim, control, decided, report
 from simulators.success_laws import P_DISTRIBUTIONS, draw_p
 from simulators.timing import median_seconds
 from simulators.registry import Check, RunConfig
@@ -47,6 +47,7 @@ from theory.variance import gradient_variance
 
 LOWER, UPPER = 3, 32
 AGREEMENT = 1e-6  # relative objective agreement with the oracle (issue: within 1e-6)
+EXACT = 1e-12  # relative tolerance of an exact comparison in floating point
 
 
 def draw_weights(rng: np.random.Generator, law: str, b: int) -> np.ndarray:
@@ -80,21 +81,21 @@ def misprinted_rloo(a, budget, lower, upper) -> np.ndarray:
     return n.value
 
 
-def _agreement_row(claim, kind, what, cells, key) -> ClaimResult:
+def _agreement_row(claim_id, kind, what, cells, key) -> ClaimResult:
+    """The statement "every instance agrees with the oracle within AGREEMENT" (max rel <= AGREEMENT)."""
     values = np.array([c[key] for c in cells])
     worst = cells[int(np.argmax(values))]
     bad = int(np.sum(values > AGREEMENT))
-    ok = bad == 0 if kind == "claim" else bad > 0
-    return ClaimResult(
-        claim=claim,
-        kind=kind,
-        what=f"{what} [{len(cells)} instances, {bad} above {AGREEMENT:g}]",
-        estimate=worst["ours"] if kind == "claim" else worst["candidate"],
-        se=None,
-        theory=worst["oracle"],
+    return decided(
+        kind,
+        claim_id,
+        f"{what} [{len(cells)} instances, {bad} above {AGREEMENT:g}]",
+        holds=bad == 0,
+        rule=f"max rel <= {AGREEMENT:g}",
         statistic=float(values.max()),
         stat_name="max rel",
-        ok=ok,
+        estimate=worst["ours"] if kind == "claim" else worst["candidate"],
+        theory=worst["oracle"],
         details={"cells": cells, "key": key},
     )
 
@@ -185,28 +186,47 @@ def run_rounding(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     bar.close()
     rel = np.array([g["rel_gap"] for g in gaps])
     brute_diff = max(c["rel_diff"] for c in brute)
-    suboptimal = int(np.sum(rel > 1e-12))
+    suboptimal = int(np.sum(rel > EXACT))
     return [
-        ClaimResult("V7", "claim", f"Algorithm 2 feasible: sum n = C, L <= n <= U [{len(feasible)} instances]", float(np.mean(feasible)), None, 1.0, float(np.mean(feasible)), "rate", all(feasible), {"cells": gaps}),
-        ClaimResult("V7", "claim", f"exact integer optimum = brute force [{len(brute)} instances, B <= 5]", brute_diff, None, 0.0, brute_diff, "max rel", brute_diff <= 1e-12, {"cells": brute}),
+        claim(
+            "V7",
+            f"Algorithm 2 feasible: sum n = C, L <= n <= U [{len(feasible)} instances]",
+            holds=all(feasible),
+            rule="every instance feasible (rate = 1)",
+            statistic=float(np.mean(feasible)),
+            stat_name="rate",
+            estimate=float(np.mean(feasible)),
+            theory=1.0,
+            details={"cells": gaps},
+        ),
+        claim(
+            "V7",
+            f"exact integer optimum = brute force [{len(brute)} instances, B <= 5]",
+            holds=brute_diff <= EXACT,
+            rule=f"max rel <= {EXACT:g}",
+            statistic=brute_diff,
+            stat_name="max rel",
+            estimate=brute_diff,
+            theory=0.0,
+            details={"cells": brute},
+        ),
         report(
             "V7",
             f"Algorithm 2 vs exact optimum: suboptimal in {suboptimal}/{len(rel)} instances, max rel gap {rel.max():.2e}",
-            {"cells": gaps, "suboptimal": suboptimal},
-            float(rel.max()),
-            0.0,
+            details={"cells": gaps, "suboptimal": suboptimal},
+            estimate=float(rel.max()),
+            theory=0.0,
         ),
-        ClaimResult(
+        control(
             "V7",
-            "control",
             f"nearest-integer rounding keeps sum n = C [{len(nearest)} instances]",
-            float(np.mean(np.array(nearest) == 0)),
-            None,
-            1.0,
-            float(np.mean(np.array(nearest) == 0)),
-            "rate",
-            any(d > 0 for d in nearest),
-            {"sum_errors": nearest},
+            holds=all(d == 0 for d in nearest),
+            rule="every instance keeps sum n = C (rate = 1)",
+            statistic=float(np.mean(np.array(nearest) == 0)),
+            stat_name="rate",
+            estimate=float(np.mean(np.array(nearest) == 0)),
+            theory=1.0,
+            details={"sum_errors": nearest},
         ),
     ]
 
@@ -238,19 +258,14 @@ def run_rules(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
         if law == "uniform" and factor == 8:
             order = np.argsort(p)
             curves[est] = {"p": p[order].tolist(), **{rule: n[order].tolist() for rule, n in allocations.items()}}
-    vip_best = all(c["total_variance"]["VIP"] <= min(c["total_variance"].values()) * (1 + 1e-12) for c in cells)
+    vip_best = all(c["total_variance"]["VIP"] <= min(c["total_variance"].values()) * (1 + EXACT) for c in cells)
     rows = [
-        ClaimResult(
+        claim(
             "V10",
-            "claim",
             f"VIP allocation has the least total variance at equal budget [{len(cells)} settings, B = {b}]",
-            None,
-            None,
-            None,
-            None,
-            "",
-            vip_best,
-            {"cells": cells, "curves": curves},
+            holds=vip_best,
+            rule=f"VIP's total variance <= every rule's x (1 + {EXACT:g}) in every setting",
+            details={"cells": cells, "curves": curves},
         )
     ]
     for law in P_DISTRIBUTIONS:
@@ -259,7 +274,7 @@ def run_rules(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
         what = f"RLOO, p ~ {law}, C = 8B: variance / uniform: " + ", ".join(
             f"{rule} {ratios[rule]:.3f}" for rule in ("VIP", "released code", "inverse-accuracy", "inverse-variance")
         )
-        rows.append(report("V10", what, {"ratios": ratios}, ratios["VIP"], 1.0))
+        rows.append(report("V10", what, details={"ratios": ratios}, estimate=ratios["VIP"], theory=1.0))
     return rows
 
 
@@ -293,7 +308,8 @@ def run_overhead(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
         f"paper <= {1e3 * max(c['paper_s'] for c in cells):.2f} ms, released <= {1e3 * max(c['released_s'] for c in cells):.2f} ms "
         f"(VIP Table 4: {PAPER_ALLOCATION_SECONDS} s)"
     )
-    return [report("V12", what, {"cells": cells, "repeats": repeats}, worst["exact_s"], PAPER_ALLOCATION_SECONDS)]
+    details = {"cells": cells, "repeats": repeats}
+    return [report("V12", what, details=details, estimate=worst["exact_s"], theory=PAPER_ALLOCATION_SECONDS)]
 
 
 CHECKS = [

@@ -22,7 +22,7 @@ import itertools
 
 import numpy as np
 
-from simulators.ledger import ClaimResult, report
+from simulators.ledger import ClaimResult, claim, control, report
 from simulators.registry import RunConfig
 from simulators.success_laws import P_DISTRIBUTIONS, draw_p
 from theory.allocation import (
@@ -37,6 +37,7 @@ from theory.allocation import (
 from theory.variance import gradient_variance
 
 KKT_TOLERANCE = 1e-8
+EXACT = 1e-12  # relative tolerance of an exact comparison in floating point
 
 
 def step_allocations(p: np.ndarray, budget: int, estimator: str) -> dict:
@@ -120,7 +121,7 @@ def _step_row(cell: dict) -> ClaimResult:
         f"+rounding {ratios['released rule']:.3f}; L=3 drops {cell['dropped']} "
         f"({100 * cell['dropped_signal_share']:.1f}% of signal) at {ratios['released rule, L = 3']:.3f}"
     )
-    return report("V13", what, {"ratios": ratios, **cell}, ratios["released rule"], 1.0)
+    return report("V13", what, details={"ratios": ratios, **cell}, estimate=ratios["released rule"], theory=1.0)
 
 
 def run_released(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
@@ -129,19 +130,49 @@ def run_released(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     gaps, kkt = _gaps_and_kkt(rng, (64, 512, 4096) if config.full else (64, 512), 3 if config.full else 1)
     residual = max(k["residual"] for k in kkt)
     paper_residual = min(k["paper_residual"] for k in kkt)
-    exact_better = all(g["rel_gap"] >= -1e-12 for g in gaps)
     rel = np.array([g["rel_gap"] for g in gaps])
-    suboptimal = int(np.sum(rel > 1e-12))
+    suboptimal = int(np.sum(rel > EXACT))
     rows = [
-        ClaimResult("V13", "claim", f"released relaxed step meets its KKT conditions (RLOO) [{len(kkt)} instances]", residual, None, 0.0, residual, "max res", residual < KKT_TOLERANCE, {"cells": kkt}),
-        ClaimResult("V13", "control", f"the paper's KKT conditions (9) at the released relaxed step [{len(kkt)} instances]", paper_residual, None, 0.0, paper_residual, "min res", paper_residual > KKT_TOLERANCE, {"cells": kkt}),
-        ClaimResult("V13", "claim", f"exact integer optimum of the released objective <= its rounding [{len(gaps)} instances]", float(rel.min()), None, 0.0, float(rel.min()), "min rel", exact_better, {"cells": gaps}),
+        claim(
+            "V13",
+            f"released relaxed step meets its KKT conditions (RLOO) [{len(kkt)} instances]",
+            holds=residual < KKT_TOLERANCE,
+            rule=f"max res < {KKT_TOLERANCE:g}",
+            statistic=residual,
+            stat_name="max res",
+            estimate=residual,
+            theory=0.0,
+            details={"cells": kkt},
+        ),
+        control(
+            "V13",
+            f"the paper's KKT conditions (9) at the released relaxed step [{len(kkt)} instances]",
+            holds=paper_residual <= KKT_TOLERANCE,
+            rule=f"min res <= {KKT_TOLERANCE:g}",
+            statistic=paper_residual,
+            stat_name="min res",
+            estimate=paper_residual,
+            theory=0.0,
+            details={"cells": kkt},
+        ),
+        claim(
+            "V13",
+            f"exact integer optimum of the released objective <= its rounding [{len(gaps)} instances]",
+            holds=bool(rel.min() >= -EXACT),
+            rule=f"min rel >= -{EXACT:g}",
+            statistic=float(rel.min()),
+            stat_name="min rel",
+            estimate=float(rel.min()),
+            theory=0.0,
+            details={"cells": gaps},
+        ),
         report(
             "V13",
-            f"released rounding vs its objective's optimum: suboptimal in {suboptimal}/{len(rel)}, median rel gap {np.median(rel):.1e}, max {rel.max():.1e}",
-            {"cells": gaps, "suboptimal": suboptimal},
-            float(np.median(rel)),
-            0.0,
+            f"released rounding vs its objective's optimum: suboptimal in {suboptimal}/{len(rel)}, "
+            f"median rel gap {np.median(rel):.1e}, max {rel.max():.1e}",
+            details={"cells": gaps, "suboptimal": suboptimal},
+            estimate=float(np.median(rel)),
+            theory=0.0,
         ),
     ]
     return rows + [_step_row(c) for c in cells]

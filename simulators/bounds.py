@@ -33,7 +33,7 @@ import dataclasses
 import numpy as np
 from scipy.special import log_softmax, rel_entr, softmax
 
-from simulators.ledger import ClaimResult, report
+from simulators.ledger import ClaimResult, claim, control, decided, report
 from simulators.registry import Check, RunConfig
 from simulators.rlhf_world import RLHFWorld, make_world
 from simulators.mc import variance_se, z_score
@@ -59,7 +59,6 @@ from theory.bounds import (
 )
 from theory.importance import chi2_divergence
 
-Z_LIMIT = 4.0
 EXACT = 1e-9
 DELTA = 0.1
 BETA, TAU = 1.0, 2.0
@@ -78,9 +77,10 @@ CHECKPOINTS, PB_N, PB_K = 16, 16, 4  # R9-R10: M checkpoints, n prompts x K roll
 GIBBS_TEMPERATURE = 20.0  # Q proportional to exp(20 J_hat): a soft data-dependent posterior  # quadratic's dimension and SGD's constant step  # the control's (n, K): K identical rollouts per prompt
 
 
-def violation_row(claim: str, kind: str, what: str, errors: np.ndarray, bound, details: dict) -> ClaimResult:
+def violation_row(claim_id: str, kind: str, what: str, errors: np.ndarray, bound, details: dict) -> ClaimResult:
     """Rate of errors > bound (a number, or one per draw) against delta; a claim passes (a control
-    is rejected) by z < 4 (>= 4). Tightness: the (median) bound over the (1 - delta)-quantile of the error."""
+    is rejected) by the ledger's one-sided z < 4 (>= 4). Tightness: the (median) bound over the
+    (1 - delta)-quantile of the error."""
     N = errors.size
     rate = float(np.mean(errors > bound))
     se = float(np.sqrt(DELTA * (1 - DELTA) / N))
@@ -88,8 +88,7 @@ def violation_row(claim: str, kind: str, what: str, errors: np.ndarray, bound, d
     quantile = float(np.quantile(errors, 1 - DELTA))
     bound = float(np.median(bound))
     details = {**details, "bound": bound, "error_quantile": quantile, "tightness": bound / quantile if quantile > 0 else np.inf, "replications": N}
-    ok = z < Z_LIMIT if kind == "claim" else z >= Z_LIMIT
-    return ClaimResult(claim, kind, what, rate, se, DELTA, z, "z", ok, details)
+    return decided(kind, claim_id, what, z=z, z_test="not greater", estimate=rate, se=se, theory=DELTA, details=details)
 
 
 def _estimates(world: RLHFWorld, reward: np.ndarray, n: int, K: int, replications: int, rng, beta: float = BETA) -> dict:
@@ -160,9 +159,10 @@ def run_sampling(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
             ]
         results.append(_copies_control(world, replications, rng, distance))
         results += _dropped_factor_control(world, replications, rng, distance)
-    results.append(
-        ClaimResult("R1", "claim", "Lemma 1: max(|J_hat - J*| - sum of three terms)", decomposition_gap, None, 0.0, None, "", decomposition_gap <= EXACT, {})
-    )
+    results.append(claim(
+        "R1", "Lemma 1: max(|J_hat - J*| - sum of three terms)",
+        holds=decomposition_gap <= EXACT, rule=f"estimate <= {EXACT:g}", estimate=decomposition_gap, theory=0.0,
+    ))
     bounded = [r for r in results if r.kind == "claim" and "tightness" in r.details]
     tight = [r.details["tightness"] for r in bounded]
     above_one = sum(r.details["bound"] > 1 for r in bounded)
@@ -170,7 +170,7 @@ def run_sampling(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     results.append(report(
         "R4",
         f"bound / (1-delta)-quantile of the error: {min(tight):.2f}-{max(tight):.2f}; bound > 1 (the reward's range) in {above_one}/{len(bounded)}, >= 1 + 2 beta tau (vacuous) in {vacuous}",
-        {"min": min(tight), "max": max(tight), "above_one": above_one, "vacuous": vacuous}, estimate=min(tight),
+        details={"min": min(tight), "max": max(tight), "above_one": above_one, "vacuous": vacuous}, estimate=min(tight),
     ))
     return results
 
@@ -209,13 +209,17 @@ def run_tau(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
                 "error_at_tau_star": float(at_star.mean()), "error_at_best": float(mean_error[best]),
                 "error_unclipped": float(mean_error[-1]), "tau_grid": TAU_GRID.tolist(), "mean_error": mean_error.tolist(),
             })
-    rows.append(ClaimResult("R12", "claim", "Corollary 3: B(tau*) - min over a grid of B(tau), same sample", worst_gap, None, 0.0, None, "", worst_gap <= EXACT, {}))
+    rows.append(claim(
+        "R12", "Corollary 3: B(tau*) - min over a grid of B(tau), same sample",
+        holds=worst_gap <= EXACT, rule=f"estimate <= {EXACT:g}", estimate=worst_gap, theory=0.0,
+    ))
     summary = "; ".join(
         f"d={c['distance']}, n={c['n']}: tau* {c['tau_star_mean']:.2f} (error {c['error_at_tau_star']:.3f}) vs best {c['tau_actual_best']:.1f} ({c['error_at_best']:.3f})"
         for c in cells
     )
     ratio = max(c["error_at_tau_star"] / c["error_at_best"] for c in cells)
-    rows.append(report("R12", f"actual E|J_hat - J*| at tau* vs at the error-optimal tau: {summary}", {"cells": cells}, estimate=ratio))
+    what = f"actual E|J_hat - J*| at tau* vs at the error-optimal tau: {summary}"
+    rows.append(report("R12", what, details={"cells": cells}, estimate=ratio))
     return rows
 
 
@@ -269,14 +273,22 @@ def run_budget(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]
                 "k_grid": K_GRID.tolist(), "mse": mse.tolist(),
             })
     worst = float(np.max(np.abs(z_right)))
-    rows.append(ClaimResult("R14", "claim", "simulated MSE at equal cost = (sigma_p^2 + sigma_r^2/K)/n (K = 1, 8, 64)", worst, None, 0.0, worst, "max|z|", worst < Z_LIMIT, {}))
+    rows.append(claim(
+        "R14", "simulated MSE at equal cost = (sigma_p^2 + sigma_r^2/K)/n (K = 1, 8, 64)",
+        max_abs_z=worst, estimate=worst, theory=0.0,
+    ))
     wrong = float(np.min(np.abs(z_wrong)))
-    rows.append(ClaimResult("R14", "control", "the same without the 1/K (K = 8, 64)", wrong, None, 0.0, wrong, "min|z|", wrong >= Z_LIMIT, {}))
-    rows.append(ClaimResult("R14", "claim", "§6.2.1: with c_prefill = 0 the exact best K is 1", float(uniform_ok), None, 1.0, None, "", uniform_ok, {"cells": cells}))
-    for claim, rule in (("R15", "Corollary 4"), ("R16", "Corollary 5")):
+    rows.append(control("R14", "the same without the 1/K (K = 8, 64)", min_abs_z=wrong, estimate=wrong, theory=0.0))
+    rows.append(claim(
+        "R14", "§6.2.1: with c_prefill = 0 the exact best K is 1",
+        holds=uniform_ok, rule="best K = 1 in every world", estimate=float(uniform_ok), theory=1.0,
+        details={"cells": cells},
+    ))
+    for claim_id, rule in (("R15", "Corollary 4"), ("R16", "Corollary 5")):
         summary = "; ".join(f"d={c['distance']}, c_p/c_d={c['c_prefill/c_decode']:g}: K {c[rule + ' K']} vs best {c['best_k']} ({c[rule + ' mse/best']:.2f}x)" for c in cells)
         worst_ratio = max(c[f"{rule} mse/best"] for c in cells)
-        rows.append(report(claim, f"{rule} K against the exact best K at equal cost: {summary}", {}, estimate=worst_ratio))
+        what = f"{rule} K against the exact best K at equal cost: {summary}"
+        rows.append(report(claim_id, what, estimate=worst_ratio))
     return rows
 
 
@@ -304,8 +316,16 @@ def run_ou(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     z = z_score(var, se, theory)
     z_control = z_score(var, se, 2.0 * theory)
     rows = [
-        ClaimResult("R11", "claim", f"SGD stationary variance = Lyapunov solution ({OU_DIM} eigendirections, eps = {OU_EPS})", float(var[0]), float(se[0]), float(theory[0]), float(np.max(np.abs(z))), "max|z|", bool(np.max(np.abs(z)) < Z_LIMIT), {"variance": var, "se": se, "theory": theory}),
-        ClaimResult("R11", "control", "the same against eps Sigma_g H^-1 (without the 1/2)", float(var[0]), float(se[0]), float(2 * theory[0]), float(np.min(np.abs(z_control))), "min|z|", bool(np.min(np.abs(z_control)) >= Z_LIMIT), {}),
+        claim(
+            "R11", f"SGD stationary variance = Lyapunov solution ({OU_DIM} eigendirections, eps = {OU_EPS})",
+            max_abs_z=float(np.max(np.abs(z))), estimate=float(var[0]), se=float(se[0]), theory=float(theory[0]),
+            details={"variance": var, "se": se, "theory": theory},
+        ),
+        control(
+            "R11", "the same against eps Sigma_g H^-1 (without the 1/2)",
+            min_abs_z=float(np.min(np.abs(z_control))),
+            estimate=float(var[0]), se=float(se[0]), theory=float(2 * theory[0]),
+        ),
     ]
     sandwich, kl_ratio = [], []
     for _ in range(200 if config.full else 50):
@@ -319,9 +339,18 @@ def run_ou(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
         exact = gaussian_kl(theta_hat, cov, theta0, prior)
         kl_ratio.append(ou_kl_bound(theta_hat, theta0, prior, sigma_g, OU_EPS, h.min(), h.max()) / exact)
     low = float(np.min(sandwich))
-    rows.append(ClaimResult("R11", "claim", f"Lemma 16: eps/(2M) Sigma_g <= Sigma <= eps/(2m) Sigma_g, min eigenvalue of the gaps over {len(sandwich)} instances", low, None, 0.0, None, "", low >= -EXACT, {}))
+    rows.append(claim(
+        "R11",
+        f"Lemma 16: eps/(2M) Sigma_g <= Sigma <= eps/(2m) Sigma_g, min eigenvalue of the gaps over {len(sandwich)} "
+        "instances",
+        holds=low >= -EXACT, rule=f"estimate >= -{EXACT:g}", estimate=low, theory=0.0,
+    ))
     ratio = float(np.min(kl_ratio))
-    rows.append(ClaimResult("R11", "claim", f"Corollary 2 (8): KL bound / exact KL >= 1 (min over {len(kl_ratio)}; max {max(kl_ratio):.3g})", ratio, None, 1.0, None, "", ratio >= 1.0 - EXACT, {"ratios": kl_ratio}))
+    rows.append(claim(
+        "R11", f"Corollary 2 (8): KL bound / exact KL >= 1 (min over {len(kl_ratio)}; max {max(kl_ratio):.3g})",
+        holds=ratio >= 1.0 - EXACT, rule=f"estimate >= 1 - {EXACT:g}", estimate=ratio, theory=1.0,
+        details={"ratios": kl_ratio},
+    ))
     return rows
 
 
@@ -361,9 +390,21 @@ def run_pac_bayes(config: RunConfig, rng: np.random.Generator) -> list[ClaimResu
     kl_gibbs = np.sum(rel_entr(gibbs, 1.0 / CHECKPOINTS), axis=1)
     return [
         selected,
-        report("R9", f"selection optimism E[J_hat - J^tau] of the chosen checkpoint: {optimism.mean():.3f} +- {optimism.std(ddof=1) / np.sqrt(replications):.3f}; bound / (1-delta)-quantile of the error {selected.details['tightness']:.2f}", cell, estimate=float(optimism.mean())),
-        ClaimResult("R10", "claim", f"Corollary 1: KL(Q || uniform) <= log M = uniform_prior_kl(M) for a Gibbs posterior (max over {replications} draws)", float(kl_gibbs.max()), None, uniform_prior_kl(CHECKPOINTS), None, "",
-                    bool(kl_gibbs.max() <= uniform_prior_kl(CHECKPOINTS) + EXACT), {}),
+        report(
+            "R9",
+            f"selection optimism E[J_hat - J^tau] of the chosen checkpoint: {optimism.mean():.3f} +- "
+            f"{optimism.std(ddof=1) / np.sqrt(replications):.3f}; bound / (1-delta)-quantile of the error "
+            f"{selected.details['tightness']:.2f}",
+            details=cell,
+            estimate=float(optimism.mean()),
+        ),
+        claim(
+            "R10",
+            "Corollary 1: KL(Q || uniform) <= log M = uniform_prior_kl(M) for a Gibbs posterior "
+            f"(max over {replications} draws)",
+            holds=kl_gibbs.max() <= uniform_prior_kl(CHECKPOINTS) + EXACT, rule=f"estimate <= theory + {EXACT:g}",
+            estimate=float(kl_gibbs.max()), theory=uniform_prior_kl(CHECKPOINTS),
+        ),
     ]
 
 
@@ -379,13 +420,16 @@ def run_exact(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
         clip_gap = abs(world.objective(world.r_hat, BETA, TAU) - world.objective(world.r_hat, BETA, None))
         clip_slack.append(kl_clipping_bound(BETA, world.log_ratio.ravel(), TAU, world.d_theta.ravel()) - clip_gap)
     rows = []
-    for claim, what, slack in (
+    for claim_id, what, slack in (
         ("R5", "Lemma 5: min of C(theta) sqrt(L_train) - |J^phi - J*|", shift_slack),
         ("R6", "Lemma 6: min of C_prompt C_pol - C(theta)", factor_slack),
         ("R7", "Lemma 7: min of beta E|l - l^tau| - |J^tau - J|", clip_slack),
     ):
         low = float(np.min(slack))
-        rows.append(ClaimResult(claim, "claim", what + f" over {worlds} worlds", low, None, 0.0, None, "", low >= -EXACT, {"slack": slack}))
+        rows.append(claim(
+            claim_id, what + f" over {worlds} worlds",
+            holds=low >= -EXACT, rule=f"estimate >= -{EXACT:g}", estimate=low, theory=0.0, details={"slack": slack},
+        ))
     return rows
 
 

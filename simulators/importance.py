@@ -36,7 +36,7 @@ import numpy as np
 from scipy import stats
 from scipy.special import softmax
 
-from simulators.ledger import ClaimResult, report
+from simulators.ledger import ClaimResult, claim, control, decided, report
 from simulators.mc import mean_se, variance_se, z_score
 from simulators.registry import Check, RunConfig
 from simulators.token_mdp import MarkovPolicyPair, TabularTokenMDP, prefix_mean
@@ -51,7 +51,6 @@ from theory.importance import (
     objective_gradient,
 )
 
-Z_LIMIT = 4.0
 EXACT = 1e-9  # relative tolerance of an exact identity in floating point
 FIXED_CLIP = (0.5, 5.0)  # CTPO Fig. 1: fixed range of the ratio
 VARIANTS = (("GRPO", "grpo", False), ("GSPO", "gspo", False), ("CTPO", "ctpo", False), ("CTPO, detached prefix", "ctpo", True))
@@ -107,12 +106,16 @@ def _rel(a, b) -> float:
     return float(np.linalg.norm(np.ravel(a) - np.ravel(b)) / max(np.linalg.norm(np.ravel(b)), 1e-300))
 
 
-def _exact_row(claim, kind, what, value, threshold, below: bool, details=None) -> ClaimResult:
-    """An exact comparison: a claim holds / a control is rejected when value < threshold (below)
-    or value > threshold (not below)."""
-    holds = value < threshold if below else value > threshold
-    ok = holds if kind == "claim" else not holds
-    return ClaimResult(claim, kind, what, value, None, 0.0, value, "rel" if below else "gap", ok, details or {})
+def _exact_row(claim_id, kind, what, value, threshold, below: bool, details=None) -> ClaimResult:
+    """An exact comparison: the statement holds when the relative error is below ``threshold``
+    (``below``), or when the gap is above it (not ``below``); a claim passes when it holds, a
+    control is rejected when it does not."""
+    stat_name, rule = ("rel", f"rel < {threshold:g}") if below else ("gap", f"gap > {threshold:g}")
+    return decided(
+        kind, claim_id, what,
+        holds=value < threshold if below else value > threshold, rule=rule, statistic=value, stat_name=stat_name,
+        estimate=value, theory=0.0, details=details,
+    )
 
 
 # --- C1, C2: unbiasedness ------------------------------------------------------------------
@@ -168,18 +171,25 @@ def run_unbiased(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     return [
         _exact_row("C1", "claim", f"Prop 1: E_b[sum rho_t^cum Q_t grad log pi] = grad J (exact, V = 3, H = {horizon})", cum_q, EXACT, True, cells),
         _exact_row("C1", "claim", "full sequence ratio with the outcome reward R is unbiased (exact)", seq_r, EXACT, True, cells),
-        ClaimResult("C1", "claim", f"Prop 1 by Monte Carlo: 6 random projections, {n_mc} sequences", None, None, None, z_cum, "max|z|", z_cum < Z_LIMIT, cells),
-        report("C1", f"CTPO's practice, rho_t^cum with the outcome A = R (suffix from pi_b): relative bias {cum_r:.3f} of |grad J|", cells, cum_r, 0.0),
+        claim("C1", f"Prop 1 by Monte Carlo: 6 random projections, {n_mc} sequences", max_abs_z=z_cum, details=cells),
+        report(
+            "C1",
+            "CTPO's practice, rho_t^cum with the outcome A = R (suffix from pi_b): "
+            f"relative bias {cum_r:.3f} of |grad J|",
+            details=cells,
+            estimate=cum_r,
+            theory=0.0,
+        ),
         report(
             "C1",
             f"exact variance of sum_t ratio_t Q_t grad log pi (6 projections), relative to the cumulative ratio: token {spread['token'] / spread['cumulative']:.2f}, sequence {spread['sequence'] / spread['cumulative']:.2f}",
-            cells,
-            spread["sequence"] / spread["cumulative"],
-            1.0,
+            details=cells,
+            estimate=spread["sequence"] / spread["cumulative"],
+            theory=1.0,
         ),
         _exact_row("C2", "claim", f"token ratio unbiased at t = 1 (rel {per_t[0]:.1e}) ...", per_t[0], EXACT, True, cells),
         _exact_row("C2", "claim", f"... and biased at every t > 1 (min rel bias {min(per_t[1:]):.3f}; whole-gradient bias {tok_q:.3f})", min(per_t[1:]), 1e-3, False, cells),
-        ClaimResult("C2", "control", "token-ratio estimator in the same Monte-Carlo test", None, None, None, z_tok, "max|z|", z_tok >= Z_LIMIT, cells),
+        control("C2", "token-ratio estimator in the same Monte-Carlo test", max_abs_z=z_tok, details=cells),
     ]
 
 
@@ -280,18 +290,39 @@ def run_long_horizon(config: RunConfig, rng: np.random.Generator) -> list[ClaimR
     z5m, z6m, zdm = (float(np.max(np.abs(z))) for z in (z5, z6, z6_dep))
     rho_s = stats.spearmanr(t_all[9:], fixed[9:]).statistic
     return [
-        ClaimResult("C5", "claim", f"Var(rho_t^cum) = (1 + chi2)^t - 1 by MC, H = {horizon}, {n} sequences, t in {ts.tolist()}", float(var[-1]), float(se[-1]), float(theory5[-1]), z5m, "max|z|", z5m < Z_LIMIT, cells),
-        ClaimResult("C6", "claim", f"Var(log rho_t^cum) = t sigma^2 by MC (sigma^2 = {sigma2:.2e})", float(lvar[-1]), float(lse[-1]), float(ts[-1] * sigma2), z6m, "max|z|", z6m < Z_LIMIT, cells),
-        ClaimResult("C6", "control", "log ratios correlated across positions (Markov pair): t sigma^2", float(dvar[-1]), float(dse[-1]), float(ts[-1] * dep_sigma2), zdm, "max|z|", zdm >= Z_LIMIT, cells),
-        ClaimResult("C7", "claim", f"fixed clipping [0.5, 5]: clip rate rises with t ({np.mean(fixed[early]):.3f} at t = 10-20, {np.mean(fixed[late]):.3f} at t > H/2)", rise, rise_se, 0.0, rise / rise_se, "z", rise / rise_se >= Z_LIMIT, cells),
-        ClaimResult("C7", "claim", f"sqrt(t)-adaptive clipping is flatter: spread over t >= 10 {spread_adaptive:.3f} vs fixed {spread_fixed:.3f}", spread_adaptive, None, spread_fixed, None, "", spread_adaptive < spread_fixed, cells),
+        claim(
+            "C5", f"Var(rho_t^cum) = (1 + chi2)^t - 1 by MC, H = {horizon}, {n} sequences, t in {ts.tolist()}",
+            max_abs_z=z5m, estimate=float(var[-1]), se=float(se[-1]), theory=float(theory5[-1]), details=cells,
+        ),
+        claim(
+            "C6", f"Var(log rho_t^cum) = t sigma^2 by MC (sigma^2 = {sigma2:.2e})",
+            max_abs_z=z6m, estimate=float(lvar[-1]), se=float(lse[-1]), theory=float(ts[-1] * sigma2), details=cells,
+        ),
+        control(
+            "C6", "log ratios correlated across positions (Markov pair): t sigma^2",
+            max_abs_z=zdm, estimate=float(dvar[-1]), se=float(dse[-1]), theory=float(ts[-1] * dep_sigma2),
+            details=cells,
+        ),
+        claim(
+            "C7",
+            f"fixed clipping [0.5, 5]: clip rate rises with t ({np.mean(fixed[early]):.3f} at t = 10-20, "
+            f"{np.mean(fixed[late]):.3f} at t > H/2)",
+            z=rise / rise_se, z_test="greater", estimate=rise, se=rise_se, theory=0.0, details=cells,
+        ),
+        claim(
+            "C7",
+            "sqrt(t)-adaptive clipping is flatter: "
+            f"spread over t >= 10 {spread_adaptive:.3f} vs fixed {spread_fixed:.3f}",
+            holds=spread_adaptive < spread_fixed, rule="estimate < theory (the fixed range's spread)",
+            estimate=spread_adaptive, theory=spread_fixed, details=cells,
+        ),
         report(
             "C7",
             f"adaptive clip rate {adaptive[9]:.3f} at t = 10 -> {adaptive[-1]:.3f} at t = H: E[log r] = {mean_log:.1e} drifts log rho_t^cum by t E[log r] "
             f"while the bounds grow as sqrt(t); std/sigma_hat sqrt(t) in [{np.min(std / (sigma_hat * np.sqrt(t_all))):.3f}, {np.max(std / (sigma_hat * np.sqrt(t_all))):.3f}], "
             f"Spearman(fixed rate, t) = {rho_s:.2f}",
-            cells,
-            float(adaptive[-1]),
+            details=cells,
+            estimate=float(adaptive[-1]),
         ),
     ]
 
@@ -346,7 +377,13 @@ def run_objectives(config: RunConfig, rng: np.random.Generator) -> list[ClaimRes
     return [
         _exact_row("C8", "claim", f"objective gradients (theory.importance, chained to logits) = finite differences ({', '.join(f'{k} {v:.1e}' for k, v in fd_err.items())})", worst, 1e-5, True, {"fd": fd_err}),
         _exact_row("C8", "control", f"Prop 1's estimator (prefix detached) as the CTPO objective's gradient (rel {detached_err:.2f})", detached_err, 1e-5, True, {"fd": fd_err}),
-        report("C8", "cos(E_b[grad objective], grad J): " + "; ".join(f"{k} {v:.3f}" for k, v in cosines.items()), {"cosines": cosines}, cosines["off-policy: CTPO"], 1.0),
+        report(
+            "C8",
+            "cos(E_b[grad objective], grad J): " + "; ".join(f"{k} {v:.3f}" for k, v in cosines.items()),
+            details={"cosines": cosines},
+            estimate=cosines["off-policy: CTPO"],
+            theory=1.0,
+        ),
     ]
 
 

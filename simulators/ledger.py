@@ -1,14 +1,17 @@
 """Claim results, the verdict table and the JSON record of a run.
 
-A check produces :class:`ClaimResult` rows of three kinds:
+A check produces :class:`ClaimResult` rows of three kinds, each built by its constructor:
 
-- ``claim``   a statement of a paper that should hold: PASS or FAIL;
-- ``control`` a negative control (a deliberately wrong formula or a violated
+- :func:`claim`   a statement of a paper that should hold: PASS or FAIL;
+- :func:`control` a negative control (a deliberately wrong formula or a violated
   assumption) that the same check must reject: REJECTED or NOT REJECTED;
-- ``report``  a measured comparison with no pass/fail meaning (how far a
+- :func:`report`  a measured comparison with no pass/fail meaning (how far a
   statement holds outside its assumptions): REPORT.
 
-A run fails when a claim fails or a control is not rejected.
+The ledger decides whether a row's statement holds: from a z-statistic by the one
+threshold rule (:data:`Z_THRESHOLD`, :data:`Z_TESTS`), or from ``holds=`` computed by the
+check, with its rule named in the row. A run fails when a claim fails or a control is
+not rejected.
 """
 
 from __future__ import annotations
@@ -21,38 +24,64 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 KINDS = ("claim", "control", "report")
 Z_THRESHOLD = 4.0  # DESIGN.md: a claim passes at |z| < 4
+Z_TESTS = {  # z_test: (rule of the statement, whether a z meets it)
+    "equal": (f"|z| < {Z_THRESHOLD:g}", lambda z: abs(z) < Z_THRESHOLD),  # no difference either way
+    "not greater": (f"z < {Z_THRESHOLD:g}", lambda z: z < Z_THRESHOLD),  # no significant excess (a bound kept)
+    "greater": (f"z >= {Z_THRESHOLD:g}", lambda z: z >= Z_THRESHOLD),  # a significant excess (one is better)
+}
+TABLE_WIDTH = 120  # columns of the printed verdict table; the "what" text wraps to fit
+MIN_WHAT_WIDTH = 30  # the "what" column is never narrower, even if the table then exceeds TABLE_WIDTH
 STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"  # a record's "created" and file-name stamp (UTC, microseconds)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ClaimResult:
-    """One row of the verdict table.
+    """One row of the verdict table; built by :func:`claim`, :func:`control` or :func:`report`.
 
-    ``statistic`` is a z-score (``stat_name`` "z" or "max|z|") or a violation rate
-    ("rate"); ``ok`` is True when a claim holds, a control is rejected, or the
-    row is a report. ``details`` carries the per-cell data figures are drawn from.
+    ``holds`` says whether the row's statement holds by its ``rule`` (None for a report);
+    ``statistic`` is the number the rule was applied to (``stat_name``: "z", "max|z|",
+    "max rel", ...). ``details`` carries the per-cell data figures are drawn from.
     """
 
     claim: str
     kind: str
     what: str
-    estimate: float | None
-    se: float | None
-    theory: float | None
-    statistic: float | None
-    stat_name: str
-    ok: bool
+    estimate: float | None = None
+    se: float | None = None
+    theory: float | None = None
+    statistic: float | None = None
+    stat_name: str = ""
+    rule: str = ""
+    holds: bool | None = None
     details: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}; got {self.kind!r}")
+        if self.kind == "report" and self.holds is not None:
+            raise ValueError(f"{self.claim} report: a report has no pass/fail (holds must be None); got {self.holds!r}")
+        if self.kind != "report" and not (isinstance(self.holds, bool) and self.rule):
+            raise ValueError(f"{self.claim} {self.kind}: holds must be True or False and rule a non-empty text; "
+                             f"got holds={self.holds!r}, rule={self.rule!r}")
+
+    @property
+    def ok(self) -> bool:
+        """True when a claim holds, a control is rejected, or the row is a report. A claim or a
+        control whose statistic is NaN is neither: its check is broken, and the run fails."""
+        if self.kind == "report":
+            return True
+        if self.statistic is not None and np.isnan(self.statistic):
+            return False
+        return self.holds if self.kind == "claim" else not self.holds
 
     @property
     def verdict(self) -> str:
@@ -64,13 +93,95 @@ class ClaimResult:
 
     def to_json(self) -> dict:
         row = dataclasses.asdict(self)
+        row["ok"] = self.ok
         row["verdict"] = self.verdict
         return _json_safe(row)
 
 
-def report(claim: str, what: str, details: dict, estimate: float | None = None, theory: float | None = None) -> ClaimResult:
+def claim(claim_id: str, what: str, **measured) -> ClaimResult:
+    """A statement of a paper that should hold: PASS when it holds by its rule, else FAIL.
+    ``measured``: the keywords of :func:`decided`."""
+    return decided("claim", claim_id, what, **measured)
+
+
+def control(claim_id: str, what: str, **measured) -> ClaimResult:
+    """A negative control, a statement that should not hold: REJECTED when it does not hold by its
+    rule (the same rule as the claim it mirrors), else NOT REJECTED. ``measured``: see :func:`decided`."""
+    return decided("control", claim_id, what, **measured)
+
+
+def decided(
+    kind: str,
+    claim_id: str,
+    what: str,
+    *,
+    z: float | None = None,
+    max_abs_z: float | None = None,
+    min_abs_z: float | None = None,
+    z_test: str = "equal",
+    holds: bool | None = None,
+    rule: str = "",
+    statistic: float | None = None,
+    stat_name: str = "",
+    estimate: float | None = None,
+    se: float | None = None,
+    theory: float | None = None,
+    details: dict | None = None,
+) -> ClaimResult:
+    """A claim or control row whose statement holds by one of two kinds of rule.
+
+    - A z-statistic, judged by the ledger at :data:`Z_THRESHOLD`: ``z`` with ``z_test``
+      "equal" (holds at |z| < 4), "not greater" (z < 4: e.g. a violation rate not above delta)
+      or "greater" (z >= 4: a significant improvement); or ``max_abs_z`` (every cell of a grid
+      has |z| < 4), or ``min_abs_z`` (some cell has |z| < 4; its control is rejected when every
+      cell is).
+    - ``holds=`` for a rule that is not a z-test (an exact identity within a tolerance, a rate,
+      a comparison), with the ``rule`` in words and optionally the ``statistic`` it was applied
+      to and its ``stat_name``.
+    """
+    statistics = (("z", z), ("max|z|", max_abs_z), ("min|z|", min_abs_z))
+    given = {name: value for name, value in statistics if value is not None}
+    if len(given) + (holds is not None) != 1:
+        raise ValueError(f"{claim_id} {kind}: give exactly one of z=, max_abs_z=, min_abs_z= (a z-test) or holds= "
+                         f"(with its rule); got {', '.join(given) or 'none of the z keywords'} and holds={holds!r}")
+    if z_test not in Z_TESTS:
+        raise ValueError(f"{claim_id} {kind}: z_test must be one of {', '.join(Z_TESTS)}; got {z_test!r}")
+    if z_test != "equal" and "z" not in given:
+        raise ValueError(f"{claim_id} {kind}: z_test={z_test!r} applies to z= only (max|z| and min|z| are judged "
+                         f"by < {Z_THRESHOLD:g}, holds= by its own rule)")
+    if holds is not None:
+        if not isinstance(holds, (bool, np.bool_)):
+            raise ValueError(f"{claim_id} {kind}: holds must be True or False; got {holds!r}")
+        holds = bool(holds)
+    else:
+        if rule or statistic is not None or stat_name:
+            raise ValueError(f"{claim_id} {kind}: a z-test sets its rule, statistic and stat_name; "
+                             f"pass rule=/statistic=/stat_name= only with holds=")
+        ((stat_name, statistic),) = given.items()
+        rule, meets = Z_TESTS[z_test] if stat_name == "z" else (f"{stat_name} < {Z_THRESHOLD:g}", Z_TESTS["equal"][1])
+        holds = bool(meets(statistic))
+    return ClaimResult(
+        claim=claim_id, kind=kind, what=what, estimate=estimate, se=se, theory=theory, statistic=statistic,
+        stat_name=stat_name, rule=rule, holds=holds, details=details if details is not None else {},
+    )
+
+
+def report(
+    claim_id: str,
+    what: str,
+    details: dict | None = None,
+    estimate: float | None = None,
+    theory: float | None = None,
+    *,
+    se: float | None = None,
+    statistic: float | None = None,
+    stat_name: str = "",
+) -> ClaimResult:
     """A ``report`` row: a measured comparison with no pass/fail meaning."""
-    return ClaimResult(claim, "report", what, estimate, None, theory, None, "", True, details)
+    return ClaimResult(
+        claim=claim_id, kind="report", what=what, estimate=estimate, se=se, theory=theory, statistic=statistic,
+        stat_name=stat_name, details=details if details is not None else {},
+    )
 
 
 def run_failed(results) -> bool:
@@ -78,26 +189,38 @@ def run_failed(results) -> bool:
     return any(not r.ok for r in results if r.kind in ("claim", "control"))
 
 
-def format_table(results) -> str:
-    """The verdict table as fixed-width text."""
+def format_table(results, width: int = TABLE_WIDTH) -> str:
+    """The verdict table as fixed-width text within ``width`` columns where the numbers allow: the
+    "what was compared" text wraps onto indented lines of its own column (the JSON record keeps it
+    whole), the numeric columns stay on the row's first line."""
     header = ("id", "kind", "what was compared", "estimate ± SE", "theory", "statistic", "verdict")
-    rows = [header]
-    for r in results:
-        rows.append(
-            (
-                r.claim,
-                r.kind,
-                r.what,
-                _fmt_estimate(r.estimate, r.se),
-                _fmt_number(r.theory),
-                "" if r.statistic is None else f"{r.stat_name}={_fmt_number(r.statistic)}",
-                r.verdict,
-            )
+    rows = [header] + [
+        (
+            r.claim,
+            r.kind,
+            r.what,
+            _fmt_estimate(r.estimate, r.se),
+            _fmt_number(r.theory),
+            "" if r.statistic is None else f"{r.stat_name}={_fmt_number(r.statistic)}",
+            r.verdict,
         )
+        for r in results
+    ]
+    what = header.index("what was compared")
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    others = sum(widths) - widths[what] + 2 * (len(header) - 1)
+    widths[what] = min(widths[what], max(MIN_WHAT_WIDTH, width - others))
+    lines = []
+    for row in rows:
+        wrapped = textwrap.wrap(row[what], widths[what], subsequent_indent="  ") or [""]
+        lines.append(_join((*row[:what], wrapped[0], *row[what + 1:]), widths))
+        lines.extend(_join(("",) * what + (more,), widths) for more in wrapped[1:])
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _join(cells, widths) -> str:
+    return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip()
 
 
 def write_record(out_dir: Path, name: str, config: dict, seed: int, checks: list[dict]) -> Path:

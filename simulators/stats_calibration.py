@@ -32,13 +32,12 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 from tqdm import tqdm
 
-from simulators.ledger import ClaimResult, report
+from simulators.ledger import ClaimResult, decided, report
 from simulators.mc import z_score
 from simulators.registry import Check, RunConfig
 from stats_tests import edgington_correlation_test, fisher_correlation_test, levene_test, obrien_test
 
 ALPHA = 0.05
-Z_LIMIT = 4.0
 LOG_SD = 0.5  # log-normal norms Z = exp(LOG_SD * N(0, 1))
 PAPER, SMALL, LARGE_GROUPS = (600, 16), (50, 8), (50, 64)
 TESTS = ("fisher", "edgington", "levene", "obrien")
@@ -111,17 +110,19 @@ def rejection_rates(rng, rewards, norms, setting, reps, which, bar=None, **alt) 
 
 
 def size_row(kind: str, what: str, cells: list[dict], key: str) -> ClaimResult:
-    """Worst |z| of the rejection rate of ``key`` over ``cells``. A claim passes and a control
-    is rejected by the same rule: a claim needs every |z| < 4, a control some |z| >= 4."""
+    """Worst |z| of the rejection rate of ``key`` over ``cells`` (shown with its sign). A claim passes
+    and a control is rejected by the ledger's rule on max|z|: a claim needs every |z| < 4, a
+    control some |z| >= 4."""
     zs = [c["rates"][key]["z"] for c in cells]
     worst = cells[int(np.argmax(np.abs(zs)))]
     rate = worst["rates"][key]
-    within = max(abs(z) for z in zs) < Z_LIMIT
-    ok = {"claim": within, "control": not within, "report": True}[kind]
     extra = f" mean W {worst['rates'][f'mean_{key}_W']:.3f}" if f"mean_{key}_W" in worst["rates"] else ""
     label = f"{what} [worst Q = {worst['Q']}, n = {worst['n']}: {rate['rate']:.3f}, 95% CI {rate['ci95'][0]:.3f}-{rate['ci95'][1]:.3f}{extra}]"
-    se = null_se(worst["reps"])
-    return ClaimResult("V11", kind, label, rate["rate"], se, ALPHA, float(max(zs, key=abs)), "max|z|", ok, {"cells": cells, "key": key})
+    measured = {"estimate": rate["rate"], "se": null_se(worst["reps"]), "theory": ALPHA,
+                "details": {"cells": cells, "key": key}}
+    if kind == "report":
+        return report("V11", label, statistic=float(max(zs, key=abs)), stat_name="max|z|", **measured)
+    return decided(kind, "V11", label, max_abs_z=float(max(zs, key=abs)), **measured)
 
 
 def run_calibration(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
@@ -161,7 +162,7 @@ def run_calibration(config: RunConfig, rng: np.random.Generator) -> list[ClaimRe
         mine = [c for c in power if (c["Q"], c["n"]) == (q, n)]
         corr = ", ".join(f"rho {c['rho']}: F {c['rates']['fisher']['rate']:.2f} E {c['rates']['edgington']['rate']:.2f}" for c in mine if "rho" in c)
         var = ", ".join(f"tau {c['tau']}: L {c['rates']['levene']['rate']:.2f} O {c['rates']['obrien']['rate']:.2f}" for c in mine if "tau" in c)
-        rows.append(report("V11", f"power, Q = {q}, n = {n}: {corr}; {var}", {"cells": mine}))
+        rows.append(report("V11", f"power, Q = {q}, n = {n}: {corr}; {var}", details={"cells": mine}))
     return rows
 
 

@@ -28,7 +28,7 @@ from scipy import stats
 from tqdm import tqdm
 
 from simulators import mc
-from simulators.ledger import Z_THRESHOLD, ClaimResult
+from simulators.ledger import Z_THRESHOLD, ClaimResult, decided, report
 from simulators.registry import Check, RunConfig
 from simulators.token_policy import MarkovTokenPolicy, verifier_reward
 from theory.variance import (
@@ -122,25 +122,22 @@ def compare(samples: np.ndarray, var_theory: float, mean_theory: float) -> dict:
 def summary_row(claim: str, kind: str, what: str, cells: list[dict], stat: str, **extra) -> ClaimResult:
     """One table row for many cells: the worst cell (largest |z|) is shown.
 
-    A claim holds when every cell has |z| < 4; a control is rejected when some
-    cell has |z| >= 4.
+    The ledger's rule on max|z|: a claim holds when every cell has |z| < 4; a control is
+    rejected when some cell has |z| >= 4.
     """
     moment = "var" if stat == "z_var" else "mean"
     zs = np.abs([c[stat] for c in cells])
     worst = cells[int(np.argmax(zs))]
     rejected = int(np.sum(zs >= Z_THRESHOLD))
-    ok = rejected == 0 if kind == "claim" else rejected > 0
     details = {"cells": cells, "stat": stat, "cells_rejected": rejected, "worst_cell": worst, **extra}
-    return ClaimResult(
-        claim=claim,
-        kind=kind,
-        what=f"{what} [{len(cells)} cells, {rejected} with |z|>=4]",
+    return decided(
+        kind,
+        claim,
+        f"{what} [{len(cells)} cells, {rejected} with |z|>=4]",
+        max_abs_z=float(zs.max()),
         estimate=worst[moment],
         se=worst[f"{moment}_se"],
         theory=worst[f"{moment}_theory"],
-        statistic=float(zs.max()),
-        stat_name="max|z|",
-        ok=ok,
         details=details,
     )
 
@@ -290,27 +287,22 @@ def run_copula(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]
     rel = np.array([c["rel_dev_var"] for c in map_cells])
     bias = np.array([c["mean_over_sd"] for c in map_cells])
     corr = np.array([c["corr_rz"] for c in map_cells])
-    report = ClaimResult(
-        claim="V4",
-        kind="report",
-        what=(
+    deviation = report(
+        "V4",
+        (
             f"Prop 4.2/4.3 under corr(R,Z) in [{corr.min():.2f}, {corr.max():.2f}]: "
             f"Var/Prop-1 in [{rel.min():+.2f}, {rel.max():+.2f}], E[G]/sd(G) in [{bias.min():+.2f}, {bias.max():+.2f}]"
         ),
-        estimate=float(rel[np.argmax(np.abs(rel))]),
-        se=None,
-        theory=0.0,
-        statistic=None,
-        stat_name="",
-        ok=True,
         details={"map": map_cells, "log_sd": COPULA_LOG_SD},
+        estimate=float(rel[np.argmax(np.abs(rel))]),
+        theory=0.0,
     )
     return [
         summary_row("V4", "claim", "Var(G), correlated R,Z = exact i.i.d.-pairs formula (ours)", exact_cells, "z_var"),
         summary_row("V4", "claim", "E[G] = (n-1)/n Cov(R,Z) Dr.GRPO, Cov(R,Z) RLOO (ours)", exact_cells, "z_mean"),
         summary_row("V4", "control", "Props 4.2/4.3 variance at |ρ_latent| >= 0.3", violated_cells, "z_var"),
         summary_row("V4", "control", "E[G] = 0 at |ρ_latent| >= 0.3", violated_cells, "z_mean"),
-        report,
+        deviation,
     ]
 
 
@@ -357,21 +349,19 @@ def run_token_policy(config: RunConfig, rng: np.random.Generator) -> list[ClaimR
             bar.update()
         worst = max(rule_cells, key=lambda c: abs(c["z_var"]))
         report_rows.append(
-            ClaimResult(
-                claim="V4",
-                kind="report",
-                what=(
+            report(
+                "V4",
+                (
                     f"real gradient, verifier '{rule}': p={p:.3f}, corr(R,Z)={corr:+.3f}; "
                     f"MC Var/Prop-1 in [{min(c['rel_dev_var'] for c in rule_cells):+.2f}, "
                     f"{max(c['rel_dev_var'] for c in rule_cells):+.2f}]"
                 ),
+                details={"cells": rule_cells, "p": float(p), "var_z": float(var_z), "corr_rz": float(corr)},
                 estimate=worst["var"],
-                se=worst["var_se"],
                 theory=worst["var_theory"],
+                se=worst["var_se"],
                 statistic=worst["z_var"],
                 stat_name="z",
-                ok=True,
-                details={"cells": rule_cells, "p": float(p), "var_z": float(var_z), "corr_rz": float(corr)},
             )
         )
     bar.close()

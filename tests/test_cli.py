@@ -8,12 +8,14 @@ import pytest
 
 from figures.records import load_records, newest_check
 from simulators import cli, ledger, registry
-from simulators.ledger import ClaimResult
 from tests.conftest import run_module
 
 
 def _row(kind, ok, claim="X1"):
-    return ClaimResult(claim, kind, "w", 1.0, 0.1, 1.0, 0.0, "z", ok)
+    """A row of ``kind`` whose verdict is ``ok`` (a claim that holds, a control that does not)."""
+    if kind == "report":
+        return ledger.report(claim, "w")
+    return ledger.decided(kind, claim, "w", holds=ok if kind == "claim" else not ok, rule="set by the test")
 
 
 def test_topic_cli_passes_and_writes_record(variance_run):
