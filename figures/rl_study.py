@@ -1,4 +1,4 @@
-"""Figures of the small-scale RL study (scripts/rl_study.py): learning curves and final
+"""Figures of the small-scale RL study (``python -m rl_study``): learning curves and final
 Mean@8 per method, one figure per comparison."""
 
 from __future__ import annotations
