@@ -44,4 +44,10 @@ def study(check: dict):
     return fig
 
 
+def how_to_record(check_names, records_dir) -> str:
+    """The study command that writes the records of ``check_names`` (``rl_study_<comparison>``)."""
+    comparisons = " ".join(name.removeprefix("rl_study_") for name in check_names)
+    return f"run `python -m rl_study {comparisons} --out {records_dir}` (about 45 minutes for every comparison)"
+
+
 FIGURES = [(f"rl_study_{name}", f"rl_study_{name}", study) for name in COMPARISONS]
