@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -5,6 +6,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Subprocesses import this checkout's packages, whichever copy of rlvr-lab is installed: a script
+# run as ``python trainer/run.py`` has trainer/, not the repository root, first on sys.path.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def without_timings(metrics):

@@ -1,5 +1,7 @@
 """``python trainer/run.py --config trainer/configs/tiny_cpu.yaml [--set name=value ...] [--resume]``
-(or ``torchrun --nproc_per_node N trainer/run.py ...`` for N processes: trainer.distributed)
+(or ``torchrun --nproc_per_node N trainer/run.py ...`` for N processes: trainer.distributed).
+``rlvr-train`` and ``python -m trainer.run`` are the same command. The script form imports the
+installed packages (``pip install -e .``).
 
 Builds a run from a config and trains it. Every check that can fail does so before the first
 step: the config (types, ranges, names, budget feasibility, L >= 3 with VIP), the tokenizer, the
@@ -14,16 +16,13 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from trainer import distributed  # noqa: E402
-from trainer.config import TrainConfig, load_config  # noqa: E402
-from trainer.data import load_examples  # noqa: E402
-from trainer.distributed import World  # noqa: E402
-from trainer.loop import Trainer  # noqa: E402
-from trainer.models import enable_activation_checkpointing, inference_dtype, load_policy, load_tokenizer, resolve_device, resolve_dtype  # noqa: E402
-from trainer.rewards import checked_rewards, get_reward  # noqa: E402
+from trainer import distributed
+from trainer.config import TrainConfig, load_config
+from trainer.data import load_examples
+from trainer.distributed import World
+from trainer.loop import Trainer
+from trainer.models import enable_activation_checkpointing, inference_dtype, load_policy, load_tokenizer, resolve_device, resolve_dtype
+from trainer.rewards import checked_rewards, get_reward
 
 
 PREFLIGHT_WRONG = "I do not know."  # a completion no reward should score as correct
@@ -109,5 +108,11 @@ def _train(config: TrainConfig, world: World, resume: bool) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``rlvr-train`` console script: :func:`main`'s status becomes the process's exit status
+    through trainer.distributed.exit_process, which a torchrun worker must leave by."""
     distributed.exit_process(main())
+
+
+if __name__ == "__main__":
+    cli()
