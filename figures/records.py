@@ -69,10 +69,8 @@ def newest_check(records: list[tuple[Path, dict]], check_name: str) -> dict | No
 def claims_of(records: list[tuple[Path, dict]], check_name: str) -> list[str]:
     """The claim ids ``check_name`` serves, as its entries in ``records`` list them (a partial
     ``--only`` entry lists them all too); empty when no record holds the check."""
-    return list(dict.fromkeys(
-        claim for _, record in records for check in record["checks"] if check["name"] == check_name
-        for claim in check["claims"]
-    ))
+    entries = [check for _, record in records for check in record["checks"] if check["name"] == check_name]
+    return list(dict.fromkeys(claim for check in entries for claim in check["claims"]))
 
 
 def rows_of(check: dict, claim: str, kind: str | None = None) -> list[dict]:

@@ -16,12 +16,16 @@ from simulators.ledger import format_table, write_record
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rl_study", description=rl_study.__doc__.split("\n\n")[0])
-    parser.add_argument("comparisons", nargs="*", metavar="COMPARISON", help=f"any of {', '.join(COMPARISONS)} (default: all)")
+    parser.add_argument(
+        "comparisons", nargs="*", metavar="COMPARISON", help=f"any of {', '.join(COMPARISONS)} (default: all)"
+    )
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--out", default="records")
     parser.add_argument("--warmup-steps", type=int, default=WARMUP_STEPS)
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)"
+    )
     args = parser.parse_args(argv)
     unknown = [c for c in args.comparisons if c not in COMPARISONS]
     if unknown:
@@ -40,6 +44,9 @@ def main(argv=None) -> int:
         rows = summarise(comparison, comparison_runs, starts)
         print(format_table(rows))
         print(markdown_table(rows))
-        check = {"name": f"rl_study_{comparison}", "claims": [COMPARISONS[comparison]["claim"]], "seconds": sum(r["seconds"] for r in comparison_runs), "results": [r.to_json() for r in rows]}
+        check = {
+            "name": f"rl_study_{comparison}", "claims": [COMPARISONS[comparison]["claim"]],
+            "seconds": sum(r["seconds"] for r in comparison_runs), "results": [r.to_json() for r in rows],
+        }
         print(write_record(Path(args.out), f"rl_study_{comparison}", config, 0, [check]))
     return 0

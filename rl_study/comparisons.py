@@ -22,7 +22,8 @@ from rl_study.tasks import FAMILIES
 PROMPTS = 16
 WARMUP_STEPS = 800
 BASE = dict(
-    model="tiny:qwen2", template="plain", chat_template=False, reward="first_number", embedding="hashed", prompts_per_step=PROMPTS,
+    model="tiny:qwen2", template="plain", chat_template=False, reward="first_number", embedding="hashed",
+    prompts_per_step=PROMPTS,
     budget=8 * PROMPTS, min_rollouts=4, max_rollouts=16, advantage="rloo", learning_rate=1e-4, warmup_steps=0,
     micro_batch_size=128, generation_batch_size=256, tensorboard=False, progress=False,
 )
@@ -38,7 +39,9 @@ ALLOCATION_RULES = {  # method name -> config fields; the GP rules use the paper
     "ridge": {"allocation": "vip", "predictor": "ridge"},
 }
 ALLOCATION_METHODS = {
-    f"{name}@{q}Q": fields | {"budget": q * PROMPTS, "max_rollouts": 2 * q} for q in (8, 16) for name, fields in ALLOCATION_RULES.items()
+    f"{name}@{q}Q": fields | {"budget": q * PROMPTS, "max_rollouts": 2 * q}
+    for q in (8, 16)
+    for name, fields in ALLOCATION_RULES.items()
 }
 LOSS_METHODS = {
     "grpo": {"loss": "grpo"},
@@ -48,7 +51,9 @@ LOSS_METHODS = {
 }
 COMPARISONS = {
     "allocation": {"claim": "V10", "baseline": "uniform@8Q", "methods": ALLOCATION_METHODS},
-    "allocation_dr_grpo": {"claim": "V10", "baseline": "uniform@8Q", "methods": ALLOCATION_METHODS, "common": {"advantage": "dr_grpo"}},
+    "allocation_dr_grpo": {
+        "claim": "V10", "baseline": "uniform@8Q", "methods": ALLOCATION_METHODS, "common": {"advantage": "dr_grpo"}
+    },
     "loss": {
         "claim": "C8",
         "baseline": "grpo",

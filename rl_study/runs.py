@@ -86,7 +86,8 @@ def run_one(comparison: str, method: str, seed: int, steps: int, out: Path, warm
     train, test = _data(problems)
     tok = task_tokenizer()
     run_dir = out / comparison / "runs" / f"{method}-seed{seed}"
-    fields = _base(problems) | spec.get("common", {}) | spec["methods"][method] | {"steps": steps, "seed": seed, "output_dir": str(run_dir)}
+    fields = _base(problems) | spec.get("common", {}) | spec["methods"][method]
+    fields |= {"steps": steps, "seed": seed, "output_dir": str(run_dir)}
     config = TrainConfig(**fields)
     model = warmed_model(seed, problems, train, tok, out / "warmup", warmup_steps)
     reference = None
@@ -125,7 +126,8 @@ def run_and_save(comparison: str, method: str, seed: int, steps: int, out: Path,
 
 def _pool(jobs: int) -> ProcessPoolExecutor:
     # spawn, not fork: a forked child of a process that has used torch's thread pool can hang
-    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(1,))
+    spawn = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(jobs, mp_context=spawn, initializer=torch.set_num_threads, initargs=(1,))
 
 
 def run_study(comparisons, seeds: int, steps: int, out: Path, warmup_steps: int, jobs: int) -> dict[str, list[dict]]:
@@ -135,8 +137,12 @@ def run_study(comparisons, seeds: int, steps: int, out: Path, warmup_steps: int,
     todo = [job for job in wanted if not run_path(out, *job, steps, warmup_steps).exists()]
     with _pool(jobs) as pool:
         starts = [(s, p) for p in dict.fromkeys(map(problem_set, comparisons)) for s in range(seeds)]
-        list(tqdm(pool.map(warm_start, *zip(*starts), [out] * len(starts), [warmup_steps] * len(starts)), total=len(starts), desc="warm-up"))
+        warmed = pool.map(warm_start, *zip(*starts), [out] * len(starts), [warmup_steps] * len(starts))
+        list(tqdm(warmed, total=len(starts), desc="warm-up"))
         futures = [pool.submit(run_and_save, c, m, s, steps, out, warmup_steps) for c, m, s in todo]
         for future in tqdm(as_completed(futures), total=len(futures), desc="runs", initial=len(wanted) - len(todo)):
             future.result()  # a failed run stops the study here; the finished ones stay saved
-    return {c: [json.loads(run_path(out, c, m, s, steps, warmup_steps).read_text()) for cc, m, s in wanted if cc == c] for c in comparisons}
+    return {
+        c: [json.loads(run_path(out, c, m, s, steps, warmup_steps).read_text()) for cc, m, s in wanted if cc == c]
+        for c in comparisons
+    }

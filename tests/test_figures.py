@@ -17,7 +17,8 @@ def test_the_norm_variance_is_read_back_from_the_record(variance_run):
     (check,) = [c for _, r in records for c in r["checks"] if c["name"] == "binary_rewards"]
     for claim, estimator in (("V1", "dr_grpo"), ("V2", "rloo")):
         cells = [c for c in variance._variance_cells(check, claim) if c["z_dist"] == variance.SHOWN_Z]
-        assert variance._sigma_z2(cells, estimator) == pytest.approx(NORM_DISTRIBUTIONS[variance.SHOWN_Z].var(), rel=1e-12)
+        expected = NORM_DISTRIBUTIONS[variance.SHOWN_Z].var()
+        assert variance._sigma_z2(cells, estimator) == pytest.approx(expected, rel=1e-12)
 
 
 def _write(path, checks):

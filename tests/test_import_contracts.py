@@ -91,11 +91,14 @@ def test_package_keeps_its_import_contract(package):
 @pytest.mark.parametrize(
     "package, source, flagged",
     [
-        ("theory", "import numpy\n\ndef f():\n    from simulators.ledger import report\n", ["theory/bad.py:4 imports simulators"]),
+        ("theory", "import numpy\n\ndef f():\n    from simulators.ledger import report\n",
+         ["theory/bad.py:4 imports simulators"]),
         ("theory", "import cvxpy\nfrom . import _checks\n", ["theory/bad.py:1 imports cvxpy"]),
         ("figures", "from simulators.variance import NORM_DISTRIBUTIONS\n", ["figures/bad.py:1 imports simulators"]),
-        ("simulators", "import torch\nimport trainer.loop\n", ["simulators/bad.py:1 imports torch", "simulators/bad.py:2 imports trainer"]),
-        ("trainer", "def f():\n    from simulators.prompt_embeddings import embed_prompts\n", ["trainer/bad.py:2 imports simulators"]),
+        ("simulators", "import torch\nimport trainer.loop\n",
+         ["simulators/bad.py:1 imports torch", "simulators/bad.py:2 imports trainer"]),
+        ("trainer", "def f():\n    from simulators.prompt_embeddings import embed_prompts\n",
+         ["trainer/bad.py:2 imports simulators"]),
         ("trainer", "import rl_study.tasks\nimport torch\n", ["trainer/bad.py:1 imports rl_study"]),
     ],
 )
@@ -110,5 +113,6 @@ def test_no_trainer_module_shadows_what_the_trainer_imports():
     """``python trainer/run.py`` puts trainer/ first on sys.path, so a module there named like the
     standard library's or like a top-level module that trainer code imports would replace it."""
     modules = {path.stem for path in (ROOT / "trainer").glob("*.py")} - {"__init__", "__main__"}
-    imported = {name for path in (ROOT / "trainer").rglob("*.py") for _, name in imported_modules(path.read_text(), "trainer")}
+    sources = [path.read_text() for path in (ROOT / "trainer").rglob("*.py")]
+    imported = {name for source in sources for _, name in imported_modules(source, "trainer")}
     assert modules & (set(sys.stdlib_module_names) | imported) == set()

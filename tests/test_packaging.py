@@ -35,7 +35,8 @@ def test_console_script_resolves_to_a_callable(name):
 
 def test_every_top_level_package_is_installed():
     packages = sorted(p.parent.name for p in ROOT.glob("*/__init__.py"))
-    assert sorted(PYPROJECT["tool"]["setuptools"]["packages"]) == [p for p in packages if p not in ("tests", "benchmarks")]
+    installed = sorted(PYPROJECT["tool"]["setuptools"]["packages"])
+    assert installed == [p for p in packages if p not in ("tests", "benchmarks")]
 
 
 def test_rlvr_train_exits_with_mains_status(monkeypatch, capsys):
@@ -47,5 +48,6 @@ def test_rlvr_train_exits_with_mains_status(monkeypatch, capsys):
 
 @pytest.mark.parametrize("script", ["trainer/run.py", "trainer/evaluate.py"])
 def test_script_form_runs_from_another_directory(tmp_path, script):
-    proc = subprocess.run([sys.executable, str(ROOT / script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, str(ROOT / script), "--help"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--config" in proc.stdout, proc.stderr[-2000:]

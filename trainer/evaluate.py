@@ -26,6 +26,7 @@ from trainer.models import inference_dtype, load_policy, load_tokenizer, resolve
 from trainer.rewards import EXTRACTORS, answer_line, boxed, checked_rewards, get_reward
 from trainer.rollout import Sampling, TransformersEngine
 
+
 def extract(reward: str, completion: str) -> str | None:
     """The answer Maj@k votes on: the reward's own extraction (boxed, then Answer: line, for
     math_verify and custom rewards)."""

@@ -21,7 +21,9 @@ from trainer.config import TrainConfig, load_config
 from trainer.data import load_examples
 from trainer.distributed import World
 from trainer.loop import Trainer
-from trainer.models import enable_activation_checkpointing, inference_dtype, load_policy, load_tokenizer, resolve_device, resolve_dtype
+from trainer.models import (
+    enable_activation_checkpointing, inference_dtype, load_policy, load_tokenizer, resolve_device, resolve_dtype,
+)
 from trainer.rewards import checked_rewards, get_reward
 
 
