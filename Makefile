@@ -33,5 +33,5 @@ test-slow: install-dev
 
 ## The small-scale RL study at full size (about 45 minutes on 2 cores; resumable), then its figures.
 study: install-dev
-	$(PYTHON) scripts/rl_study.py --out records
+	$(PYTHON) -m rl_study --out records
 	$(PYTHON) -m figures --records records --out records/figures

@@ -8,21 +8,25 @@ import sys
 from pathlib import Path
 
 from figures import style
-from figures.records import load_records, newest_check
+from figures.records import claims_of, load_records, newest_check
 
 FIGURE_MODULES = ("figures.variance", "figures.allocation", "figures.stats_tests", "figures.importance", "figures.predictor", "figures.bounds", "figures.rl_study")
 
 
-def how_to_record(check_names, records_dir: Path) -> str:
-    """The ``python -m simulators --only`` command that writes complete entries of ``check_names``
-    (for checks of the claims ledger; the RL study's come from scripts/rl_study.py)."""
-    from simulators import registry  # imports every topic: only when a figure lacks its record
-
-    served = {check.name: check.claims for _, check in registry.checks_for()}
-    claims = list(dict.fromkeys(claim for name in check_names for claim in served.get(name, ())))
-    if not claims:
-        return "its record is written by scripts/rl_study.py"
-    return f"run `python -m simulators --only {','.join(claims)} --out {records_dir}`"
+def how_to_record(module, check_names, records, records_dir: Path) -> str:
+    """The command that writes complete entries of ``check_names``: the figure module's own
+    ``how_to_record`` where it has one (the RL study's), else ``python -m simulators --only``
+    with the claim ids that the records list for those checks. Figures read records only: they
+    do not import the simulators to look the ids up."""
+    if hasattr(module, "how_to_record"):
+        return module.how_to_record(check_names, records_dir)
+    claims = list(dict.fromkeys(claim for name in check_names for claim in claims_of(records, name)))
+    if claims:
+        return f"run `python -m simulators --only {','.join(claims)} --out {records_dir}`"
+    return (
+        f"run `python -m simulators --out {records_dir}` (or `--only` with the claim ids that "
+        f"`python -m simulators --list` shows for {', '.join(check_names)})"
+    )
 
 
 def main(argv=None) -> int:
@@ -38,7 +42,8 @@ def main(argv=None) -> int:
     style.apply()
     written, missing = [], []
     for module_name in FIGURE_MODULES:
-        for name, check_names, draw in importlib.import_module(module_name).FIGURES:
+        module = importlib.import_module(module_name)
+        for name, check_names, draw in module.FIGURES:
             check_names = (check_names,) if isinstance(check_names, str) else check_names
             checks = [newest_check(records, check_name) for check_name in check_names]
             absent = [n for n, check in zip(check_names, checks) if check is None]
@@ -46,7 +51,7 @@ def main(argv=None) -> int:
                 checks_named = ", ".join(repr(n) for n in absent)
                 missing.append(
                     f"{name}: no record in {records_dir} holds the complete results of check {checks_named}; "
-                    + how_to_record(absent, records_dir)
+                    + how_to_record(module, absent, records, records_dir)
                 )
                 continue
             written.extend(style.save(draw(*checks), out, name))

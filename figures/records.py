@@ -66,6 +66,13 @@ def newest_check(records: list[tuple[Path, dict]], check_name: str) -> dict | No
     return max(found, key=lambda item: item[0])[1] if found else None
 
 
+def claims_of(records: list[tuple[Path, dict]], check_name: str) -> list[str]:
+    """The claim ids ``check_name`` serves, as its entries in ``records`` list them (a partial
+    ``--only`` entry lists them all too); empty when no record holds the check."""
+    entries = [check for _, record in records for check in record["checks"] if check["name"] == check_name]
+    return list(dict.fromkeys(claim for check in entries for claim in check["claims"]))
+
+
 def rows_of(check: dict, claim: str, kind: str | None = None) -> list[dict]:
     """The result rows of ``claim`` (optionally of one kind) in a check entry."""
     return [r for r in check["results"] if r["claim"] == claim and (kind is None or r["kind"] == kind)]

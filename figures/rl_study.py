@@ -1,4 +1,4 @@
-"""Figures of the small-scale RL study (scripts/rl_study.py): learning curves and final
+"""Figures of the small-scale RL study (``python -m rl_study``): learning curves and final
 Mean@8 per method, one figure per comparison."""
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ def study(check: dict):
     right.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def how_to_record(check_names, records_dir) -> str:
+    """The study command that writes the records of ``check_names`` (``rl_study_<comparison>``)."""
+    comparisons = " ".join(name.removeprefix("rl_study_") for name in check_names)
+    return f"run `python -m rl_study {comparisons} --out {records_dir}` (about 45 minutes for every comparison)"
 
 
 FIGURES = [(f"rl_study_{name}", f"rl_study_{name}", study) for name in COMPARISONS]

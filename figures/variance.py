@@ -8,7 +8,6 @@ from matplotlib.colors import TwoSlopeNorm
 
 from figures.records import rows_of
 from figures.style import COLORS, ESTIMATOR_LABELS
-from simulators.variance import NORM_DISTRIBUTIONS
 from theory.variance import gradient_variance
 
 SHOWN_P = (0.1, 0.5, 0.99)
@@ -20,12 +19,20 @@ def _variance_cells(check: dict, claim: str) -> list[dict]:
     return row["details"]["cells"]
 
 
+def _sigma_z2(cells: list[dict], estimator: str) -> float:
+    """Var(Z) of the cells' norm law, read back from the record: Props 4.2/4.3 are linear in
+    sigma_Z^2, so it is var_theory / gradient_variance(estimator, n, p, sigma_z2=1) at any cell
+    with 0 < p < 1."""
+    cell = next(c for c in cells if 0 < c["p"] < 1)
+    return cell["var_theory"] / gradient_variance(estimator, cell["n"], p=cell["p"], sigma_z2=1.0)
+
+
 def variance_vs_n(check: dict):
     """Var(G) vs n: Props 4.2/4.3 as lines, Monte-Carlo as points with ±2 SE bars."""
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
     for ax, (claim, est) in zip(axes, (("V1", "dr_grpo"), ("V2", "rloo"))):
         cells = [c for c in _variance_cells(check, claim) if c["z_dist"] == SHOWN_Z]
-        sigma_z2 = NORM_DISTRIBUTIONS[SHOWN_Z].var()
+        sigma_z2 = _sigma_z2(cells, est)
         n_all = sorted({c["n"] for c in cells})
         n_line = np.linspace(min(n_all), max(n_all), 200)
         for p, marker in zip(SHOWN_P, ("o", "s", "^")):

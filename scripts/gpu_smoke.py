@@ -19,17 +19,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from trainer.checkpoint import load_checkpoint  # noqa: E402
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.data import arithmetic_task  # noqa: E402
-from trainer.loop import Trainer  # noqa: E402
-from trainer.models import resolve_dtype, tiny_model, tiny_tokenizer  # noqa: E402
-from trainer.rewards import get_reward  # noqa: E402
+from trainer.checkpoint import load_checkpoint
+from trainer.config import TrainConfig
+from trainer.data import arithmetic_task
+from trainer.loop import Trainer
+from trainer.models import resolve_dtype, tiny_model, tiny_tokenizer
+from trainer.rewards import get_reward
 
 
 def _model(args, tok):

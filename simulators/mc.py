@@ -1,6 +1,6 @@
 """Monte-Carlo estimates with standard errors from the same samples.
 
-DESIGN.md: an estimate is compared with the theory by a z-score whose standard
+The ledger's rule: an estimate is compared with the theory by a z-score whose standard
 error is estimated from the very samples that gave the estimate.
 """
 

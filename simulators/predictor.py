@@ -37,9 +37,9 @@ import numpy as np
 from scipy import special
 from tqdm import tqdm
 
+from prompt_features import embed_prompts
 from simulators.ledger import ClaimResult, claim, control, report
 from simulators.math_prompts import generate_math_prompts
-from simulators.prompt_embeddings import embed_prompts
 from simulators.registry import Check, RunConfig
 from simulators.timing import median_seconds
 from theory.allocation import allocate, inverse_accuracy_allocation, inverse_variance_allocation, success_variance_weights, uniform_allocation

@@ -2,9 +2,9 @@
 
 Each topic module (``simulators.<topic>``) exposes ``CHECKS``, a list of
 :class:`Check`. A check is one experiment that yields rows for one or more claim
-ids (the ids of ../shared/DESIGN.md); one experiment may serve several claims
+ids (the ids of CLAIMS.md); one experiment may serve several claims
 because they share draws (V1 and V2 come from the same rollouts).
-Later issues add their topic to ``TOPICS``.
+A new topic is a module with ``CHECKS`` and its name in ``TOPICS``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The rollout log: one row per rollout, written by the trainer and the simulators, read by
-``python -m stats_tests`` and the figures (../shared/DESIGN.md, "Rollout log").
+``python -m stats_tests`` and the figures.
 
 JSON Lines, one object per line, with the fields of :data:`SCHEMA`. Parquet files with the
 same columns are read too when pandas and pyarrow are installed (they are not dependencies).

@@ -16,7 +16,7 @@ CLAIMS = {"allocation": "V10", "allocation_dr_grpo": "V10", "loss": "C8", "loss_
 
 @pytest.mark.slow
 def test_every_comparison_of_the_study_runs_and_is_reported(tmp_path):
-    cmd = [sys.executable, "scripts/rl_study.py", "--seeds", "2", "--steps", "20", "--warmup-steps", "200", "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "rl_study", "--seeds", "2", "--steps", "20", "--warmup-steps", "200", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for comparison, claim in CLAIMS.items():

@@ -10,7 +10,7 @@ import torch
 from theory.variance import group_advantages
 from trainer import rewards
 from trainer.advantages import rollout_advantages, zero_variance_fraction
-from trainer.allocation import RolloutAllocator, hashed_embeddings
+from trainer.allocation import RolloutAllocator
 from trainer.config import TrainConfig
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.data import VIP_MATH_TEMPLATE, arithmetic_task, format_prompt, load_examples
@@ -143,13 +143,6 @@ def test_zero_variance_fraction():
 
 
 # --- allocation -------------------------------------------------------------------------------
-
-
-def test_hashed_embeddings_are_unit_and_stable():
-    x = hashed_embeddings(["What is 2 + 3?", "What is 2 + 3?", ""])
-    np.testing.assert_allclose(np.linalg.norm(x[:2], axis=1), 1.0)
-    np.testing.assert_array_equal(x[0], x[1])
-    assert not x[2].any()
 
 
 @pytest.mark.parametrize("predictor", ["gp_binomial", "gp", "ridge"])

@@ -23,52 +23,22 @@ prompts left under 4 rollouts dropped. The predictor learns from each step's rew
 Every rule other than uniform uses the predictor's p_hat. :meth:`RolloutAllocator.metrics`
 reports the GP's conditioning (theory.predictor.AMPLIFICATION_LIMIT) for the step's metrics.
 
-Features for the GP: sentence-transformers embeddings (VIP §6: all-MiniLM-L6-v2, the ``embed``
-extra) when ``embedding`` is ``sentence_transformers`` or ``auto`` and they are installed;
-otherwise (``hashed``, or ``auto`` without them) a hashed bag of words: each lower-cased word
-or symbol adds +-1 to one of 256 coordinates chosen by CRC-32 of the token, rows scaled to
-unit length. Hand-written because it is eight lines and scikit-learn's HashingVectorizer is
-not a dependency; CRC-32 because Python's hash() changes between processes.
+Features for the GP: prompt_features.prompt_features, by ``embedding``: sentence-transformers
+embeddings (VIP §6: all-MiniLM-L6-v2, the ``embed`` extra) for ``sentence_transformers``, a
+hashed bag of words for ``hashed``, and for ``auto`` the first when installed, else the second.
 """
 
 from __future__ import annotations
 
-import re
 import time
-import zlib
 
 import numpy as np
 
+from prompt_features import prompt_features
 from theory import allocation as alloc
 from theory.predictor import GPSuccessPredictor, RidgePredictor
 
-HASHED_DIM = 256
 PREDICTORS = ("gp_binomial", "gp", "ridge")
-_TOKENS = re.compile(r"\w+|[^\w\s]")
-
-
-def hashed_embeddings(texts, dim: int = HASHED_DIM) -> np.ndarray:
-    """(len(texts), dim) signed hashed bag-of-words features, rows of unit length (or zero)."""
-    out = np.zeros((len(texts), dim))
-    for i, text in enumerate(texts):
-        for token in _TOKENS.findall(text.lower()):
-            h = zlib.crc32(token.encode())
-            out[i, h % dim] += 1.0 if (h >> 16) & 1 else -1.0
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
-
-
-def prompt_features(texts, embedding: str) -> tuple[np.ndarray, str]:
-    """The GP's features and which kind they are (see the module docstring)."""
-    if embedding != "hashed":
-        try:
-            from simulators.prompt_embeddings import embed_prompts
-
-            return embed_prompts(texts), "sentence_transformers"
-        except ImportError:
-            if embedding == "sentence_transformers":
-                raise
-    return hashed_embeddings(texts), "hashed"
 
 
 class RolloutAllocator:

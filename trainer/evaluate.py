@@ -5,6 +5,7 @@ temperature and rollout engine (``--set rollout_engine=vllm`` on a GPU), and rep
 (unbiased), Mean@k (= CTPO's avg@k) and Maj@k (VIP §6) for each k <= n as JSON.
 ``--checkpoint`` loads the model weights of a training checkpoint
 (``<output_dir>/checkpoints/step-N``); ``--dataset``/``--split`` name the held-out set.
+``rlvr-eval`` and ``python -m trainer.evaluate`` are the same command.
 """
 
 from __future__ import annotations
@@ -14,19 +15,17 @@ import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from trainer.checkpoint import load_checkpoint
+from trainer.config import load_config
+from trainer.data import format_prompt, load_examples
+from trainer.metrics import summarise
+from trainer.models import inference_dtype, load_policy, load_tokenizer, resolve_device
+from trainer.rewards import EXTRACTORS, answer_line, boxed, checked_rewards, get_reward
+from trainer.rollout import Sampling, TransformersEngine
 
-from trainer.checkpoint import load_checkpoint  # noqa: E402
-from trainer.config import load_config  # noqa: E402
-from trainer.data import format_prompt, load_examples  # noqa: E402
-from trainer.metrics import summarise  # noqa: E402
-from trainer.models import inference_dtype, load_policy, load_tokenizer, resolve_device  # noqa: E402
-from trainer.rewards import EXTRACTORS, answer_line, boxed, checked_rewards, get_reward  # noqa: E402
-from trainer.rollout import Sampling, TransformersEngine  # noqa: E402
 
 def extract(reward: str, completion: str) -> str | None:
     """The answer Maj@k votes on: the reward's own extraction (boxed, then Answer: line, for

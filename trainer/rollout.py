@@ -9,7 +9,7 @@ loop rather than ``model.generate``: ``generate`` draws from torch's global RNG,
 trainer's rule is that randomness comes from a ``torch.Generator`` passed in (a resumed run
 must replay the same samples); the loop also reads the log-probabilities of the sampled
 tokens directly. Sampling is at ``temperature`` over the full vocabulary (VIP and CTPO
-sample at 1.0 with no top-p/top-k). A vLLM engine (GPU extra) is the trainer-at-scale issue's.
+sample at 1.0 with no top-p/top-k). The vLLM engine (gpu extra) is trainer.vllm_engine's.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """``python trainer/run.py --config trainer/configs/tiny_cpu.yaml [--set name=value ...] [--resume | --overwrite]``
-(or ``torchrun --nproc_per_node N trainer/run.py ...`` for N processes: trainer.distributed)
+(or ``torchrun --nproc_per_node N trainer/run.py ...`` for N processes: trainer.distributed).
+``rlvr-train`` and ``python -m trainer.run`` are the same command. The script form imports the
+installed packages (``pip install -e .``).
 
 Builds a run from a config and trains it. Every check that can fail does so before the first
 step: the config (types, ranges, names, budget feasibility, L >= 3 with VIP), the output folder
@@ -21,19 +23,18 @@ import contextlib
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from trainer import distributed  # noqa: E402
-from trainer.checkpoint import CheckpointError, latest_checkpoint  # noqa: E402
-from trainer.config import TrainConfig, load_config  # noqa: E402
-from trainer.data import load_examples  # noqa: E402
-from trainer.disk import WriteError  # noqa: E402
-from trainer.distributed import World  # noqa: E402
-from trainer.loop import DivergenceError, StoppedByRankZero, Trainer  # noqa: E402
-from trainer.models import enable_activation_checkpointing, inference_dtype, load_policy, load_tokenizer, resolve_device, resolve_dtype  # noqa: E402
-from trainer.rewards import checked_rewards, get_reward  # noqa: E402
-from trainer.run_folder import RunFolderError, claim  # noqa: E402
+from trainer import distributed
+from trainer.checkpoint import CheckpointError, latest_checkpoint
+from trainer.config import TrainConfig, load_config
+from trainer.data import load_examples
+from trainer.disk import WriteError
+from trainer.distributed import World
+from trainer.loop import DivergenceError, StoppedByRankZero, Trainer
+from trainer.models import (
+    enable_activation_checkpointing, inference_dtype, load_policy, load_tokenizer, resolve_device, resolve_dtype,
+)
+from trainer.rewards import checked_rewards, get_reward
+from trainer.run_folder import RunFolderError, claim
 
 
 PREFLIGHT_WRONG = "I do not know."  # a completion no reward should score as correct
@@ -161,5 +162,11 @@ def _train(trainer: Trainer, config: TrainConfig, world: World, resume: bool) ->
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``rlvr-train`` console script: :func:`main`'s status becomes the process's exit status
+    through trainer.distributed.exit_process, which a torchrun worker must leave by."""
     distributed.exit_process(main())
+
+
+if __name__ == "__main__":
+    cli()

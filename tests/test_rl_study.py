@@ -1,5 +1,5 @@
-"""trainer.tasks (generated families with known difficulty), trainer.warmup, and the RL study
-script at toy size."""
+"""rl_study.tasks (generated families with known difficulty), rl_study.warmup, and the RL study
+(``python -m rl_study``) at toy size."""
 
 import json
 import subprocess
@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from rl_study.cli import main
+from rl_study.tasks import FAMILIES, generate_tasks, split, task_tokenizer
+from rl_study.warmup import supervised_warmup
 from tests.conftest import ROOT
 from trainer.models import tiny_model
 from trainer.rewards import same_answer
-from trainer.tasks import FAMILIES, generate_tasks, split, task_tokenizer
-from trainer.warmup import supervised_warmup
 
 
 def _check(task) -> bool:
@@ -58,8 +59,8 @@ def test_warmup_lowers_the_answer_loss():
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
 
 
-def test_study_script_runs_resumes_and_writes_a_record(tmp_path):
-    cmd = [sys.executable, "scripts/rl_study.py", "kl", "--seeds", "2", "--steps", "2", "--warmup-steps", "5", "--jobs", "2", "--out", str(tmp_path)]
+def test_study_runs_resumes_and_writes_a_record(tmp_path):
+    cmd = [sys.executable, "-m", "rl_study", "kl", "--seeds", "2", "--steps", "2", "--warmup-steps", "5", "--jobs", "2", "--out", str(tmp_path)]
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     runs = sorted((tmp_path / "rl_study" / "kl").glob("*.json"))
@@ -80,9 +81,24 @@ def test_study_runs_do_not_depend_on_the_number_of_workers(tmp_path):
     """The same study from 2 worker processes and from 1: identical curves and metrics."""
     results = {}
     for jobs in (1, 2):
-        cmd = [sys.executable, "scripts/rl_study.py", "loss", "--seeds", "2", "--steps", "2", "--warmup-steps", "5", "--jobs", str(jobs), "--out", str(tmp_path / str(jobs))]
+        cmd = [sys.executable, "-m", "rl_study", "loss", "--seeds", "2", "--steps", "2", "--warmup-steps", "5", "--jobs", str(jobs), "--out", str(tmp_path / str(jobs))]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs = [json.loads(p.read_text()) for p in sorted((tmp_path / str(jobs) / "rl_study" / "loss").glob("*.json"))]
         results[jobs] = [(r["method"], r["seed"], r["reward_curve"], r["test"], r["train"]) for r in runs]
     assert len(results[1]) == 8 and results[1] == results[2]
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--seeds", "1"], "--seeds must be >= 2 (the intervals and paired tests are over seeds); got 1"),
+        (["kl", "--jobs", "0"], "--jobs must be >= 1; got 0"),
+        (["klx"], "COMPARISON must be one of allocation, allocation_dr_grpo, loss, loss_long, kl; got klx"),
+    ],
+)
+def test_bad_study_arguments_are_refused_before_any_run(tmp_path, capsys, argv, match):
+    with pytest.raises(SystemExit) as info:
+        main(argv + ["--out", str(tmp_path)])
+    assert info.value.code == 2 and match in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing was trained or written
