@@ -30,10 +30,11 @@ from simulators.success_laws import P_DISTRIBUTIONS, draw_p
 from simulators.timing import median_seconds
 from simulators.registry import Check, RunConfig
 from theory.allocation import (
+    ALLOCATION_RULES,
+    RELEASED_LOWER,
+    RELEASED_UPPER,
     allocate,
     integer_allocation,
-    inverse_accuracy_allocation,
-    inverse_variance_allocation,
     marginal_value,
     per_prompt_objective,
     relaxed_allocation,
@@ -41,7 +42,6 @@ from theory.allocation import (
     round_allocation,
     success_variance_weights,
     total_objective,
-    uniform_allocation,
 )
 from theory.variance import gradient_variance
 
@@ -231,15 +231,24 @@ def run_rounding(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     ]
 
 
+# The rules compared (theory.allocation.ALLOCATION_RULES) under their labels in the rows.
+RULE_LABELS = {
+    "uniform": "uniform",
+    "inverse_accuracy": "inverse-accuracy",
+    "inverse_variance": "inverse-variance",
+    "vip": "VIP",
+    "vip_released": "released code",
+}
+
+
 def rule_allocations(p: np.ndarray, budget: int, estimator: str) -> dict:
-    """The allocation of every rule for true success probabilities ``p`` (App. C.1 and §5.2)."""
-    return {
-        "uniform": uniform_allocation(p.size, budget, LOWER, UPPER),
-        "inverse-accuracy": inverse_accuracy_allocation(p, budget, LOWER, UPPER),
-        "inverse-variance": inverse_variance_allocation(success_variance_weights(p), budget, LOWER, UPPER),
-        "VIP": allocate(success_variance_weights(p), budget, LOWER, UPPER, estimator, "exact"),
-        "released code": released_vip_allocation(p, budget, estimator=estimator),  # its own bounds [4, 32]
-    }
+    """The allocation of every rule for true success probabilities ``p`` (App. C.1 and §5.2);
+    the released code's rule with its own bounds [4, 32]."""
+    out = {}
+    for name, label in RULE_LABELS.items():
+        lower, upper = (RELEASED_LOWER, RELEASED_UPPER) if name == "vip_released" else (LOWER, UPPER)
+        out[label] = ALLOCATION_RULES[name].allocate(p, budget, lower, upper, estimator)
+    return out
 
 
 def run_rules(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:

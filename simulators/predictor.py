@@ -42,7 +42,7 @@ from simulators.ledger import ClaimResult, claim, control, report
 from simulators.math_prompts import generate_math_prompts
 from simulators.registry import Check, RunConfig
 from simulators.timing import median_seconds
-from theory.allocation import allocate, inverse_accuracy_allocation, inverse_variance_allocation, success_variance_weights, uniform_allocation
+from theory.allocation import ALLOCATION_RULES
 from theory.predictor import (
     GPSuccessPredictor,
     LastObservedPredictor,
@@ -284,14 +284,12 @@ COMBOS = {  # name: (predictor, allocator)
 }
 
 
+_RULES = {"uniform": "uniform", "inverse-accuracy": "inverse_accuracy", "inverse-variance": "inverse_variance", "optimal": "vip"}
+
+
 def _allocation(kind: str, p_hat: np.ndarray, budget: int) -> np.ndarray:
-    if kind == "uniform":
-        return uniform_allocation(p_hat.size, budget, LOWER, UPPER)
-    if kind == "inverse-accuracy":
-        return inverse_accuracy_allocation(p_hat, budget, LOWER, UPPER)
-    if kind == "inverse-variance":
-        return inverse_variance_allocation(success_variance_weights(p_hat), budget, LOWER, UPPER)
-    return allocate(success_variance_weights(p_hat), budget, LOWER, UPPER, "rloo")
+    """The loop's allocation ``kind`` (theory.allocation.ALLOCATION_RULES) with RLOO's objective."""
+    return ALLOCATION_RULES[_RULES[kind]].allocate(p_hat, budget, LOWER, UPPER, "rloo")
 
 
 def loop_run(seed_seq, q: int, batch: int, steps: int) -> dict:

@@ -96,7 +96,7 @@ def test_kl_estimators_and_clip():
     clipped = kl_penalty(l, "k1", 1.0)
     np.testing.assert_allclose(clipped, [-1, -0.5, 0, 0.5, 1])
     assert (kl_penalty(l, "k3", None) >= 0).all()
-    with pytest.raises(ValueError, match="kl_estimator must be one of"):
+    with pytest.raises(ValueError, match="kl_estimator must be one of k1, k2, k3; got .k4."):
         kl_penalty(l, "k4", None)
 
 

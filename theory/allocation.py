@@ -31,6 +31,8 @@ Conventions chosen here (VIP is silent):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import optimize
@@ -508,3 +510,49 @@ def released_vip_allocation(
         scores = a[:, None] * _shifted_unit_gains(lower, largest)[None, :]
         n = _take_largest(scores, floors, budget - int(floors.sum()), lower)
     return _drop_small(n, upper)
+
+
+# --- the rules a run can pick: one table -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AllocationRule:
+    """A per-prompt allocation rule: ``allocate(p_hat, budget, lower, upper, estimator,
+    method)`` -> integer counts. ``uses_p_hat``: the rule needs predicted success rates (a
+    predictor, binary rewards); ``min_lower``: the smallest L it is defined for."""
+
+    allocate: Callable[..., np.ndarray]
+    uses_p_hat: bool
+    min_lower: int
+    summary: str
+
+
+def _uniform_rule(p_hat, budget, lower, upper, estimator, method="exact"):
+    return uniform_allocation(len(p_hat), budget, lower, upper)
+
+
+def _vip_rule(p_hat, budget, lower, upper, estimator, method="exact"):
+    return allocate(success_variance_weights(p_hat), budget, lower, upper, estimator, method)
+
+
+def _vip_released_rule(p_hat, budget, lower, upper, estimator, method="exact"):
+    return released_vip_allocation(p_hat, budget, lower, upper, estimator)
+
+
+def _inverse_accuracy_rule(p_hat, budget, lower, upper, estimator, method="exact"):
+    return inverse_accuracy_allocation(p_hat, budget, lower, upper)
+
+
+def _inverse_variance_rule(p_hat, budget, lower, upper, estimator, method="exact"):
+    """App. C.1's answer variance is the reward's, under VIP's +-1 rewards 4 p (1 - p)."""
+    return inverse_variance_allocation(success_variance_weights(p_hat), budget, lower, upper)
+
+
+# ``method`` is how VIP's integer problem is solved (:func:`allocate`); the other rules ignore it.
+ALLOCATION_RULES = {
+    "uniform": AllocationRule(_uniform_rule, False, 2, "floor(C/B) each, the rest to the first prompts"),
+    "vip": AllocationRule(_vip_rule, True, 3, "VIP §5.2: minimise problem (5) with a_q = 4 p_hat (1 - p_hat)"),
+    "vip_released": AllocationRule(_vip_released_rule, True, 3, "VIP's released code (V13): + gamma log(p_hat) n, drops prompts under 4"),
+    "inverse_accuracy": AllocationRule(_inverse_accuracy_rule, True, 2, "App. C.1: n_q proportional to 1 - p_hat + eps"),
+    "inverse_variance": AllocationRule(_inverse_variance_rule, True, 2, "App. C.1: n_q proportional to 1 / (4 p_hat (1 - p_hat) + eps)"),
+}

@@ -1,15 +1,11 @@
-"""Per-prompt rollout counts for a step: uniform, VIP (as published or as released), inverse
-accuracy, inverse variance.
+"""Per-prompt rollout counts for a step, by a rule of theory.allocation.ALLOCATION_RULES
+(uniform, VIP as published or as released, inverse accuracy, inverse variance).
 
 VIP (§5): the GP predictor (theory.predictor.GPSuccessPredictor, Algorithm 1) gives p_hat for
 the step's prompts, a_q = 4 p_hat (1 - p_hat) (theory.allocation.success_variance_weights)
-and theory.allocation.allocate solves problem (5) for the advantage's estimator: RLOO's (8)
-for ``rloo``, Dr. GRPO's (6) for ``dr_grpo`` and for ``grpo`` (whose standardised advantage has
-no closed-form variance; Dr. GRPO's is the nearest). The baselines of App. C.1 use the same
-p_hat: inverse accuracy weights 1 - p_hat, inverse variance weights 1 / (p_hat (1 - p_hat)).
-``vip_released`` is the rule of VIP's released code
-(theory.allocation.released_vip_allocation, claim V13): an extra gamma log(p_hat) n term and
-prompts left under 4 rollouts dropped. The predictor learns from each step's rewards
+and theory.allocation.allocate solves problem (5) for the advantage's objective
+(trainer.advantages.ADVANTAGES: RLOO's (8) for ``rloo``, Dr. GRPO's (6) otherwise). The
+baselines of App. C.1 use the same p_hat. The predictor learns from each step's rewards
 (binary: 0/1 or +-1) of the prompts that got rollouts. ``predictor`` names it:
 
 - ``gp_binomial`` (the default): the GP with the binomial observation noise of
@@ -37,53 +33,52 @@ import numpy as np
 from prompt_features import prompt_features
 from theory import allocation as alloc
 from theory.predictor import GPSuccessPredictor, RidgePredictor
+from trainer.registry import choose
 
-PREDICTORS = ("gp_binomial", "gp", "ridge")
+
+def _gp(noise):
+    def build(features, rng):
+        return GPSuccessPredictor(features, observation_noise=noise, rng=rng if rng is not None else np.random.default_rng(0))
+
+    return build
+
+
+# name -> build(features, rng): the p_hat of every rule but uniform
+PREDICTORS = {
+    "gp_binomial": _gp("binomial"),  # Algorithm 1 with binomial observation noise (the default)
+    "gp": _gp(None),  # Algorithm 1 as printed (noiseless)
+    "ridge": lambda features, rng: RidgePredictor(features),  # VIP Table 3's "Ridge + allocation"
+}
 
 
 class RolloutAllocator:
-    """Counts n_q with sum = budget and lower <= n_q <= upper for each step's prompts."""
+    """Counts n_q with sum = budget and lower <= n_q <= upper for each step's prompts, by the
+    rule ``mode`` of theory.allocation.ALLOCATION_RULES; ``estimator`` names the objective VIP's
+    rules minimise (``rloo`` or ``dr_grpo``)."""
 
     def __init__(
-        self, mode, texts, budget, lower, upper, advantage, method="exact", embedding="auto", rng=None,
+        self, mode, texts, budget, lower, upper, estimator, method="exact", embedding="auto", rng=None,
         predictor="gp_binomial",
     ):
-        if predictor not in PREDICTORS:
-            raise ValueError(f"predictor must be one of {', '.join(PREDICTORS)}; got {predictor!r}")
-        self.mode, self.budget, self.lower, self.upper, self.method = mode, int(budget), int(lower), int(upper), method
-        self.estimator = "rloo" if advantage == "rloo" else "dr_grpo"
+        self.rule = choose(alloc.ALLOCATION_RULES, mode, "allocation")
+        build = choose(PREDICTORS, predictor, "predictor")
+        self.budget, self.lower, self.upper, self.method = int(budget), int(lower), int(upper), method
+        self.estimator = estimator
         self.predictor, self.features = None, None
-        if mode != "uniform":
+        if self.rule.uses_p_hat:
             features, self.features = prompt_features(list(texts), embedding)
-            if predictor == "ridge":
-                self.predictor = RidgePredictor(features)
-            else:
-                noise = "binomial" if predictor == "gp_binomial" else None
-                rng = rng if rng is not None else np.random.default_rng(0)
-                self.predictor = GPSuccessPredictor(features, observation_noise=noise, rng=rng)
+            self.predictor = build(features, rng)
         self.seconds = 0.0  # time spent predicting, allocating and updating in the last step
 
     def allocate(self, indices) -> tuple[np.ndarray, np.ndarray | None]:
-        """(counts, p_hat) for the prompts ``indices``; p_hat is None for uniform allocation."""
+        """(counts, p_hat) for the prompts ``indices``; p_hat is None for a rule without one."""
         start = time.perf_counter()
-        b = len(indices)
-        if self.predictor is None:
-            counts, p_hat = alloc.uniform_allocation(b, self.budget, self.lower, self.upper), None
-        else:
-            p_hat = self.predictor.predict(indices)
-            counts = self._counts(p_hat)
+        p_hat = self.predictor.predict(indices) if self.predictor is not None else None
+        # a rule without p_hat (uniform) reads only the number of prompts
+        shown = p_hat if p_hat is not None else np.zeros(len(indices))
+        counts = self.rule.allocate(shown, self.budget, self.lower, self.upper, self.estimator, self.method)
         self.seconds = time.perf_counter() - start
         return np.asarray(counts, dtype=np.int64), p_hat
-
-    def _counts(self, p_hat):
-        args = (self.budget, self.lower, self.upper)
-        if self.mode == "vip":
-            return alloc.allocate(alloc.success_variance_weights(p_hat), *args, self.estimator, self.method)
-        if self.mode == "vip_released":  # VIP's released code (claim V13): may give a prompt 0 rollouts
-            return alloc.released_vip_allocation(p_hat, *args, self.estimator)
-        if self.mode == "inverse_accuracy":
-            return alloc.inverse_accuracy_allocation(p_hat, *args)
-        return alloc.inverse_variance_allocation(p_hat * (1.0 - p_hat), *args)
 
     def observe(self, indices, rewards) -> None:
         """Algorithm 1's update with the step's rewards (one array per prompt)."""

@@ -30,23 +30,36 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from theory.importance import CTPO_CLIP, GRPO_CLIP, GSPO_CLIP
+from theory.allocation import ALLOCATION_RULES
+from prompt_features import EMBEDDINGS
+from theory.importance import CTPO_CLIP
+from trainer.advantages import ADVANTAGES
 from trainer.allocation import PREDICTORS
-from trainer.rewards import REWARD_TIMEOUT_S
+from trainer.data import TEMPLATES
+from trainer.losses import AGGREGATIONS, KL_CLIPS, KL_ESTIMATORS, LOSSES
+from trainer.rewards import BUILT_IN as REWARDS
+from trainer.registry import choose
+from trainer.rewards import REWARD_CONVENTIONS, REWARD_TIMEOUT_S
 
-LOSSES = ("grpo", "gspo", "ctpo")
-ADVANTAGES = ("grpo", "dr_grpo", "rloo")
-ALLOCATIONS = ("uniform", "vip", "vip_released", "inverse_accuracy", "inverse_variance")
+# Options without a table of their own elsewhere: how VIP's integer problem is solved
+# (theory.allocation.allocate) and who samples.
 ALLOCATION_METHODS = ("exact", "paper")
-AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
-KL_ESTIMATORS = ("k1", "k2", "k3")
-KL_CLIPS = ("none", "fixed", "tau_star")
-REWARDS = ("answer_line", "boxed", "math_verify", "first_number")
-REWARD_CONVENTIONS = ("binary", "signed")
-TEMPLATES = ("vip_math", "plain")
-EMBEDDINGS = ("auto", "sentence_transformers", "hashed")
 ENGINES = ("transformers", "vllm")
-CLIP_DEFAULTS = {"grpo": GRPO_CLIP, "gspo": GSPO_CLIP, "ctpo": CTPO_CLIP[:2]}
+# The tables a name is looked up in: the only lists of valid names
+CHOICES = {
+    "loss": LOSSES,
+    "advantage": ADVANTAGES,
+    "allocation": ALLOCATION_RULES,
+    "allocation_method": ALLOCATION_METHODS,
+    "predictor": PREDICTORS,
+    "aggregation": AGGREGATIONS,
+    "kl_estimator": KL_ESTIMATORS,
+    "kl_clip": KL_CLIPS,
+    "reward_convention": REWARD_CONVENTIONS,
+    "template": TEMPLATES,
+    "embedding": EMBEDDINGS,
+    "rollout_engine": ENGINES,
+}
 
 
 @dataclass
@@ -87,7 +100,7 @@ class TrainConfig:
     # --- advantages and losses --------------------------------------------------------------
     advantage: str = "dr_grpo"
     loss: str = "grpo"
-    clip_low: float | None = None  # None: the loss's default (CLIP_DEFAULTS)
+    clip_low: float | None = None  # None: the loss's default (trainer.losses.LOSSES)
     clip_high: float | None = None
     ctpo_power: float = CTPO_CLIP[2]
     aggregation: str = "token_mean"
@@ -112,6 +125,7 @@ class TrainConfig:
     output_dir: str = "runs/default"
     save_every: int = 10
     keep_checkpoints: int = 2
+    log_clip_fractions: bool = True  # every loss's clip fraction on the same tokens, once per mini-batch
     log_z_norm: bool = False  # z_norm per rollout in the rollout log: one backward pass each
     tensorboard: bool = True  # when tensorboard is installed
     progress: bool = True
@@ -129,31 +143,17 @@ class TrainConfig:
     def binary_rewards(self) -> bool:
         """Whether the rewards must be 0/1: every allocation but uniform learns p_hat from them
         (VIP's GP, Algorithm 1, and the ridge predictor model success or failure)."""
-        return self.allocation != "uniform"
+        return ALLOCATION_RULES[self.allocation].uses_p_hat
 
     @property
     def clip_range(self) -> tuple[float, float]:
-        low, high = CLIP_DEFAULTS[self.loss]
+        low, high = LOSSES[self.loss].default_clip
         return (low if self.clip_low is None else self.clip_low, high if self.clip_high is None else self.clip_high)
 
     def validate(self) -> None:
         """Every check that needs no model or data: a bad config fails before anything loads."""
-        for name, allowed in (
-            ("loss", LOSSES),
-            ("advantage", ADVANTAGES),
-            ("allocation", ALLOCATIONS),
-            ("allocation_method", ALLOCATION_METHODS),
-            ("predictor", PREDICTORS),
-            ("aggregation", AGGREGATIONS),
-            ("kl_estimator", KL_ESTIMATORS),
-            ("kl_clip", KL_CLIPS),
-            ("reward_convention", REWARD_CONVENTIONS),
-            ("template", TEMPLATES),
-            ("embedding", EMBEDDINGS),
-            ("rollout_engine", ENGINES),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        for name, table in CHOICES.items():
+            choose(table, getattr(self, name), name)
         if self.reward not in REWARDS and ":" not in self.reward:
             raise ValueError(f"reward must be one of {', '.join(REWARDS)} or 'module:function'; got {self.reward!r}")
         for name in _AT_LEAST_ONE:
@@ -187,7 +187,7 @@ class TrainConfig:
 
     def _validate_budget(self) -> None:
         b, c, lo, hi = self.prompts_per_step, self.rollout_budget, self.min_rollouts, self.max_rollouts
-        need = 3 if self.allocation.startswith("vip") else 2
+        need = ALLOCATION_RULES[self.allocation].min_lower
         if lo < need:
             why = "VIP's objective is convex only for n >= 3 (Theorem 5.1)" if need == 3 else "a group baseline needs n >= 2"
             raise ValueError(f"min_rollouts (L) must be >= {need} with allocation={self.allocation}: {why}; got {lo}")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.registry import choose
+
 # VIP App. C.2, Figure 4: the template for mathematical reasoning, verbatim.
 VIP_MATH_TEMPLATE = """Solve the following math problem step by step. The last line of your
 response should be of the form Answer: $Answer (without quotes)
@@ -117,10 +119,14 @@ def load_examples(dataset: str, split: str = "train", prompt_column: str = "prom
     return examples
 
 
+# name -> the template; {question} is replaced by the dataset's prompt
+TEMPLATES = {"vip_math": VIP_MATH_TEMPLATE, "plain": "{question}"}
+
+
 def format_prompt(question: str, template: str, tokenizer=None, chat_template: bool = True) -> str:
     """The text the policy sees: the template filled in, wrapped in the tokenizer's chat template
     when it has one and ``chat_template`` is set."""
-    text = VIP_MATH_TEMPLATE.replace("{question}", question) if template == "vip_math" else question
+    text = choose(TEMPLATES, template, "template").replace("{question}", question)
     if chat_template and tokenizer is not None and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
     return text

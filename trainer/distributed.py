@@ -16,6 +16,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -102,6 +103,26 @@ def shard(model, world: World, activation_checkpointing: bool = False):
         fully_shard(layer, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
+
+
+@dataclass(frozen=True)
+class Collectives:
+    """The cross-rank reductions of a step, each a plain value on a single process."""
+
+    world: World
+    device: torch.device
+
+    def total(self, value) -> float:
+        """The sum over ranks."""
+        return total(float(value), self.world, self.device)
+
+    def concat(self, array) -> np.ndarray:
+        """Every rank's 1-D ``array``, concatenated in rank order."""
+        return np.concatenate(gather(array, self.world))
+
+    def maximum(self, value: float) -> float:
+        """The largest over ranks."""
+        return max(gather(value, self.world))
 
 
 def broadcast(obj, world: World):

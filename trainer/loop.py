@@ -31,6 +31,7 @@ import contextlib
 import math
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,19 +45,18 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from tqdm.auto import tqdm
 
-from theory.bounds import optimal_tau
 
 from trainer import distributed
-from trainer.advantages import rollout_advantages, zero_variance_fraction
+from trainer.advantages import ADVANTAGES, rollout_advantages, zero_variance_fraction
 from trainer.allocation import RolloutAllocator
 from trainer.checkpoint import load_checkpoint, load_newest_checkpoint, save_checkpoint
-from trainer.config import CLIP_DEFAULTS, TrainConfig
+from trainer.config import TrainConfig
 from trainer.data import format_prompt
 from trainer.distributed import World
 from trainer.logs import RunLogs
-from trainer.losses import ClipSpec, aggregation_weights, clip_fractions, kl_penalty, policy_loss, sequence_log_ratio
+from trainer.losses import KL_CLIPS, LOSSES, ClipSpec, aggregation_weights, clip_fractions, kl_penalty, policy_loss, sequence_log_ratio
 from trainer.rewards import checked_rewards, scaled
-from trainer.rollout import Sampling, TransformersEngine, completion_logprobs
+from trainer.rollout import RolloutBatch, Sampling, TransformersEngine, completion_logprobs
 from trainer.run_folder import record_config
 
 
@@ -66,6 +66,32 @@ class DivergenceError(ArithmeticError):
 
 class StoppedByRankZero(RuntimeError):
     """Raised on the other ranks when rank 0's part of the work (a write, a resume) failed."""
+
+
+@dataclass
+class Experience:
+    """One step's rollouts and what learning from them needs.
+
+    Over the whole step (every rank's rollouts, sorted by prompt): ``indices`` (the step's
+    dataset rows), ``counts`` and ``p_hat`` per prompt, ``prompt_index`` (rollout -> prompt),
+    ``rewards``, ``lengths``. This rank's slice: ``batch``, ``advantages``, ``old`` (the
+    sampling policy's log-probs), ``ref`` (the reference's, with a KL), ``z_norms``. ``tau``
+    and ``kl_stats``: the KL clip of the whole step.
+    """
+
+    indices: np.ndarray
+    counts: np.ndarray
+    p_hat: np.ndarray | None
+    prompt_index: np.ndarray
+    rewards: np.ndarray
+    lengths: np.ndarray
+    batch: RolloutBatch
+    advantages: torch.Tensor
+    old: torch.Tensor
+    ref: torch.Tensor | None
+    tau: float | None
+    kl_stats: dict
+    z_norms: list[float] | None
 
 
 class PromptSampler:
@@ -125,13 +151,15 @@ class Trainer:
         self.prompts = [format_prompt(e.question, config.template, tokenizer, config.chat_template) for e in self.examples]
         self.device = world.device if world.size > 1 else next(policy.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + world.rank)
+        self.comm = distributed.Collectives(world, self.device)
         self.rng = self.sampler = self.allocator = None
         if world.main:  # the prompt order and the predictor live on rank 0
             self.rng = np.random.default_rng(config.seed)
             self.sampler = PromptSampler(len(self.examples), config.prompts_per_step, self.rng)
             self.allocator = RolloutAllocator(
                 config.allocation, [e.question for e in self.examples], config.rollout_budget, config.min_rollouts, config.max_rollouts,
-                config.advantage, config.allocation_method, config.embedding, self.rng, config.predictor,
+                ADVANTAGES[config.advantage].allocation_objective, config.allocation_method, config.embedding, self.rng,
+                config.predictor,
             )
         all_done = lambda flag: distributed.all_true(flag, world, self.device)  # noqa: E731
         self.engine = engine or TransformersEngine(policy, tokenizer, config.generation_batch_size, all_done)
@@ -257,41 +285,54 @@ class Trainer:
         return np.bincount(prompt_index[mine], minlength=n_prompts), mine
 
     def train_step(self) -> tuple[dict | None, list[dict] | None]:
-        """One step (see the module docstring); metrics and rollout-log rows on rank 0."""
-        cfg, timer = self.cfg, _Timer()
+        """One step (see the module docstring): collect the step's :class:`Experience`, learn
+        from it; metrics and rollout-log rows on rank 0."""
+        timer = _Timer()
         with timer("total"):
-            indices, counts, p_hat = self._plan()
-            prompt_index = np.repeat(np.arange(len(counts)), counts)
-            local_counts, mine = self._my_counts(prompt_index, len(counts))
-            self.policy.eval()
-            with timer("weight_sync"):
-                self.engine.sync_weights(self.policy)
-            with timer("generation"), self._compute():
-                batch = self.engine.generate([self.prompts[i] for i in indices], local_counts, self.sampling, self.generator)
-            with timer("reward"):
-                local_rewards = self._rewards(indices, batch)
-            rewards = np.concatenate(distributed.gather(local_rewards, self.world))
-            advantages = rollout_advantages(rewards, prompt_index, cfg.advantage)[mine]
-            with timer("logprobs"), self._compute():
-                old, ref = self._old_and_reference_logprobs(batch)
-            tau, kl_stats = self._kl_tau(old, ref, batch)
-            z_norms = self._z_norms(batch) if cfg.log_z_norm else None
+            exp = self._collect(timer)
             with timer("update"), self._compute():
                 self.policy.train()
-                update = self._update(batch, old, ref, torch.as_tensor(advantages, device=self.device, dtype=torch.float32), tau)
+                update = self._learn(exp)
             lr = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
-            if self.world.main:  # the prompts that got rollouts (VIP's released rule may drop some)
-                kept = np.flatnonzero(counts > 0)
-                groups = np.split(rewards, np.cumsum(counts)[:-1])  # rollouts are sorted by prompt
-                self.allocator.observe(indices[kept], [groups[q] for q in kept])
+            self._observe(exp)
         self.step += 1
-        lengths = np.concatenate(distributed.gather(batch.completion_mask.sum(1).cpu().numpy(), self.world))
-        token_stats = self._token_stats(batch, old)
+        token_stats = self._token_stats(exp)
         if not self.world.main:
             return None, None
-        metrics = self._metrics(rewards, prompt_index, counts, lengths, token_stats, timer.seconds, update | kl_stats | {"lr": lr}, tau)
-        return metrics, self._rollout_rows(indices, prompt_index, rewards, lengths, counts, p_hat, z_norms)
+        return self._metrics(exp, token_stats | update | {"lr": lr}, timer.seconds), self._rollout_rows(exp)
+
+    def _collect(self, timer) -> Experience:
+        """Plan, generate, reward, advantages, log-probs and tau of one step."""
+        cfg = self.cfg
+        indices, counts, p_hat = self._plan()
+        prompt_index = np.repeat(np.arange(len(counts)), counts)
+        local_counts, mine = self._my_counts(prompt_index, len(counts))
+        self.policy.eval()
+        with timer("weight_sync"):
+            self.engine.sync_weights(self.policy)
+        with timer("generation"), self._compute():
+            batch = self.engine.generate([self.prompts[i] for i in indices], local_counts, self.sampling, self.generator)
+        with timer("reward"):
+            rewards = self.comm.concat(self._rewards(indices, batch))
+        advantages = rollout_advantages(rewards, prompt_index, cfg.advantage)[mine]
+        with timer("logprobs"), self._compute():
+            old, ref = self._old_and_reference_logprobs(batch)
+        tau, kl_stats = self._kl_tau(old, ref, batch)
+        return Experience(
+            indices=indices, counts=counts, p_hat=p_hat, prompt_index=prompt_index, rewards=rewards,
+            lengths=self.comm.concat(batch.completion_mask.sum(1).cpu().numpy()), batch=batch,
+            advantages=torch.as_tensor(advantages, device=self.device, dtype=torch.float32), old=old, ref=ref, tau=tau,
+            kl_stats=kl_stats, z_norms=self._z_norms(batch) if cfg.log_z_norm else None,
+        )
+
+    def _observe(self, exp: Experience) -> None:
+        """The predictor learns the rewards of the prompts that got rollouts (VIP's released rule
+        may drop some); rank 0."""
+        if self.world.main:
+            kept = np.flatnonzero(exp.counts > 0)
+            groups = np.split(exp.rewards, np.cumsum(exp.counts)[:-1])  # rollouts are sorted by prompt
+            self.allocator.observe(exp.indices[kept], [groups[q] for q in kept])
 
     # --- pieces of a step -------------------------------------------------------------------
 
@@ -326,14 +367,8 @@ class Trainer:
         if ref is None:
             return None, {}
         l = sequence_log_ratio(old, ref, batch.completion_mask)
-        everyone = torch.as_tensor(np.concatenate(distributed.gather(l.cpu().numpy(), self.world)))
-        if self.cfg.kl_clip == "none":
-            tau = None
-        elif self.cfg.kl_clip == "fixed":
-            tau = self.cfg.kl_tau
-        else:
-            n = self.cfg.prompts_per_step
-            tau = optimal_tau(everyone.abs().numpy(), n, self.cfg.rollout_budget // n, self.cfg.kl_delta)
+        everyone = torch.as_tensor(self.comm.concat(l.cpu().numpy()))
+        tau = KL_CLIPS[self.cfg.kl_clip](everyone.abs().numpy(), self.cfg)
         stats = {"kl/k3": float(kl_penalty(everyone, "k3", None).mean()), "kl/log_ratio_abs_mean": float(everyone.abs().mean())}
         stats["kl/clip_fraction"] = 0.0 if tau is None else float((everyone.abs() > tau).float().mean())
         return tau, stats
@@ -350,38 +385,40 @@ class Trainer:
             norms.append(float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))))
         return norms
 
-    def _total(self, value) -> float:
-        return distributed.total(float(value), self.world, self.device)
-
-    def _update(self, batch, old, ref, advantages, tau) -> dict:
-        cfg, mask = self.cfg, batch.completion_mask
-        clips = {name: ClipSpec(*CLIP_DEFAULTS[name], cfg.ctpo_power) for name in CLIP_DEFAULTS} | {cfg.loss: self.clip}
-        totals = {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0} | {f"clip/{k}": 0.0 for k in clips}
+    def _learn(self, exp: Experience) -> dict:
+        """``ppo_epochs`` passes over this rank's rollouts, each split into ``mini_batches``
+        optimizer steps of micro-batches; the loss, gradient norm and (``log_clip_fractions``)
+        every loss's clip fraction on the same tokens, computed once per mini-batch."""
+        cfg, mask = self.cfg, exp.batch.completion_mask
+        clips = {name: ClipSpec(*loss.default_clip, cfg.ctpo_power) for name, loss in LOSSES.items()} | {cfg.loss: self.clip}
+        totals = {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0} | ({f"clip/{k}": 0.0 for k in clips} if cfg.log_clip_fractions else {})
         updates = 0
         for epoch in range(cfg.ppo_epochs):
-            order = torch.randperm(len(batch), generator=self.generator, device=self.device)
+            order = torch.randperm(len(exp.batch), generator=self.generator, device=self.device)
             for mini_batch, rows in enumerate(torch.tensor_split(order, cfg.mini_batches)):
-                tokens, sequences = self._total(mask[rows].sum()), int(self._total(len(rows)))
+                tokens, sequences = self.comm.total(mask[rows].sum()), int(self.comm.total(len(rows)))
                 weights = aggregation_weights(mask[rows], cfg.aggregation, cfg.max_new_tokens, tokens=tokens, sequences=sequences)
                 self.optimizer.zero_grad(set_to_none=True)
-                mini_loss = 0.0
+                mini_loss, logps = 0.0, []
                 for start in range(0, len(rows), cfg.micro_batch_size):
                     micro = slice(start, start + cfg.micro_batch_size)
-                    loss, fractions = self._micro_loss(batch, rows[micro], old, ref, advantages, weights[micro], tau, sequences, clips)
+                    loss, logp = self._micro_loss(exp, rows[micro], weights[micro], sequences)
                     (loss * self.world.size).backward()  # FSDP averages gradients over ranks; the loss is their sum
-                    micro_tokens = float(mask[rows[micro]].sum())
                     mini_loss += float(loss.detach())
-                    totals["tokens"] += micro_tokens
-                    for k, v in fractions.items():
-                        totals[f"clip/{k}"] += v * micro_tokens
+                    logps.append(logp)
                 grad_norm = _as_float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm))
                 where = f"PPO epoch {epoch + 1} of {cfg.ppo_epochs}, mini-batch {mini_batch + 1} of {cfg.mini_batches}"
-                self._check_finite(where, loss=self._total(mini_loss), gradient_norm=grad_norm)
+                self._check_finite(where, loss=self.comm.total(mini_loss), gradient_norm=grad_norm)
+                mini_tokens = float(mask[rows].sum())
                 totals["loss"] += mini_loss
                 totals["grad_norm"] += grad_norm
+                totals["tokens"] += mini_tokens
+                if cfg.log_clip_fractions:
+                    for k, v in clip_fractions(torch.cat(logps), exp.old[rows], mask[rows], clips).items():
+                        totals[f"clip/{k}"] += v * mini_tokens
                 self.optimizer.step()
                 updates += 1
-        summed = {k: self._total(v) for k, v in totals.items() if k != "grad_norm"}
+        summed = {k: self.comm.total(v) for k, v in totals.items() if k != "grad_norm"}
         out = {k: v / summed["tokens"] for k, v in summed.items() if k.startswith("clip/")}
         return out | {"loss": summed["loss"] / updates, "grad_norm": totals["grad_norm"] / updates}
 
@@ -395,63 +432,67 @@ class Trainer:
                     " stopped before the optimizer step, nothing of this step was logged or saved"
                 )
 
-    def _micro_loss(self, batch, rows, old, ref, advantages, weights, tau, sequences, clips):
-        cfg, mask = self.cfg, batch.completion_mask[rows]
-        logp = completion_logprobs(self.policy, batch, cfg.temperature, rows).float()
-        loss = policy_loss(cfg.loss, logp, old[rows], mask, advantages[rows], weights, self.clip, sequences)
-        if ref is not None:
-            loss = loss + cfg.kl_coef * kl_penalty(sequence_log_ratio(logp, ref[rows], mask), cfg.kl_estimator, tau).sum() / sequences
-        return loss, clip_fractions(logp.detach(), old[rows], mask, clips)
+    def _micro_loss(self, exp: Experience, rows, weights, sequences):
+        """The loss of the rollouts ``rows`` (and its KL term) and their log-probs, detached."""
+        cfg, mask = self.cfg, exp.batch.completion_mask[rows]
+        logp = completion_logprobs(self.policy, exp.batch, cfg.temperature, rows).float()
+        loss = policy_loss(cfg.loss, logp, exp.old[rows], mask, exp.advantages[rows], weights, self.clip, sequences)
+        if exp.ref is not None:
+            kl = kl_penalty(sequence_log_ratio(logp, exp.ref[rows], mask), cfg.kl_estimator, exp.tau)
+            loss = loss + cfg.kl_coef * kl.sum() / sequences
+        return loss, logp.detach()
 
-    def _token_stats(self, batch, old) -> dict:
+    def _token_stats(self, exp: Experience) -> dict:
         """Entropy estimate and sampler/trainer log-prob gap over every rank's tokens."""
-        mask = batch.completion_mask
-        gap = float((old - batch.old_logprobs.float())[mask].abs().max())
+        mask, old = exp.batch.completion_mask, exp.old
+        gap = float((old - exp.batch.old_logprobs.float())[mask].abs().max())
         return {
-            "entropy": self._total(-old[mask].sum()) / self._total(mask.sum()),  # -mean log pi of the sampled tokens: unbiased for the per-token entropy
-            "logprob_mismatch": max(distributed.gather(gap, self.world)),
+            # -mean log pi of the sampled tokens: unbiased for the per-token entropy
+            "entropy": self.comm.total(-old[mask].sum()) / self.comm.total(mask.sum()),
+            "logprob_mismatch": self.comm.maximum(gap),
         }
 
     # --- records ----------------------------------------------------------------------------
 
-    def _metrics(self, rewards, prompt_index, counts, lengths, token_stats, seconds, update, tau) -> dict:
-        """The step's metrics row; ``update`` holds the loss, clip, KL and learning-rate figures."""
-        hist = np.bincount(counts)
+    def _metrics(self, exp: Experience, update: dict, seconds: dict) -> dict:
+        """The step's metrics row; ``update`` holds the loss, clip, entropy and learning-rate
+        figures."""
+        hist = np.bincount(exp.counts)
         metrics = {
             "step": self.step,
-            "reward/mean": float(rewards.mean()),
-            "reward/std": float(rewards.std()),
-            "zero_variance_groups": zero_variance_fraction(rewards, prompt_index),
+            "reward/mean": float(exp.rewards.mean()),
+            "reward/std": float(exp.rewards.std()),
+            "zero_variance_groups": zero_variance_fraction(exp.rewards, exp.prompt_index),
             "allocation/histogram": {str(n): int(c) for n, c in enumerate(hist) if c},
-            "allocation/min": int(counts.min()),
-            "allocation/max": int(counts.max()),
-            "response_length/mean": float(lengths.mean()),
-            "response_length/max": int(lengths.max()),
+            "allocation/min": int(exp.counts.min()),
+            "allocation/max": int(exp.counts.max()),
+            "response_length/mean": float(exp.lengths.mean()),
+            "response_length/max": int(exp.lengths.max()),
         }
-        metrics |= token_stats | update
+        metrics |= update | exp.kl_stats
         metrics |= {f"time/{k}": v for k, v in seconds.items()}
         metrics["time/allocation"] = self.allocator.seconds
         metrics["time/allocation_fraction"] = self.allocator.seconds / seconds["total"]
         metrics |= self.allocator.metrics()
-        if tau is not None:
-            metrics["kl/tau"] = float(tau)
+        if exp.tau is not None:
+            metrics["kl/tau"] = float(exp.tau)
         return metrics
 
-    def _rollout_rows(self, indices, prompt_index, rewards, lengths, counts, p_hat, z_norms) -> list[dict]:
+    def _rollout_rows(self, exp: Experience) -> list[dict]:
         rows, seen = [], {}
-        for r, q in enumerate(prompt_index.tolist()):
+        for r, q in enumerate(exp.prompt_index.tolist()):
             j = seen[q] = seen.get(q, -1) + 1
             row = {
                 "step": self.step,
-                "prompt_id": int(self.examples[indices[q]].prompt_id),
+                "prompt_id": int(self.examples[exp.indices[q]].prompt_id),
                 "rollout": j,
-                "reward": float(rewards[r]),
-                "response_length": int(lengths[r]),
-                "n_allocated": int(counts[q]),
-                "p_hat": None if p_hat is None else float(p_hat[q]),
+                "reward": float(exp.rewards[r]),
+                "response_length": int(exp.lengths[r]),
+                "n_allocated": int(exp.counts[q]),
+                "p_hat": None if exp.p_hat is None else float(exp.p_hat[q]),
             }
-            if z_norms is not None:
-                row["z_norm"] = z_norms[r]
+            if exp.z_norms is not None:
+                row["z_norm"] = exp.z_norms[r]
             rows.append(row)
         return rows
 

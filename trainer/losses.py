@@ -22,12 +22,15 @@ k3 = e^(-l) - 1 + l; the penalty is beta times their mean over sequences.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from theory.importance import CTPO_LOG_RATIO_CAP, adaptive_clip_bounds
+from theory.bounds import optimal_tau
+from theory.importance import CTPO_CLIP, CTPO_LOG_RATIO_CAP, GRPO_CLIP, GSPO_CLIP, adaptive_clip_bounds
+from trainer.registry import choose
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,22 @@ class ClipSpec:
     log_ratio_cap: float = CTPO_LOG_RATIO_CAP  # CTPO's cap on log rho_t^cum; inf: none
 
 
+def _token_mean(mask, tokens, sequences, max_new_tokens):
+    return mask / tokens
+
+
+def _sequence_mean(mask, tokens, sequences, max_new_tokens):
+    return mask / mask.sum(1, keepdim=True) / sequences
+
+
+def _constant(mask, tokens, sequences, max_new_tokens):
+    return mask / (sequences * max_new_tokens)
+
+
+# name -> weights(mask, tokens, sequences, max_new_tokens) (see the module docstring)
+AGGREGATIONS = {"token_mean": _token_mean, "sequence_mean": _sequence_mean, "constant": _constant}
+
+
 def aggregation_weights(mask: torch.Tensor, aggregation: str, max_new_tokens: int, dtype=torch.float32, tokens=None, sequences=None) -> torch.Tensor:
     """(R, T) weights w with loss = -sum w * term over the mini-batch (see the module docstring).
     ``tokens`` and ``sequences`` are the mini-batch's totals when ``mask`` holds only part of it
@@ -45,22 +64,11 @@ def aggregation_weights(mask: torch.Tensor, aggregation: str, max_new_tokens: in
     mask = mask.to(dtype)
     tokens = mask.sum() if tokens is None else tokens
     sequences = mask.shape[0] if sequences is None else sequences
-    if aggregation == "token_mean":
-        return mask / tokens
-    if aggregation == "sequence_mean":
-        return mask / mask.sum(1, keepdim=True) / sequences
-    if aggregation == "constant":
-        return mask / (sequences * max_new_tokens)
-    raise ValueError(f"aggregation must be one of token_mean, sequence_mean, constant; got {aggregation!r}")
+    return choose(AGGREGATIONS, aggregation, "aggregation")(mask, tokens, sequences, max_new_tokens)
 
 
 def _surrogate(ratio, adv, low, high):
     return torch.minimum(ratio * adv, torch.clamp(ratio, low, high) * adv)
-
-
-def _ctpo_bounds(width: int, clip: ClipSpec, like: torch.Tensor):
-    low, high = adaptive_clip_bounds(np.arange(1, width + 1), clip.low, clip.high, clip.power)
-    return like.new_tensor(low)[None, :], like.new_tensor(high)[None, :]
 
 
 def log_ratio(logp_new, logp_old, mask):
@@ -68,46 +76,92 @@ def log_ratio(logp_new, logp_old, mask):
     return torch.where(mask, logp_new - logp_old, torch.zeros_like(logp_new))
 
 
+class PolicyLoss(ABC):
+    """A clipped policy loss: its importance ratio, its clip bounds and its surrogate
+    min(rho A, clip(rho, low, high) A). Token losses weigh their terms by
+    :func:`aggregation_weights`; a sequence loss (``per_sequence``) averages over sequences."""
+
+    per_sequence = False
+
+    def __init__(self, default_clip: tuple[float, float], summary: str):
+        self.default_clip, self.summary = default_clip, summary
+
+    @abstractmethod
+    def ratio(self, log_r, mask, clip: ClipSpec):
+        """rho: (R, T) per token, or (R,) per sequence."""
+
+    def bounds(self, clip: ClipSpec, width: int, like: torch.Tensor):
+        """(low, high), broadcastable against :meth:`ratio`."""
+        return 1.0 - clip.low, 1.0 + clip.high
+
+    def loss(self, logp_new, logp_old, mask, advantages, weights, clip: ClipSpec, sequences: int):
+        """-(clipped surrogate) for a micro-batch: ``weights`` come from
+        :func:`aggregation_weights` over the whole mini-batch and ``sequences`` is its size, so
+        the micro-batches' losses add up to the mini-batch's."""
+        rho = self.ratio(log_ratio(logp_new, logp_old, mask), mask, clip)
+        low, high = self.bounds(clip, mask.shape[1], logp_new)
+        if self.per_sequence:
+            return -_surrogate(rho, advantages, low, high).sum() / sequences
+        terms = _surrogate(rho, advantages[:, None], low, high)
+        return -(torch.where(mask, terms, torch.zeros_like(terms)) * weights).sum()
+
+    @torch.no_grad()
+    def clip_fraction(self, logp_new, logp_old, mask, clip: ClipSpec) -> float:
+        """The share of real tokens (of sequences, for a sequence loss) whose ratio lies outside
+        the clip range."""
+        rho = self.ratio(log_ratio(logp_new, logp_old, mask), mask, clip)
+        low, high = self.bounds(clip, mask.shape[1], logp_new)
+        outside = (rho < low) | (rho > high)
+        return float((outside if self.per_sequence else outside[mask]).float().mean())
+
+
+class TokenRatioLoss(PolicyLoss):
+    """GRPO: r_t = pi_theta(o_t | .) / pi_old(o_t | .), clipped to [1 - eps_low, 1 + eps_high]."""
+
+    def ratio(self, log_r, mask, clip):
+        return log_r.exp()
+
+
+class CumulativeRatioLoss(PolicyLoss):
+    """CTPO: rho_t^cum = prod_{t' <= t} r_t', clipped to the sqrt(t)-adaptive bounds
+    e^(-eps_low t^p), e^(eps_high t^p) (theory.importance.adaptive_clip_bounds). log rho is
+    capped at ``clip.log_ratio_cap`` before exp (theory.importance.CTPO_LOG_RATIO_CAP: it
+    changes nothing where the clip binds, and keeps long responses' gradients finite)."""
+
+    def ratio(self, log_r, mask, clip):
+        return log_r.cumsum(1).clamp(max=clip.log_ratio_cap).exp()
+
+    def bounds(self, clip, width, like):
+        low, high = adaptive_clip_bounds(np.arange(1, width + 1), clip.low, clip.high, clip.power)
+        return like.new_tensor(low)[None, :], like.new_tensor(high)[None, :]
+
+
+class SequenceRatioLoss(PolicyLoss):
+    """GSPO: the length-normalised sequence ratio exp(mean_t log r_t), one term per sequence."""
+
+    per_sequence = True
+
+    def ratio(self, log_r, mask, clip):
+        return (log_r.sum(1) / mask.sum(1)).exp()
+
+
+# name -> loss; the default clip ranges are theory.importance's
+LOSSES = {
+    "grpo": TokenRatioLoss(GRPO_CLIP, "token ratio"),
+    "gspo": SequenceRatioLoss(GSPO_CLIP, "length-normalised sequence ratio"),
+    "ctpo": CumulativeRatioLoss(CTPO_CLIP[:2], "cumulative ratio, sqrt(t)-adaptive clip"),
+}
+
+
 def policy_loss(name: str, logp_new, logp_old, mask, advantages, weights, clip: ClipSpec, sequences: int):
-    """-(clipped surrogate) of ``name`` for a micro-batch: ``weights`` come from
-    :func:`aggregation_weights` over the whole mini-batch and ``sequences`` is its size, so the
-    micro-batches' losses add up to the mini-batch's."""
-    log_r = log_ratio(logp_new, logp_old, mask)
-    adv = advantages[:, None]
-    if name == "grpo":
-        terms = _surrogate(log_r.exp(), adv, 1.0 - clip.low, 1.0 + clip.high)
-    elif name == "ctpo":
-        low, high = _ctpo_bounds(mask.shape[1], clip, logp_new)
-        terms = _surrogate(log_r.cumsum(1).clamp(max=clip.log_ratio_cap).exp(), adv, low, high)
-    elif name == "gspo":
-        lengths = mask.sum(1)
-        rho = (log_r.sum(1) / lengths).exp()
-        per_sequence = _surrogate(rho, advantages, 1.0 - clip.low, 1.0 + clip.high)
-        return -per_sequence.sum() / sequences
-    else:
-        raise ValueError(f"loss must be one of grpo, gspo, ctpo; got {name!r}")
-    return -(torch.where(mask, terms, torch.zeros_like(terms)) * weights).sum()
+    """:meth:`PolicyLoss.loss` of the loss ``name``."""
+    return choose(LOSSES, name, "loss").loss(logp_new, logp_old, mask, advantages, weights, clip, sequences)
 
 
-@torch.no_grad()
 def clip_fractions(logp_new, logp_old, mask, clips: dict) -> dict:
-    """The fraction of real tokens whose ratio lies outside each method's clip range (GSPO: of
-    sequences). ``clips`` maps method name -> ClipSpec; all three are cheap, so all are logged."""
-    log_r = log_ratio(logp_new, logp_old, mask)
-    out = {}
-    if "grpo" in clips:
-        c = clips["grpo"]
-        r = log_r.exp()
-        out["grpo"] = float(((r < 1 - c.low) | (r > 1 + c.high))[mask].float().mean())
-    if "ctpo" in clips:
-        low, high = _ctpo_bounds(mask.shape[1], clips["ctpo"], logp_new)
-        rho = log_r.cumsum(1).exp()
-        out["ctpo"] = float(((rho < low) | (rho > high))[mask].float().mean())
-    if "gspo" in clips:
-        c = clips["gspo"]
-        rho = (log_r.sum(1) / mask.sum(1)).exp()
-        out["gspo"] = float(((rho < 1 - c.low) | (rho > 1 + c.high)).float().mean())
-    return out
+    """Each loss's :meth:`PolicyLoss.clip_fraction` on the same tokens; ``clips`` maps loss
+    name -> ClipSpec."""
+    return {name: choose(LOSSES, name, "loss").clip_fraction(logp_new, logp_old, mask, clip) for name, clip in clips.items()}
 
 
 def sequence_log_ratio(logp_new, logp_ref, mask):
@@ -115,13 +169,22 @@ def sequence_log_ratio(logp_new, logp_ref, mask):
     return log_ratio(logp_new, logp_ref, mask).sum(1)
 
 
+# Schulman's estimators of KL(pi_theta || pi_ref) from the log ratio l
+KL_ESTIMATORS = {"k1": lambda l: l, "k2": lambda l: 0.5 * l**2, "k3": lambda l: torch.expm1(-l) + l}
+
+
 def kl_penalty(seq_log_ratio, estimator: str, tau: float | None):
     """Per-sequence k1/k2/k3 of l^tau = clip(l, -tau, tau) (no clip when ``tau`` is None)."""
     l = seq_log_ratio if tau is None else seq_log_ratio.clamp(-tau, tau)
-    if estimator == "k1":
-        return l
-    if estimator == "k2":
-        return 0.5 * l**2
-    if estimator == "k3":
-        return torch.expm1(-l) + l
-    raise ValueError(f"kl_estimator must be one of k1, k2, k3; got {estimator!r}")
+    return choose(KL_ESTIMATORS, estimator, "kl_estimator")(l)
+
+
+def _tau_star(abs_l, config):
+    """Corollary 3: the (1 - 2 alpha)-quantile of |l| (theory.bounds.optimal_tau), n = prompts,
+    K = floor(C / n)."""
+    n = config.prompts_per_step
+    return optimal_tau(abs_l, n, config.rollout_budget // n, config.kl_delta)
+
+
+# name -> tau(|l| of the step's rollouts, config): how the KL's log ratio is clipped
+KL_CLIPS = {"none": lambda abs_l, config: None, "fixed": lambda abs_l, config: config.kl_tau, "tau_star": _tau_star}

@@ -24,6 +24,7 @@ import math
 import re
 
 from trainer.deadline import Expired, call_with_deadline
+from trainer.registry import choose
 
 # Seconds per call of a reward: the trainer calls it once per step, on all the step's completions
 # (C = 4,096 at VIP's scale: math-verify takes milliseconds each); a reward that runs code or
@@ -116,9 +117,14 @@ def get_reward(name: str):
     return fn
 
 
+# name -> how 0/1 rewards enter the advantages: 0/1 (``binary``) or -1/+1 (``signed``, VIP's propositions)
+REWARD_CONVENTIONS = {"binary": lambda v: v, "signed": lambda v: 2.0 * v - 1.0}
+
+
 def scaled(values, convention: str) -> list[float]:
-    """0/1 rewards as 0/1 (``binary``) or -1/+1 (``signed``)."""
-    return list(values) if convention == "binary" else [2.0 * v - 1.0 for v in values]
+    """The rewards under ``convention`` (:data:`REWARD_CONVENTIONS`)."""
+    scale = choose(REWARD_CONVENTIONS, convention, "reward_convention")
+    return [scale(v) for v in values]
 
 
 def checked_rewards(

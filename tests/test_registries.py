@@ -1,0 +1,99 @@
+"""One table per extension point: each is the only list of its names (config validation reads
+it), adding an entry is one definition, and the ledger and the trainer allocate by the same rule."""
+
+import numpy as np
+import pytest
+
+from theory import allocation as alloc
+from trainer import losses
+from trainer.config import CHOICES, TrainConfig, load_config
+from trainer.data import arithmetic_task
+from trainer.loop import Trainer
+from trainer.models import tiny_model, tiny_tokenizer
+from trainer.rewards import get_reward
+
+TINY = dict(
+    model="tiny:qwen2", template="plain", chat_template=False, reward="first_number", embedding="hashed", prompts_per_step=4,
+    budget=16, min_rollouts=3, max_rollouts=8, max_new_tokens=2, warmup_steps=0, steps=2, micro_batch_size=8,
+    tensorboard=False, progress=False, output_dir="unused",
+)
+
+
+@pytest.mark.parametrize("field", sorted(CHOICES))
+def test_an_unknown_name_is_refused_at_config_time_listing_the_table(field):
+    names = ", ".join(CHOICES[field])
+    with pytest.raises(ValueError, match=f"{field} must be one of {names}; got 'nope'"):
+        load_config(None, [f"{field}=nope"])
+
+
+def _step_metrics(**overrides):
+    tok = tiny_tokenizer()
+    config = TrainConfig(**(TINY | overrides))
+    trainer = Trainer(config, tiny_model("qwen2", len(tok)), tok, arithmetic_task(16, np.random.default_rng(0)), get_reward("first_number"))
+    return [trainer.train_step()[0] for _ in range(config.steps)]
+
+
+def test_a_new_loss_is_one_table_entry(monkeypatch):
+    """A loss registered in trainer.losses.LOSSES is accepted by the config, trained with and
+    logged (its clip fraction beside the others) without another change."""
+    monkeypatch.setitem(losses.LOSSES, "grpo_wide", losses.TokenRatioLoss((0.4, 0.4), "token ratio, wide clip"))
+    rows = _step_metrics(loss="grpo_wide")
+    assert TrainConfig(**(TINY | {"loss": "grpo_wide"})).clip_range == (0.4, 0.4)
+    assert all(np.isfinite(r["loss"]) and 0 <= r["clip/grpo_wide"] <= 1 for r in rows)
+
+
+def test_a_new_allocation_rule_is_one_table_entry(monkeypatch):
+    def everything_to_the_first(p_hat, budget, lower, upper, estimator, method="exact"):
+        n = np.full(len(p_hat), lower)
+        n[0] += budget - n.sum()
+        return n
+
+    rule = alloc.AllocationRule(everything_to_the_first, True, 2, "the rest to the first prompt")
+    monkeypatch.setitem(alloc.ALLOCATION_RULES, "first", rule)
+    rows = _step_metrics(allocation="first")
+    assert all(r["allocation/max"] == 16 - 3 * 3 and r["allocation/min"] == 3 for r in rows)
+
+
+ISSUE_P_HAT = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 0.999, 0.3, 0.6, 0.7])
+
+
+def test_the_trainer_and_the_ledger_allocate_inverse_variance_alike():
+    """Both call theory.allocation.ALLOCATION_RULES; negative control: weighting p(1 - p)
+    instead of the reward variance 4 p (1 - p) moves 4 of these 12 prompts (the eps of App.
+    C.1 is additive)."""
+    from simulators.allocation import rule_allocations
+    from trainer.allocation import RolloutAllocator
+
+    ledger = rule_allocations(ISSUE_P_HAT, 96, "rloo")["inverse-variance"]  # the ledger's bounds: [3, 32]
+    trainer = RolloutAllocator("inverse_variance", [f"question {i}" for i in range(12)], 96, 3, 32, "rloo", embedding="hashed")
+    trainer.predictor.predict = lambda indices: ISSUE_P_HAT[indices]
+    counts, _ = trainer.allocate(np.arange(12))
+    np.testing.assert_array_equal(counts, ledger)
+    other = alloc.inverse_variance_allocation(ISSUE_P_HAT * (1 - ISSUE_P_HAT), 96, 3, 32)
+    assert int((other != ledger).sum()) == 4
+
+
+def test_clip_fractions_can_be_switched_off_without_changing_training():
+    on, off = _step_metrics(), _step_metrics(log_clip_fractions=False)
+    assert all(any(k.startswith("clip/") for k in r) for r in on)
+    assert not any(k.startswith("clip/") for r in off for k in r)
+    for a, b in zip(on, off):
+        assert (a["loss"], a["reward/mean"], a["grad_norm"]) == (b["loss"], b["reward/mean"], b["grad_norm"])
+
+
+def test_clip_fractions_once_per_mini_batch_equal_the_micro_batches_token_weighted():
+    """Computed once per mini-batch on the concatenated micro-batches' log-probs: the share of
+    tokens is the token-weighted mean of the micro-batches' shares."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    old = torch.randn(12, 7, generator=g) * 0.1
+    new = old + torch.randn(12, 7, generator=g) * 0.3
+    mask = torch.rand(12, 7, generator=g) < 0.8
+    mask[:, 0] = True
+    clips = {name: losses.ClipSpec(*loss.default_clip) for name, loss in losses.LOSSES.items() if not loss.per_sequence}
+    whole = losses.clip_fractions(new, old, mask, clips)
+    parts = [slice(0, 5), slice(5, 9), slice(9, 12)]
+    for name in clips:
+        weighted = sum(losses.clip_fractions(new[p], old[p], mask[p], clips)[name] * float(mask[p].sum()) for p in parts)
+        assert whole[name] == pytest.approx(weighted / float(mask.sum()), rel=1e-6)
