@@ -3,9 +3,10 @@
     python -m benchmarks.allocation [--repeats 20]
 
 Prints the median time of allocate(method="exact"), allocate(method="paper"), the released
-code's rule (its own bounds [4, 32]) and the cvxpy oracle of the relaxed problem, for B in {64, 512, 4096, 65536} at C = 8B and 16B
-(L = 3, U = 32), and the oracle/exact ratio. VIP Table 4 reports 29.956 s per step for
-its allocation. The oracle is timed only where it finishes in reasonable time.
+code's rule (its own bounds [4, 32]) and the cvxpy oracle of the relaxed problem, for
+B in {64, 512, 4096, 65536} at C = 8B and 16B (L = 3, U = 32), and the oracle/exact ratio.
+VIP Table 4 reports 29.956 s per step for its allocation. The oracle is timed only where it
+finishes in reasonable time.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     print(f"estimator {args.estimator}, L = 3, U = 32; medians over {args.repeats} runs (oracle: 3)")
-    print(f"{'B':>6} {'C':>8} {'exact ms':>10} {'paper ms':>10} {'released ms':>12} {'cvxpy ms':>10} {'cvxpy/exact':>12}")
+    print(
+        f"{'B':>6} {'C':>8} {'exact ms':>10} {'paper ms':>10} {'released ms':>12} {'cvxpy ms':>10} {'cvxpy/exact':>12}"
+    )
     for b in (64, 512, 4096, 65536):
         p = rng.random(b)
         a = success_variance_weights(p)
@@ -36,7 +39,9 @@ def main(argv=None) -> None:
             budget = factor * b
             exact = median_seconds(lambda: allocate(a, budget, 3, 32, args.estimator, "exact"), args.repeats)
             paper = median_seconds(lambda: allocate(a, budget, 3, 32, args.estimator, "paper"), args.repeats)
-            released = median_seconds(lambda: released_vip_allocation(p, budget, estimator=args.estimator), args.repeats)
+            released = median_seconds(
+                lambda: released_vip_allocation(p, budget, estimator=args.estimator), args.repeats
+            )
             if b <= ORACLE_MAX_B:
                 oracle = median_seconds(lambda: cvxpy_relaxed(a, budget, 3, 32, args.estimator), 3)
                 oracle_cells = f"{oracle * 1e3:10.1f} {oracle / exact:11.0f}x"

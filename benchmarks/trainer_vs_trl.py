@@ -5,9 +5,10 @@
 
 Both train the tiny Qwen2-architecture model (trainer.models.tiny_model, same weights) on the
 synthetic a+b= task with 8 prompts x 8 generations per step, temperature 1, beta = 0, one
-optimizer step per generation batch, on the CPU (float32) or a GPU (``--device cuda``, bf16). Ours takes the sampling log-probs as the old
-policy's (``recompute_old_logprobs=False``), as TRL does when it makes one update per batch. Reported: the median wall time of a step
-after 3 warm-up steps, for each max-new-tokens, and the ratio ours / TRL (<= 1 is the target).
+optimizer step per generation batch, on the CPU (float32) or a GPU (``--device cuda``, bf16).
+Ours takes the sampling log-probs as the old policy's (``recompute_old_logprobs=False``), as TRL
+does when it makes one update per batch. Reported: the median wall time of a step after 3
+warm-up steps, for each max-new-tokens, and the ratio ours / TRL (<= 1 is the target).
 A second table times VIP's prediction + allocation + predictor update inside our step and
 gives its share of the step time (target <= 1 %).
 """
@@ -32,11 +33,30 @@ PROMPTS, GENERATIONS, WARMUP = 8, 8, 3
 
 def _config(max_new_tokens: int, steps: int, allocation: str, output_dir: str) -> TrainConfig:
     return TrainConfig(
-        model="tiny:qwen2", template="plain", chat_template=False, reward="first_number", embedding="hashed",
-        prompts_per_step=PROMPTS, budget=PROMPTS * GENERATIONS, min_rollouts=4, max_rollouts=16, allocation=allocation,
-        max_new_tokens=max_new_tokens, learning_rate=1e-3, warmup_steps=0, steps=steps, micro_batch_size=PROMPTS * GENERATIONS,
-        generation_batch_size=PROMPTS * GENERATIONS, advantage="grpo", loss="grpo", aggregation="token_mean",
-        recompute_old_logprobs=False, output_dir=output_dir, save_every=10_000, tensorboard=False, progress=False,
+        model="tiny:qwen2",
+        template="plain",
+        chat_template=False,
+        reward="first_number",
+        embedding="hashed",
+        prompts_per_step=PROMPTS,
+        budget=PROMPTS * GENERATIONS,
+        min_rollouts=4,
+        max_rollouts=16,
+        allocation=allocation,
+        max_new_tokens=max_new_tokens,
+        learning_rate=1e-3,
+        warmup_steps=0,
+        steps=steps,
+        micro_batch_size=PROMPTS * GENERATIONS,
+        generation_batch_size=PROMPTS * GENERATIONS,
+        advantage="grpo",
+        loss="grpo",
+        aggregation="token_mean",
+        recompute_old_logprobs=False,
+        output_dir=output_dir,
+        save_every=10_000,
+        tensorboard=False,
+        progress=False,
     )
 
 
@@ -45,11 +65,19 @@ def _model(vocab: int, device: str):
     return tiny_model("qwen2", vocab).to(device=device, dtype=resolve_dtype("auto", device))
 
 
-def ours(max_new_tokens: int, steps: int, allocation: str, output_dir: str, device: str = "cpu") -> tuple[list[float], list[float]]:
+def ours(
+    max_new_tokens: int, steps: int, allocation: str, output_dir: str, device: str = "cpu"
+) -> tuple[list[float], list[float]]:
     """Per-step seconds of our trainer, and the seconds of VIP's predictor + allocator in each."""
     tok = tiny_tokenizer()
     examples = arithmetic_task(64, np.random.default_rng(0))
-    trainer = Trainer(_config(max_new_tokens, steps, allocation, output_dir), _model(len(tok), device), tok, examples, get_reward("first_number"))
+    trainer = Trainer(
+        _config(max_new_tokens, steps, allocation, output_dir),
+        _model(len(tok), device),
+        tok,
+        examples,
+        get_reward("first_number"),
+    )
     step_s, alloc_s = [], []
     for _ in range(steps):
         metrics, _ = trainer.train_step()
@@ -82,12 +110,33 @@ def trl(max_new_tokens: int, steps: int, output_dir: str, device: str = "cpu") -
             times.append(time.perf_counter() - self.start)
 
     config = GRPOConfig(
-        output_dir=output_dir, use_cpu=device == "cpu", bf16=device != "cpu", num_generations=GENERATIONS, per_device_train_batch_size=PROMPTS * GENERATIONS,
-        steps_per_generation=1, num_iterations=1, max_completion_length=max_new_tokens, temperature=1.0, beta=0.0,
-        learning_rate=1e-3, max_steps=steps, logging_steps=10_000, save_strategy="no", report_to="none", loss_type="dapo",
-        seed=0, dataloader_num_workers=0,
+        output_dir=output_dir,
+        use_cpu=device == "cpu",
+        bf16=device != "cpu",
+        num_generations=GENERATIONS,
+        per_device_train_batch_size=PROMPTS * GENERATIONS,
+        steps_per_generation=1,
+        num_iterations=1,
+        max_completion_length=max_new_tokens,
+        temperature=1.0,
+        beta=0.0,
+        learning_rate=1e-3,
+        max_steps=steps,
+        logging_steps=10_000,
+        save_strategy="no",
+        report_to="none",
+        loss_type="dapo",
+        seed=0,
+        dataloader_num_workers=0,
     )
-    GRPOTrainer(model=_model(len(tok), device), reward_funcs=trl_reward, args=config, train_dataset=data, processing_class=tok, callbacks=[StepTimer()]).train()
+    GRPOTrainer(
+        model=_model(len(tok), device),
+        reward_funcs=trl_reward,
+        args=config,
+        train_dataset=data,
+        processing_class=tok,
+        callbacks=[StepTimer()],
+    ).train()
     return times[WARMUP:]
 
 

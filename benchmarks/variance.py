@@ -39,7 +39,12 @@ def loop_baseline(rewards: np.ndarray, norms: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     config = RunConfig(full=False, progress=False)
-    grids = {"binary_rewards": "binary", "continuous_rewards": "continuous", "correlated_rewards": "copula", "token_policy": "token"}
+    grids = {
+        "binary_rewards": "binary",
+        "continuous_rewards": "continuous",
+        "correlated_rewards": "copula",
+        "token_policy": "token",
+    }
     total_s, total_draws = 0.0, 0
     print(f"{'check':<22} {'seconds':>8} {'draws':>12} {'draws/s':>12}")
     for check in variance.CHECKS:
@@ -56,7 +61,10 @@ def main() -> None:
     rewards = np.where(rng.random((20_000, 16)) < 0.3, 1.0, -1.0)
     norms = rng.gamma(2.0, 0.5, size=(20_000, 16))
     timings = {}
-    for label, fn in (("vectorised", lambda: projected_gradient(rewards, norms, "dr_grpo")), ("per-group loop", lambda: loop_baseline(rewards, norms))):
+    for label, fn in (
+        ("vectorised", lambda: projected_gradient(rewards, norms, "dr_grpo")),
+        ("per-group loop", lambda: loop_baseline(rewards, norms)),
+    ):
         timings[label] = median_seconds(fn, 5, warmup=False)
     np.testing.assert_allclose(projected_gradient(rewards, norms, "dr_grpo"), loop_baseline(rewards, norms), atol=1e-12)
     print(

@@ -10,7 +10,15 @@ from pathlib import Path
 from figures import style
 from figures.records import claims_of, load_records, newest_check
 
-FIGURE_MODULES = ("figures.variance", "figures.allocation", "figures.stats_tests", "figures.importance", "figures.predictor", "figures.bounds", "figures.rl_study")
+FIGURE_MODULES = (
+    "figures.variance",
+    "figures.allocation",
+    "figures.stats_tests",
+    "figures.importance",
+    "figures.predictor",
+    "figures.bounds",
+    "figures.rl_study",
+)
 
 
 def how_to_record(module, check_names, records, records_dir: Path) -> str:
@@ -60,8 +68,9 @@ def main(argv=None) -> int:
     for item in warnings + [f"skipped figure {item}" for item in missing]:
         print(item, file=sys.stderr)
     if not written:
-        print(f"no figure written: no usable record in {records_dir}; run `python -m simulators` first",
-              file=sys.stderr)
+        print(
+            f"no figure written: no usable record in {records_dir}; run `python -m simulators` first", file=sys.stderr
+        )
         return 1
     return 0
 

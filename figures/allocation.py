@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 
 from figures.records import rows_of
 from figures.style import ESTIMATOR_LABELS
@@ -62,8 +62,20 @@ def rounding_gaps(integer_check: dict, released_check: dict):
     floor = 1e-6  # gaps of exactly 0 are drawn in the first bin
     bins = np.logspace(np.log10(floor), np.log10(max(max(released), floor * 10)), 30)
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.hist(np.maximum(paper, floor), bins=bins, color=RULE_COLORS["VIP"], alpha=0.8, label=f"Algorithm 2 ({len(paper)} instances)")
-    ax.hist(np.maximum(released, floor), bins=bins, color=RULE_COLORS["released code"], alpha=0.6, label=f"released rounding ({len(released)})")
+    ax.hist(
+        np.maximum(paper, floor),
+        bins=bins,
+        color=RULE_COLORS["VIP"],
+        alpha=0.8,
+        label=f"Algorithm 2 ({len(paper)} instances)",
+    )
+    ax.hist(
+        np.maximum(released, floor),
+        bins=bins,
+        color=RULE_COLORS["released code"],
+        alpha=0.6,
+        label=f"released rounding ({len(released)})",
+    )
     ax.set_xscale("log")
     ax.set_xlabel(f"relative gap to the integer optimum (0 drawn at {floor:g})")
     ax.set_ylabel("instances")

@@ -52,7 +52,13 @@ def budget_rule(check: dict):
     for i, c in enumerate(cells):
         mse = np.array(c["mse"], dtype=float)
         rel = mse / mse.min()
-        (line,) = ax.plot(c["k_grid"], rel, color=f"C{i % 10}", ls="-" if c["distance"] == cells[0]["distance"] else "--", label=f"d={c['distance']}, c_p/c_d={c['c_prefill/c_decode']:g}")
+        (line,) = ax.plot(
+            c["k_grid"],
+            rel,
+            color=f"C{i % 10}",
+            ls="-" if c["distance"] == cells[0]["distance"] else "--",
+            label=f"d={c['distance']}, c_p/c_d={c['c_prefill/c_decode']:g}",
+        )
         for marker, rule in (("s", "Corollary 4"), ("^", "Corollary 5")):
             k = c[f"{rule} K"]
             ax.plot(k, rel[k - 1], marker, color=line.get_color(), ms=5)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 
 from figures.records import rows_of
 from figures.style import COLORS
@@ -16,7 +16,9 @@ def fig1_analogue(check: dict):
     t = np.array(curves["t"])
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 5.2), sharex=True)
     top.plot(t, curves["std"], color=COLORS["dr_grpo"], label="empirical std of log ρ_t^cum")
-    top.plot(t, curves["sigma_hat"] * np.sqrt(t), "--", color=COLORS["theory"], label=f"σ̂√t, σ̂ = {curves['sigma_hat']:.4f}")
+    top.plot(
+        t, curves["sigma_hat"] * np.sqrt(t), "--", color=COLORS["theory"], label=f"σ̂√t, σ̂ = {curves['sigma_hat']:.4f}"
+    )
     top.set_ylabel("std")
     top.legend(frameon=False)
     top.set_title(f"Markov token pair, H = {curves['H']}, {curves['n']} sequences")
@@ -38,7 +40,14 @@ def variance_ratio(check: dict):
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     cells = sorted(limits.values(), key=lambda c: -c["chi2_per_position"])
     for cell, color in zip(cells, ("#d62728", "#ff7f0e", "#1f77b4")):
-        ax.plot(t, cell["ratio"], "o-", ms=4, color=color, label=f"χ² per position = {cell['chi2_per_position']:.1e} (exact)")
+        ax.plot(
+            t,
+            cell["ratio"],
+            "o-",
+            ms=4,
+            color=color,
+            label=f"χ² per position = {cell['chi2_per_position']:.1e} (exact)",
+        )
     ax.plot(t, horizon / t, "--", color=COLORS["theory"], label="H/t (χ² → 0)")
     ax.set_yscale("log")
     ax.set_xlabel("position t")

@@ -33,7 +33,15 @@ def study(check: dict):
     for offset, split, marker in ((-0.15, "test", "o"), (0.15, "train", "s")):
         values = [d[f"{split}/mean@8"] for d in rows]
         errors = [d[f"{split}/mean@8_ci95"] for d in rows]
-        bars = right.errorbar(values, y + offset, xerr=errors, fmt=marker, ms=4, capsize=2, label="held-out" if split == "test" else "training problems")
+        bars = right.errorbar(
+            values,
+            y + offset,
+            xerr=errors,
+            fmt=marker,
+            ms=4,
+            capsize=2,
+            label="held-out" if split == "test" else "training problems",
+        )
         if f"{split}/start_mean@8" in rows[0]:
             right.axvline(rows[0][f"{split}/start_mean@8"], color=bars[0].get_color(), ls=":", lw=1)
     right.set_yticks(y, [d["method"] for d in rows], fontsize=7)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 
 from figures.records import rows_of
@@ -103,9 +103,30 @@ def real_gradient(check: dict):
             pts = sorted((c for c in rule_cells if c["estimator"] == est), key=lambda c: c["n"])
             ex = sorted((c for c in exact if c["rule"] == rule and c["estimator"] == est), key=lambda c: c["n"])
             n = [c["n"] for c in pts]
-            ax.errorbar(n, [c["var"] for c in pts], yerr=[2 * c["var_se"] for c in pts], fmt="o", ms=4, color=COLORS[est], label=f"{ESTIMATOR_LABELS[est]} MC")
-            ax.plot(n, [c["var_theory"] for c in ex], "-", color=COLORS[est], label=f"{ESTIMATOR_LABELS[est]} exact (enumeration)")
-            ax.plot(n, [c["var_theory"] for c in pts], "--", color=COLORS[est], alpha=0.6, label=f"{ESTIMATOR_LABELS[est]} Prop 4.2/4.3")
+            ax.errorbar(
+                n,
+                [c["var"] for c in pts],
+                yerr=[2 * c["var_se"] for c in pts],
+                fmt="o",
+                ms=4,
+                color=COLORS[est],
+                label=f"{ESTIMATOR_LABELS[est]} MC",
+            )
+            ax.plot(
+                n,
+                [c["var_theory"] for c in ex],
+                "-",
+                color=COLORS[est],
+                label=f"{ESTIMATOR_LABELS[est]} exact (enumeration)",
+            )
+            ax.plot(
+                n,
+                [c["var_theory"] for c in pts],
+                "--",
+                color=COLORS[est],
+                alpha=0.6,
+                label=f"{ESTIMATOR_LABELS[est]} Prop 4.2/4.3",
+            )
         _log_n_axis(ax, n)
         ax.set_title(f"verifier '{rule}', corr(R,Z) = {report['details']['corr_rz']:+.2f}")
         ax.legend(frameon=False, fontsize=7)

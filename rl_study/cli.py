@@ -45,8 +45,10 @@ def main(argv=None) -> int:
         print(format_table(rows))
         print(markdown_table(rows))
         check = {
-            "name": f"rl_study_{comparison}", "claims": [COMPARISONS[comparison]["claim"]],
-            "seconds": sum(r["seconds"] for r in comparison_runs), "results": [r.to_json() for r in rows],
+            "name": f"rl_study_{comparison}",
+            "claims": [COMPARISONS[comparison]["claim"]],
+            "seconds": sum(r["seconds"] for r in comparison_runs),
+            "results": [r.to_json() for r in rows],
         }
         print(write_record(Path(args.out), f"rl_study_{comparison}", config, 0, [check]))
     return 0

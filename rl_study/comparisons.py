@@ -22,10 +22,22 @@ from rl_study.tasks import FAMILIES
 PROMPTS = 16
 WARMUP_STEPS = 800
 BASE = dict(
-    model="tiny:qwen2", template="plain", chat_template=False, reward="first_number", embedding="hashed",
+    model="tiny:qwen2",
+    template="plain",
+    chat_template=False,
+    reward="first_number",
+    embedding="hashed",
     prompts_per_step=PROMPTS,
-    budget=8 * PROMPTS, min_rollouts=4, max_rollouts=16, advantage="rloo", learning_rate=1e-4, warmup_steps=0,
-    micro_batch_size=128, generation_batch_size=256, tensorboard=False, progress=False,
+    budget=8 * PROMPTS,
+    min_rollouts=4,
+    max_rollouts=16,
+    advantage="rloo",
+    learning_rate=1e-4,
+    warmup_steps=0,
+    micro_batch_size=128,
+    generation_batch_size=256,
+    tensorboard=False,
+    progress=False,
 )
 PROBLEM_SETS = {  # name -> the rl_study.tasks families and sizes, and the completion budget
     "mixed": {"families": FAMILIES, "sizes": None, "max_new_tokens": 6},
@@ -52,7 +64,10 @@ LOSS_METHODS = {
 COMPARISONS = {
     "allocation": {"claim": "V10", "baseline": "uniform@8Q", "methods": ALLOCATION_METHODS},
     "allocation_dr_grpo": {
-        "claim": "V10", "baseline": "uniform@8Q", "methods": ALLOCATION_METHODS, "common": {"advantage": "dr_grpo"}
+        "claim": "V10",
+        "baseline": "uniform@8Q",
+        "methods": ALLOCATION_METHODS,
+        "common": {"advantage": "dr_grpo"},
     },
     "loss": {
         "claim": "C8",

@@ -103,8 +103,14 @@ def run_one(comparison: str, method: str, seed: int, steps: int, out: Path, warm
         rollouts.append(config.rollout_budget * metrics["step"])
         clips.append({key.removeprefix("clip/"): value for key, value in metrics.items() if key.startswith("clip/")})
     return {
-        "comparison": comparison, "method": method, "seed": seed, "config": fields, "reward_curve": curve,
-        "zero_variance_groups": zero_var, "rollouts_consumed": rollouts, "seconds": time.perf_counter() - start,
+        "comparison": comparison,
+        "method": method,
+        "seed": seed,
+        "config": fields,
+        "reward_curve": curve,
+        "zero_variance_groups": zero_var,
+        "rollouts_consumed": rollouts,
+        "seconds": time.perf_counter() - start,
         # share of tokens (GSPO: sequences) outside each rule's clip range, mean over the steps' updates
         "clip_fractions": {rule: float(np.mean([c[rule] for c in clips])) for rule in clips[0]},
         **_evaluations(config, model, tok, test, train, seed),

@@ -41,8 +41,11 @@ def summarise(comparison: str, runs: list[dict], starts: dict[int, dict]) -> lis
     for method, rs in by_method.items():
         curves = np.array([r["reward_curve"] for r in rs])
         details = {
-            "method": method, "baseline": spec["baseline"], "seeds": [r["seed"] for r in rs],
-            "rollouts_consumed": rs[0]["rollouts_consumed"], "reward_curve_mean": curves.mean(0).tolist(),
+            "method": method,
+            "baseline": spec["baseline"],
+            "seeds": [r["seed"] for r in rs],
+            "rollouts_consumed": rs[0]["rollouts_consumed"],
+            "reward_curve_mean": curves.mean(0).tolist(),
             "reward_curve_se": (curves.std(0, ddof=1) / np.sqrt(len(rs))).tolist(),
             "zero_variance_mean": float(np.mean([np.mean(r["zero_variance_groups"]) for r in rs])),
         }

@@ -75,7 +75,10 @@ def split(tasks: list[Task], test_fraction: float, rng: np.random.Generator) -> 
         raise ValueError(f"test_fraction must lie in (0, 1); got {test_fraction}")
     order = rng.permutation(len(tasks))
     cut = int(round(len(tasks) * (1 - test_fraction)))
-    renumber = lambda ids: [Task(i, tasks[j].question, tasks[j].answer, tasks[j].family, tasks[j].size) for i, j in enumerate(ids)]  # noqa: E731
+
+    def renumber(ids):
+        return [Task(i, tasks[j].question, tasks[j].answer, tasks[j].family, tasks[j].size) for i, j in enumerate(ids)]
+
     return renumber(order[:cut]), renumber(order[cut:])
 
 

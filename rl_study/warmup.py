@@ -15,7 +15,13 @@ import torch
 def _batch(tokenizer, tasks, device):
     """Right-padded prompt + answer + eos ids, labels -100 outside the answer."""
     eos = tokenizer.eos_token_id
-    rows = [(tokenizer(t.question, add_special_tokens=False)["input_ids"], tokenizer(t.answer, add_special_tokens=False)["input_ids"] + [eos]) for t in tasks]
+    rows = [
+        (
+            tokenizer(t.question, add_special_tokens=False)["input_ids"],
+            tokenizer(t.answer, add_special_tokens=False)["input_ids"] + [eos],
+        )
+        for t in tasks
+    ]
     width = max(len(p) + len(a) for p, a in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -25,11 +31,15 @@ def _batch(tokenizer, tasks, device):
     return ids.to(device), (ids != tokenizer.pad_token_id).long().to(device), labels.to(device)
 
 
-def supervised_warmup(model, tokenizer, tasks, steps: int, generator: torch.Generator, batch_size: int = 64, learning_rate: float = 1e-3) -> list[float]:
+def supervised_warmup(
+    model, tokenizer, tasks, steps: int, generator: torch.Generator, batch_size: int = 64, learning_rate: float = 1e-3
+) -> list[float]:
     """``steps`` AdamW steps of answer cross-entropy on batches drawn from ``tasks``; returns
     the loss of each step."""
     if steps < 0 or batch_size < 1 or not tasks:
-        raise ValueError(f"steps must be >= 0, batch_size >= 1 and tasks non-empty; got {steps}, {batch_size}, {len(tasks)} tasks")
+        raise ValueError(
+            f"steps must be >= 0, batch_size >= 1 and tasks non-empty; got {steps}, {batch_size}, {len(tasks)} tasks"
+        )
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     model.train()

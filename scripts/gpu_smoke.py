@@ -32,7 +32,9 @@ from trainer.rewards import get_reward
 
 def _model(args, tok):
     device = torch.device(args.device)
-    return tiny_model("qwen2", len(tok), 0, args.hidden, args.layers).to(device=device, dtype=resolve_dtype("auto", device))
+    return tiny_model("qwen2", len(tok), 0, args.hidden, args.layers).to(
+        device=device, dtype=resolve_dtype("auto", device)
+    )
 
 
 def _engine(args, tok, out: Path):
@@ -51,10 +53,27 @@ def _engine(args, tok, out: Path):
 
 def _trainer(out: Path, args, steps: int, tok, engine) -> Trainer:
     config = TrainConfig(
-        model="tiny:qwen2", template="plain", chat_template=False, reward="first_number", embedding="hashed",
-        prompts_per_step=args.prompts, budget=8 * args.prompts, min_rollouts=4, max_rollouts=16, allocation="vip",
-        max_new_tokens=args.new_tokens, generation_batch_size=8 * args.prompts, learning_rate=1e-4, warmup_steps=0,
-        steps=steps, save_every=args.steps // 2, micro_batch_size=64, loss="ctpo", tensorboard=False, progress=False, output_dir=str(out),
+        model="tiny:qwen2",
+        template="plain",
+        chat_template=False,
+        reward="first_number",
+        embedding="hashed",
+        prompts_per_step=args.prompts,
+        budget=8 * args.prompts,
+        min_rollouts=4,
+        max_rollouts=16,
+        allocation="vip",
+        max_new_tokens=args.new_tokens,
+        generation_batch_size=8 * args.prompts,
+        learning_rate=1e-4,
+        warmup_steps=0,
+        steps=steps,
+        save_every=args.steps // 2,
+        micro_batch_size=64,
+        loss="ctpo",
+        tensorboard=False,
+        progress=False,
+        output_dir=str(out),
     )
     examples = arithmetic_task(256, np.random.default_rng(0), max_operand=9)
     return Trainer(config, _model(args, tok), tok, examples, get_reward("first_number"), engine=engine)
@@ -68,7 +87,9 @@ def main(argv=None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--engine", choices=("transformers", "vllm"), default="transformers", help="vllm needs the gpu extra")
+    parser.add_argument(
+        "--engine", choices=("transformers", "vllm"), default="transformers", help="vllm needs the gpu extra"
+    )
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no GPU here: run with --device cpu for a CPU smoke run", file=sys.stderr)
@@ -102,7 +123,9 @@ def main(argv=None) -> int:
         "parameters_M": round(parameters / 1e6, 1),
         "step_s_median": round(statistics.median(steps), 4),
         "generated_tokens_per_s": round(tokens / sum(m["time/generation"] for m in whole[1:]), 1),
-        "peak_gpu_memory_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 3) if args.device.startswith("cuda") else None,
+        "peak_gpu_memory_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 3)
+        if args.device.startswith("cuda")
+        else None,
         "reward_first_last": [whole[0]["reward/mean"], whole[-1]["reward/mean"]],
         "resume_max_reward_gap": gap,
         "failures": failures,

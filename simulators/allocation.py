@@ -26,9 +26,9 @@ from tqdm import tqdm
 from simulators.allocation_oracle import cvxpy_relaxed
 from simulators.allocation_released import run_released
 from simulators.ledger import ClaimResult, claim, control, decided, report
+from simulators.registry import Check, RunConfig
 from simulators.success_laws import P_DISTRIBUTIONS, draw_p
 from simulators.timing import median_seconds
-from simulators.registry import Check, RunConfig
 from theory.allocation import (
     ALLOCATION_RULES,
     RELEASED_LOWER,
@@ -140,10 +140,26 @@ def run_relaxed(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult
     gap = max(c["certified_gap"] for c in cells["dr_grpo"])
     kkt = {est: max(c["kkt_residual"] for c in cells[est]) for est in cells}
     return [
-        _agreement_row("V5", "claim", f"Thm 5.1 relaxed Dr.GRPO vs cvxpy tangent cuts (gap <= {gap:.1e}; KKT res {kkt['dr_grpo']:.1e})", cells["dr_grpo"], "rel_diff"),
-        _agreement_row("V5", "control", "RLOO's rule (9) used for problem (6)", cells["dr_grpo"], "rel_excess_candidate"),
-        _agreement_row("V6", "claim", f"Thm 5.2 relaxed RLOO vs cvxpy inv_pos (KKT res {kkt['rloo']:.1e})", cells["rloo"], "rel_diff"),
-        _agreement_row("V6", "control", "objective a/n (proof of Thm 5.2 as printed)", cells["rloo"], "rel_excess_candidate"),
+        _agreement_row(
+            "V5",
+            "claim",
+            f"Thm 5.1 relaxed Dr.GRPO vs cvxpy tangent cuts (gap <= {gap:.1e}; KKT res {kkt['dr_grpo']:.1e})",
+            cells["dr_grpo"],
+            "rel_diff",
+        ),
+        _agreement_row(
+            "V5", "control", "RLOO's rule (9) used for problem (6)", cells["dr_grpo"], "rel_excess_candidate"
+        ),
+        _agreement_row(
+            "V6",
+            "claim",
+            f"Thm 5.2 relaxed RLOO vs cvxpy inv_pos (KKT res {kkt['rloo']:.1e})",
+            cells["rloo"],
+            "rel_diff",
+        ),
+        _agreement_row(
+            "V6", "control", "objective a/n (proof of Thm 5.2 as printed)", cells["rloo"], "rel_excess_candidate"
+        ),
     ]
 
 
@@ -166,7 +182,17 @@ def run_rounding(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
         a = draw_weights(rng, list(P_DISTRIBUTIONS)[i % 4], b)
         exact = total_objective(a, integer_allocation(a, budget, LOWER, upper, est), est)
         best = _brute_force(a, budget, LOWER, upper, est)
-        brute.append({"B": b, "U": upper, "C": budget, "estimator": est, "exact": exact, "brute": best, "rel_diff": abs(exact - best) / max(best, 1e-300)})
+        brute.append(
+            {
+                "B": b,
+                "U": upper,
+                "C": budget,
+                "estimator": est,
+                "exact": exact,
+                "brute": best,
+                "rel_diff": abs(exact - best) / max(best, 1e-300),
+            }
+        )
         bar.update()
     for b in sizes:
         for i in range(n_large):
@@ -179,7 +205,17 @@ def run_rounding(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
             exact = integer_allocation(a, budget, LOWER, UPPER, est)
             f_paper, f_exact = total_objective(a, paper, est), total_objective(a, exact, est)
             feasible.append(bool(paper.sum() == budget and paper.min() >= LOWER and paper.max() <= UPPER))
-            gaps.append({"B": b, "C": budget, "law": law, "estimator": est, "paper": f_paper, "exact": f_exact, "rel_gap": (f_paper - f_exact) / f_exact})
+            gaps.append(
+                {
+                    "B": b,
+                    "C": budget,
+                    "law": law,
+                    "estimator": est,
+                    "paper": f_paper,
+                    "exact": f_exact,
+                    "rel_gap": (f_paper - f_exact) / f_exact,
+                }
+            )
             rounded = np.rint(relaxed)
             nearest.append(abs(rounded.sum() - budget))
             bar.update()
@@ -212,7 +248,8 @@ def run_rounding(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
         ),
         report(
             "V7",
-            f"Algorithm 2 vs exact optimum: suboptimal in {suboptimal}/{len(rel)} instances, max rel gap {rel.max():.2e}",
+            f"Algorithm 2 vs exact optimum: suboptimal in {suboptimal}/{len(rel)} instances, "
+            f"max rel gap {rel.max():.2e}",
             details={"cells": gaps, "suboptimal": suboptimal},
             estimate=float(rel.max()),
             theory=0.0,
@@ -314,7 +351,8 @@ def run_overhead(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     worst = max(cells, key=lambda c: c["exact_s"])
     what = (
         f"allocation per step, B = 512, C in {{8B, 16B}}: exact <= {1e3 * worst['exact_s']:.2f} ms, "
-        f"paper <= {1e3 * max(c['paper_s'] for c in cells):.2f} ms, released <= {1e3 * max(c['released_s'] for c in cells):.2f} ms "
+        f"paper <= {1e3 * max(c['paper_s'] for c in cells):.2f} ms, "
+        f"released <= {1e3 * max(c['released_s'] for c in cells):.2f} ms "
         f"(VIP Table 4: {PAPER_ALLOCATION_SECONDS} s)"
     )
     details = {"cells": cells, "repeats": repeats}
@@ -322,10 +360,19 @@ def run_overhead(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
 
 
 CHECKS = [
-    Check("relaxed_vs_cvxpy", ("V5", "V6"), run_relaxed, "Thms 5.1/5.2: closed-form relaxed allocation vs a cvxpy oracle"),
+    Check(
+        "relaxed_vs_cvxpy", ("V5", "V6"), run_relaxed, "Thms 5.1/5.2: closed-form relaxed allocation vs a cvxpy oracle"
+    ),
     Check("integer_rounding", ("V7",), run_rounding, "Algorithm 2 vs the exact integer optimum and brute force"),
-    Check("rules_variance", ("V10",), run_rules, "total gradient variance of VIP vs uniform, App. C.1 heuristics and the released rule"),
-    Check("released_rule", ("V13",), run_released, "the released code's allocation rule against the paper's, step by step"),
+    Check(
+        "rules_variance",
+        ("V10",),
+        run_rules,
+        "total gradient variance of VIP vs uniform, App. C.1 heuristics and the released rule",
+    ),
+    Check(
+        "released_rule", ("V13",), run_released, "the released code's allocation rule against the paper's, step by step"
+    ),
     Check("allocation_overhead", ("V12",), run_overhead, "allocation wall time per step against VIP Table 4"),
 ]
 

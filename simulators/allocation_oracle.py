@@ -41,7 +41,9 @@ def _dg(n):
     return (2.0 - n) / n**3
 
 
-def cvxpy_relaxed(a, budget, lower, upper, estimator: str, rel_gap: float = 1e-9, max_rounds: int = 200) -> OracleResult:
+def cvxpy_relaxed(
+    a, budget, lower, upper, estimator: str, rel_gap: float = 1e-9, max_rounds: int = 200
+) -> OracleResult:
     """Solve (6) or (8) with cvxpy (CLARABEL); see the module docstring."""
     a, budget, lower, upper = check_problem(a, budget, lower, upper)
     n = cp.Variable(a.size)

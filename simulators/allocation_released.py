@@ -95,7 +95,9 @@ def _decomposition(rng: np.random.Generator, b: int) -> list[dict]:
 
 def _gaps_and_kkt(rng: np.random.Generator, sizes, repeats: int) -> tuple[list[dict], list[dict]]:
     gaps, kkt = [], []
-    for b, law, factor, est, _ in itertools.product(sizes, P_DISTRIBUTIONS, (8, 16), ("dr_grpo", "rloo"), range(repeats)):
+    for b, law, factor, est, _ in itertools.product(
+        sizes, P_DISTRIBUTIONS, (8, 16), ("dr_grpo", "rloo"), range(repeats)
+    ):
         p = draw_p(rng, law, b)
         budget = factor * b
         best = released_vip_allocation(p, budget, estimator=est, rounding="exact")
@@ -104,11 +106,29 @@ def _gaps_and_kkt(rng: np.random.Generator, sizes, repeats: int) -> tuple[list[d
         # The objective's gamma term is negative and can bring it near 0, so the gap is taken
         # relative to its variance part sum_q a_q g(n_q) at the optimum (always > 0).
         scale = released_objective(p, best, est, gamma=0.0)
-        gaps.append({"B": b, "C": budget, "law": law, "estimator": est, "released": coded, "exact": exact, "rel_gap": (coded - exact) / scale})
+        gaps.append(
+            {
+                "B": b,
+                "C": budget,
+                "law": law,
+                "estimator": est,
+                "released": coded,
+                "exact": exact,
+                "rel_gap": (coded - exact) / scale,
+            }
+        )
         if est == "rloo":
             a, c = released_terms(p, est)
             n = released_relaxed_allocation(p, budget, 4, 32, est)
-            kkt.append({"B": b, "C": budget, "law": law, "residual": released_kkt_residual(a, c, n, 4, 32), "paper_residual": released_kkt_residual(a, 0.0, n, 4, 32)})
+            kkt.append(
+                {
+                    "B": b,
+                    "C": budget,
+                    "law": law,
+                    "residual": released_kkt_residual(a, c, n, 4, 32),
+                    "paper_residual": released_kkt_residual(a, 0.0, n, 4, 32),
+                }
+            )
     return gaps, kkt
 
 

@@ -34,21 +34,20 @@ import numpy as np
 from scipy.special import log_softmax, rel_entr, softmax
 
 from simulators.ledger import ClaimResult, claim, control, decided, report
+from simulators.mc import variance_se, z_score
 from simulators.registry import Check, RunConfig
 from simulators.rlhf_world import RLHFWorld, make_world
-from simulators.mc import variance_se, z_score
 from theory.bounds import (
     alpha,
+    fixed_policy_bound,
     gaussian_kl,
     kl_clipping_bound,
-    fixed_policy_bound,
     kl_estimate_bound,
     optimal_rollouts,
+    optimal_tau,
     ou_kl_bound,
     ou_stationary_covariance,
-    optimal_tau,
     pac_bayes_bound,
-    uniform_prior_kl,
     policy_coverage,
     prompt_bound,
     prompt_coverage,
@@ -56,6 +55,7 @@ from theory.bounds import (
     rollout_bound,
     sampling_bound,
     tau_objective,
+    uniform_prior_kl,
 )
 from theory.importance import chi2_divergence
 
@@ -72,9 +72,9 @@ TAU_GRID = np.linspace(0.0, 8.0, 81)
 COST_RATIOS = (0.0, 1.0, 8.0, 64.0, 512.0)  # c_prefill / c_decode, c_decode = 1
 BUDGET = 8192.0
 K_GRID = np.arange(1, 129)
-OU_DIM, OU_EPS = 4, 0.01
+OU_DIM, OU_EPS = 4, 0.01  # quadratic's dimension and SGD's constant step
 CHECKPOINTS, PB_N, PB_K = 16, 16, 4  # R9-R10: M checkpoints, n prompts x K rollouts per draw
-GIBBS_TEMPERATURE = 20.0  # Q proportional to exp(20 J_hat): a soft data-dependent posterior  # quadratic's dimension and SGD's constant step  # the control's (n, K): K identical rollouts per prompt
+GIBBS_TEMPERATURE = 20.0  # Q proportional to exp(20 J_hat): a soft data-dependent posterior
 
 
 def violation_row(claim_id: str, kind: str, what: str, errors: np.ndarray, bound, details: dict) -> ClaimResult:
@@ -87,11 +87,19 @@ def violation_row(claim_id: str, kind: str, what: str, errors: np.ndarray, bound
     z = (rate - DELTA) / se
     quantile = float(np.quantile(errors, 1 - DELTA))
     bound = float(np.median(bound))
-    details = {**details, "bound": bound, "error_quantile": quantile, "tightness": bound / quantile if quantile > 0 else np.inf, "replications": N}
+    details = {
+        **details,
+        "bound": bound,
+        "error_quantile": quantile,
+        "tightness": bound / quantile if quantile > 0 else np.inf,
+        "replications": N,
+    }
     return decided(kind, claim_id, what, z=z, z_test="not greater", estimate=rate, se=se, theory=DELTA, details=details)
 
 
-def _estimates(world: RLHFWorld, reward: np.ndarray, n: int, K: int, replications: int, rng, beta: float = BETA) -> dict:
+def _estimates(
+    world: RLHFWorld, reward: np.ndarray, n: int, K: int, replications: int, rng, beta: float = BETA
+) -> dict:
     """Per replication: J_hat_{n,K}, J_hat_{n,inf}, and the clipped-KL average kappa_hat."""
     prompts, responses = world.sample(n, K, replications, rng)
     z = world.per_rollout(reward, beta, TAU)
@@ -111,9 +119,18 @@ def _copies_control(world: RLHFWorld, replications: int, rng, distance: float) -
     prompts, responses = world.sample(n, 1, replications, rng)
     z = world.per_rollout(world.r_hat, BETA, TAU)
     conditional = world.conditional_mean(z)
-    errors = np.abs(z[prompts, responses[..., 0]].mean(axis=1) - conditional[prompts].mean(axis=1))  # K copies average to one
+    errors = np.abs(
+        z[prompts, responses[..., 0]].mean(axis=1) - conditional[prompts].mean(axis=1)
+    )  # K copies average to one
     cell = {"distance": distance, "n": n, "K": K, "beta": BETA, "tau": TAU, "delta": DELTA}
-    return violation_row("R2", "control", f"Lemma 2 with K={K} copies of one rollout, d={distance}, n={n}", errors, rollout_bound(n, K, DELTA, BETA, TAU), cell)
+    return violation_row(
+        "R2",
+        "control",
+        f"Lemma 2 with K={K} copies of one rollout, d={distance}, n={n}",
+        errors,
+        rollout_bound(n, K, DELTA, BETA, TAU),
+        cell,
+    )
 
 
 def _dropped_factor_control(world: RLHFWorld, replications: int, rng, distance: float) -> list[ClaimResult]:
@@ -126,7 +143,14 @@ def _dropped_factor_control(world: RLHFWorld, replications: int, rng, distance: 
     cell = {"distance": distance, "n": n, "K": K, "beta": STRONG_BETA, "tau": TAU, "delta": DELTA}
     errors, label = np.abs(est["j_nk"] - j_tau), f"beta={STRONG_BETA:g}, d={distance}, n={n}, K={K}"
     return [
-        violation_row("R4", "claim", f"Lemma 4 sampling error > bound, {label}", errors, sampling_bound(n, K, DELTA, STRONG_BETA, TAU), cell),
+        violation_row(
+            "R4",
+            "claim",
+            f"Lemma 4 sampling error > bound, {label}",
+            errors,
+            sampling_bound(n, K, DELTA, STRONG_BETA, TAU),
+            cell,
+        ),
         violation_row("R4", "control", f"Lemma 4 without 1+2 beta tau, {label}", errors, alpha(n, K, DELTA), cell),
     ]
 
@@ -151,27 +175,73 @@ def run_sampling(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
             decomposition_gap = max(decomposition_gap, float(np.max(total - three)))
             theorem1 = fixed_policy_bound(n, K, DELTA, BETA, TAU, coverage, world.l_train(), clip_error)
             results += [
-                violation_row("R2", "claim", f"Lemma 2 rollout error > bound, {label}", np.abs(est["j_nk"] - est["j_ninf"]), rollout_bound(n, K, DELTA, BETA, TAU), cell),
-                violation_row("R3", "claim", f"Lemma 3 prompt error > bound, {label}", np.abs(est["j_ninf"] - j_tau), prompt_bound(n, DELTA, BETA, TAU), cell),
-                violation_row("R4", "claim", f"Lemma 4 sampling error > bound, {label}", np.abs(est["j_nk"] - j_tau), sampling_bound(n, K, DELTA, BETA, TAU), cell),
-                violation_row("R8", "claim", f"Theorem 1 |J_hat - J*| > bound, {label}", total, theorem1["total"], {**cell, **{f"term_{k}": v for k, v in theorem1.items()}}),
-                violation_row("R13", "claim", f"Lemma 12 clipped-KL error > bound, {label}", np.abs(est["kappa_nk"] - kappa), kl_estimate_bound(n, K, DELTA, TAU), cell),
+                violation_row(
+                    "R2",
+                    "claim",
+                    f"Lemma 2 rollout error > bound, {label}",
+                    np.abs(est["j_nk"] - est["j_ninf"]),
+                    rollout_bound(n, K, DELTA, BETA, TAU),
+                    cell,
+                ),
+                violation_row(
+                    "R3",
+                    "claim",
+                    f"Lemma 3 prompt error > bound, {label}",
+                    np.abs(est["j_ninf"] - j_tau),
+                    prompt_bound(n, DELTA, BETA, TAU),
+                    cell,
+                ),
+                violation_row(
+                    "R4",
+                    "claim",
+                    f"Lemma 4 sampling error > bound, {label}",
+                    np.abs(est["j_nk"] - j_tau),
+                    sampling_bound(n, K, DELTA, BETA, TAU),
+                    cell,
+                ),
+                violation_row(
+                    "R8",
+                    "claim",
+                    f"Theorem 1 |J_hat - J*| > bound, {label}",
+                    total,
+                    theorem1["total"],
+                    {**cell, **{f"term_{k}": v for k, v in theorem1.items()}},
+                ),
+                violation_row(
+                    "R13",
+                    "claim",
+                    f"Lemma 12 clipped-KL error > bound, {label}",
+                    np.abs(est["kappa_nk"] - kappa),
+                    kl_estimate_bound(n, K, DELTA, TAU),
+                    cell,
+                ),
             ]
         results.append(_copies_control(world, replications, rng, distance))
         results += _dropped_factor_control(world, replications, rng, distance)
-    results.append(claim(
-        "R1", "Lemma 1: max(|J_hat - J*| - sum of three terms)",
-        holds=decomposition_gap <= EXACT, rule=f"estimate <= {EXACT:g}", estimate=decomposition_gap, theory=0.0,
-    ))
+    results.append(
+        claim(
+            "R1",
+            "Lemma 1: max(|J_hat - J*| - sum of three terms)",
+            holds=decomposition_gap <= EXACT,
+            rule=f"estimate <= {EXACT:g}",
+            estimate=decomposition_gap,
+            theory=0.0,
+        )
+    )
     bounded = [r for r in results if r.kind == "claim" and "tightness" in r.details]
     tight = [r.details["tightness"] for r in bounded]
     above_one = sum(r.details["bound"] > 1 for r in bounded)
     vacuous = sum(r.details["bound"] >= 1 + 2 * r.details["beta"] * TAU for r in bounded)
-    results.append(report(
-        "R4",
-        f"bound / (1-delta)-quantile of the error: {min(tight):.2f}-{max(tight):.2f}; bound > 1 (the reward's range) in {above_one}/{len(bounded)}, >= 1 + 2 beta tau (vacuous) in {vacuous}",
-        details={"min": min(tight), "max": max(tight), "above_one": above_one, "vacuous": vacuous}, estimate=min(tight),
-    ))
+    results.append(
+        report(
+            "R4",
+            f"bound / (1-delta)-quantile of the error: {min(tight):.2f}-{max(tight):.2f}; "
+            f"bound > 1 (the reward's range) in {above_one}/{len(bounded)}, "
+            f">= 1 + 2 beta tau (vacuous) in {vacuous}",
+            details={"min": min(tight), "max": max(tight), "above_one": above_one, "vacuous": vacuous},
+            estimate=min(tight),
+        )
+    )
     return results
 
 
@@ -182,7 +252,9 @@ def _actual_error_curve(world: RLHFWorld, n: int, replications: int, rng) -> tup
     ell = world.log_ratio[idx].reshape(replications, -1)
     reward_mean = world.r_hat[idx].reshape(replications, -1).mean(axis=1)
     j_star = world.objective(world.r_star, BETA, None)
-    errors = np.stack([np.abs(reward_mean - BETA * np.clip(ell, -t, t).mean(axis=1) - j_star) for t in TAU_GRID], axis=1)
+    errors = np.stack(
+        [np.abs(reward_mean - BETA * np.clip(ell, -t, t).mean(axis=1) - j_star) for t in TAU_GRID], axis=1
+    )
     return np.abs(ell), errors
 
 
@@ -197,24 +269,44 @@ def run_tau(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
         for n in TAU_CELLS:
             abs_ell, errors = _actual_error_curve(world, n, replications, rng)
             tau_star = np.array([optimal_tau(u, n, TAU_K, DELTA) for u in abs_ell])
-            for u, t in zip(abs_ell[:20], tau_star[:20]):  # B on the grid is costly; 20 samples suffice for an exact check
+            for u, t in zip(
+                abs_ell[:20], tau_star[:20]
+            ):  # B on the grid is costly; 20 samples suffice for an exact check
                 grid = min(tau_objective(g, u, n, TAU_K, DELTA, BETA) for g in np.concatenate([TAU_GRID, np.unique(u)]))
                 worst_gap = max(worst_gap, tau_objective(t, u, n, TAU_K, DELTA, BETA) - grid)
             mean_error = errors.mean(axis=0)
             best = int(np.argmin(mean_error))
-            at_star = np.array([np.interp(t, TAU_GRID, e) for t, e in zip(tau_star, errors)])  # error at each sample's own tau*
-            cells.append({
-                "distance": distance, "n": n, "K": TAU_K, "alpha": alpha(n, TAU_K, DELTA),
-                "tau_star_mean": float(tau_star.mean()), "tau_actual_best": float(TAU_GRID[best]),
-                "error_at_tau_star": float(at_star.mean()), "error_at_best": float(mean_error[best]),
-                "error_unclipped": float(mean_error[-1]), "tau_grid": TAU_GRID.tolist(), "mean_error": mean_error.tolist(),
-            })
-    rows.append(claim(
-        "R12", "Corollary 3: B(tau*) - min over a grid of B(tau), same sample",
-        holds=worst_gap <= EXACT, rule=f"estimate <= {EXACT:g}", estimate=worst_gap, theory=0.0,
-    ))
+            at_star = np.array(
+                [np.interp(t, TAU_GRID, e) for t, e in zip(tau_star, errors)]
+            )  # error at each sample's own tau*
+            cells.append(
+                {
+                    "distance": distance,
+                    "n": n,
+                    "K": TAU_K,
+                    "alpha": alpha(n, TAU_K, DELTA),
+                    "tau_star_mean": float(tau_star.mean()),
+                    "tau_actual_best": float(TAU_GRID[best]),
+                    "error_at_tau_star": float(at_star.mean()),
+                    "error_at_best": float(mean_error[best]),
+                    "error_unclipped": float(mean_error[-1]),
+                    "tau_grid": TAU_GRID.tolist(),
+                    "mean_error": mean_error.tolist(),
+                }
+            )
+    rows.append(
+        claim(
+            "R12",
+            "Corollary 3: B(tau*) - min over a grid of B(tau), same sample",
+            holds=worst_gap <= EXACT,
+            rule=f"estimate <= {EXACT:g}",
+            estimate=worst_gap,
+            theory=0.0,
+        )
+    )
     summary = "; ".join(
-        f"d={c['distance']}, n={c['n']}: tau* {c['tau_star_mean']:.2f} (error {c['error_at_tau_star']:.3f}) vs best {c['tau_actual_best']:.1f} ({c['error_at_best']:.3f})"
+        f"d={c['distance']}, n={c['n']}: tau* {c['tau_star_mean']:.2f} (error {c['error_at_tau_star']:.3f}) "
+        f"vs best {c['tau_actual_best']:.1f} ({c['error_at_best']:.3f})"
         for c in cells
     )
     ratio = max(c["error_at_tau_star"] / c["error_at_best"] for c in cells)
@@ -263,29 +355,55 @@ def run_budget(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]
         for ratio in COST_RATIOS:
             mse = equal_cost_mse(s_p, s_r, ratio, K_GRID)
             best = int(K_GRID[np.argmin(mse)])
-            rules = {"uniform K*=1": 1, "Corollary 4": optimal_rollouts(ratio, 1.0)["k"], "Corollary 5": optimal_rollouts(ratio, 1.0, s_r, s_p)["k"]}
+            rules = {
+                "uniform K*=1": 1,
+                "Corollary 4": optimal_rollouts(ratio, 1.0)["k"],
+                "Corollary 5": optimal_rollouts(ratio, 1.0, s_r, s_p)["k"],
+            }
             if ratio == 0.0:
                 uniform_ok &= best == 1
-            cells.append({
-                "distance": distance, "c_prefill/c_decode": ratio, "sigma_prompt2": s_p, "sigma_rollout2": s_r, "best_k": best,
-                **{f"{name} K": k for name, k in rules.items()},
-                **{f"{name} mse/best": float(mse[k - 1] / mse[best - 1]) for name, k in rules.items()},
-                "k_grid": K_GRID.tolist(), "mse": mse.tolist(),
-            })
+            cells.append(
+                {
+                    "distance": distance,
+                    "c_prefill/c_decode": ratio,
+                    "sigma_prompt2": s_p,
+                    "sigma_rollout2": s_r,
+                    "best_k": best,
+                    **{f"{name} K": k for name, k in rules.items()},
+                    **{f"{name} mse/best": float(mse[k - 1] / mse[best - 1]) for name, k in rules.items()},
+                    "k_grid": K_GRID.tolist(),
+                    "mse": mse.tolist(),
+                }
+            )
     worst = float(np.max(np.abs(z_right)))
-    rows.append(claim(
-        "R14", "simulated MSE at equal cost = (sigma_p^2 + sigma_r^2/K)/n (K = 1, 8, 64)",
-        max_abs_z=worst, estimate=worst, theory=0.0,
-    ))
+    rows.append(
+        claim(
+            "R14",
+            "simulated MSE at equal cost = (sigma_p^2 + sigma_r^2/K)/n (K = 1, 8, 64)",
+            max_abs_z=worst,
+            estimate=worst,
+            theory=0.0,
+        )
+    )
     wrong = float(np.min(np.abs(z_wrong)))
     rows.append(control("R14", "the same without the 1/K (K = 8, 64)", min_abs_z=wrong, estimate=wrong, theory=0.0))
-    rows.append(claim(
-        "R14", "§6.2.1: with c_prefill = 0 the exact best K is 1",
-        holds=uniform_ok, rule="best K = 1 in every world", estimate=float(uniform_ok), theory=1.0,
-        details={"cells": cells},
-    ))
+    rows.append(
+        claim(
+            "R14",
+            "§6.2.1: with c_prefill = 0 the exact best K is 1",
+            holds=uniform_ok,
+            rule="best K = 1 in every world",
+            estimate=float(uniform_ok),
+            theory=1.0,
+            details={"cells": cells},
+        )
+    )
     for claim_id, rule in (("R15", "Corollary 4"), ("R16", "Corollary 5")):
-        summary = "; ".join(f"d={c['distance']}, c_p/c_d={c['c_prefill/c_decode']:g}: K {c[rule + ' K']} vs best {c['best_k']} ({c[rule + ' mse/best']:.2f}x)" for c in cells)
+        summary = "; ".join(
+            f"d={c['distance']}, c_p/c_d={c['c_prefill/c_decode']:g}: "
+            f"K {c[rule + ' K']} vs best {c['best_k']} ({c[rule + ' mse/best']:.2f}x)"
+            for c in cells
+        )
         worst_ratio = max(c[f"{rule} mse/best"] for c in cells)
         what = f"{rule} K against the exact best K at equal cost: {summary}"
         rows.append(report(claim_id, what, estimate=worst_ratio))
@@ -317,14 +435,21 @@ def run_ou(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     z_control = z_score(var, se, 2.0 * theory)
     rows = [
         claim(
-            "R11", f"SGD stationary variance = Lyapunov solution ({OU_DIM} eigendirections, eps = {OU_EPS})",
-            max_abs_z=float(np.max(np.abs(z))), estimate=float(var[0]), se=float(se[0]), theory=float(theory[0]),
+            "R11",
+            f"SGD stationary variance = Lyapunov solution ({OU_DIM} eigendirections, eps = {OU_EPS})",
+            max_abs_z=float(np.max(np.abs(z))),
+            estimate=float(var[0]),
+            se=float(se[0]),
+            theory=float(theory[0]),
             details={"variance": var, "se": se, "theory": theory},
         ),
         control(
-            "R11", "the same against eps Sigma_g H^-1 (without the 1/2)",
+            "R11",
+            "the same against eps Sigma_g H^-1 (without the 1/2)",
             min_abs_z=float(np.min(np.abs(z_control))),
-            estimate=float(var[0]), se=float(se[0]), theory=float(2 * theory[0]),
+            estimate=float(var[0]),
+            se=float(se[0]),
+            theory=float(2 * theory[0]),
         ),
     ]
     sandwich, kl_ratio = [], []
@@ -339,25 +464,39 @@ def run_ou(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
         exact = gaussian_kl(theta_hat, cov, theta0, prior)
         kl_ratio.append(ou_kl_bound(theta_hat, theta0, prior, sigma_g, OU_EPS, h.min(), h.max()) / exact)
     low = float(np.min(sandwich))
-    rows.append(claim(
-        "R11",
-        f"Lemma 16: eps/(2M) Sigma_g <= Sigma <= eps/(2m) Sigma_g, min eigenvalue of the gaps over {len(sandwich)} "
-        "instances",
-        holds=low >= -EXACT, rule=f"estimate >= -{EXACT:g}", estimate=low, theory=0.0,
-    ))
+    rows.append(
+        claim(
+            "R11",
+            f"Lemma 16: eps/(2M) Sigma_g <= Sigma <= eps/(2m) Sigma_g, min eigenvalue of the gaps over {len(sandwich)} "
+            "instances",
+            holds=low >= -EXACT,
+            rule=f"estimate >= -{EXACT:g}",
+            estimate=low,
+            theory=0.0,
+        )
+    )
     ratio = float(np.min(kl_ratio))
-    rows.append(claim(
-        "R11", f"Corollary 2 (8): KL bound / exact KL >= 1 (min over {len(kl_ratio)}; max {max(kl_ratio):.3g})",
-        holds=ratio >= 1.0 - EXACT, rule=f"estimate >= 1 - {EXACT:g}", estimate=ratio, theory=1.0,
-        details={"ratios": kl_ratio},
-    ))
+    rows.append(
+        claim(
+            "R11",
+            f"Corollary 2 (8): KL bound / exact KL >= 1 (min over {len(kl_ratio)}; max {max(kl_ratio):.3g})",
+            holds=ratio >= 1.0 - EXACT,
+            rule=f"estimate >= 1 - {EXACT:g}",
+            estimate=ratio,
+            theory=1.0,
+            details={"ratios": kl_ratio},
+        )
+    )
     return rows
 
 
 def _checkpoints(world: RLHFWorld, rng) -> list[RLHFWorld]:
     """M policies around pi_ref (distances 0.25-2.5, heavy-tailed), sharing the world's prompts and rewards."""
     return [
-        dataclasses.replace(world, log_pi_theta=log_softmax(world.log_pi_ref + d * rng.standard_t(2.0, size=world.log_pi_ref.shape), axis=1))
+        dataclasses.replace(
+            world,
+            log_pi_theta=log_softmax(world.log_pi_ref + d * rng.standard_t(2.0, size=world.log_pi_ref.shape), axis=1),
+        )
         for d in np.linspace(0.25, 2.5, CHECKPOINTS)
     ]
 
@@ -377,13 +516,32 @@ def run_pac_bayes(config: RunConfig, rng: np.random.Generator) -> list[ClaimResu
         responses = model.responses(prompts, u)
         j_hat.append(model.per_rollout(model.r_hat, BETA, TAU)[prompts[..., None], responses].mean(axis=(1, 2)))
         j_star.append(model.objective(model.r_star, BETA, None))
-        bound.append(pac_bayes_bound(PB_N, PB_K, DELTA, BETA, TAU, uniform_prior_kl(CHECKPOINTS), model.coverage(), model.l_train(), model.clip_error(TAU))["total"])
+        bound.append(
+            pac_bayes_bound(
+                PB_N,
+                PB_K,
+                DELTA,
+                BETA,
+                TAU,
+                uniform_prior_kl(CHECKPOINTS),
+                model.coverage(),
+                model.l_train(),
+                model.clip_error(TAU),
+            )["total"]
+        )
     j_hat, j_star, bound = np.array(j_hat).T, np.array(j_star), np.array(bound)  # (R, M), (M,), (M,)
     chosen = np.argmax(j_hat, axis=1)
     rows_idx = np.arange(replications)
     errors = np.abs(j_hat[rows_idx, chosen] - j_star[chosen])
     cell = {"M": CHECKPOINTS, "n": PB_N, "K": PB_K, "beta": BETA, "tau": TAU, "delta": DELTA}
-    selected = violation_row("R9", "claim", f"Theorem 2 (KL = log {CHECKPOINTS}) exceeded by the selected checkpoint's |J_hat - J*|, n={PB_N}, K={PB_K}", errors, bound[chosen], cell)
+    selected = violation_row(
+        "R9",
+        "claim",
+        f"Theorem 2 (KL = log {CHECKPOINTS}) exceeded by the selected checkpoint's |J_hat - J*|, n={PB_N}, K={PB_K}",
+        errors,
+        bound[chosen],
+        cell,
+    )
     j_tau = np.array([m.objective(m.r_hat, BETA, TAU) for m in models])
     optimism = j_hat[rows_idx, chosen] - j_tau[chosen]
     gibbs = softmax(GIBBS_TEMPERATURE * j_hat, axis=1)
@@ -402,8 +560,10 @@ def run_pac_bayes(config: RunConfig, rng: np.random.Generator) -> list[ClaimResu
             "R10",
             "Corollary 1: KL(Q || uniform) <= log M = uniform_prior_kl(M) for a Gibbs posterior "
             f"(max over {replications} draws)",
-            holds=kl_gibbs.max() <= uniform_prior_kl(CHECKPOINTS) + EXACT, rule=f"estimate <= theory + {EXACT:g}",
-            estimate=float(kl_gibbs.max()), theory=uniform_prior_kl(CHECKPOINTS),
+            holds=kl_gibbs.max() <= uniform_prior_kl(CHECKPOINTS) + EXACT,
+            rule=f"estimate <= theory + {EXACT:g}",
+            estimate=float(kl_gibbs.max()),
+            theory=uniform_prior_kl(CHECKPOINTS),
         ),
     ]
 
@@ -416,7 +576,11 @@ def run_exact(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
         shift = abs(world.objective(world.r_hat, BETA, None) - world.objective(world.r_star, BETA, None))
         chi2 = float(chi2_divergence(world.d_theta.ravel(), world.d_train.ravel()))
         shift_slack.append(reward_shift_bound(chi2, world.l_train()) - shift)
-        factor_slack.append(prompt_coverage(world.rho, world.rho_label) * policy_coverage(world.pi_theta, np.exp(world.log_pi_ref), world.rho_label) - world.coverage())
+        factor_slack.append(
+            prompt_coverage(world.rho, world.rho_label)
+            * policy_coverage(world.pi_theta, np.exp(world.log_pi_ref), world.rho_label)
+            - world.coverage()
+        )
         clip_gap = abs(world.objective(world.r_hat, BETA, TAU) - world.objective(world.r_hat, BETA, None))
         clip_slack.append(kl_clipping_bound(BETA, world.log_ratio.ravel(), TAU, world.d_theta.ravel()) - clip_gap)
     rows = []
@@ -426,20 +590,47 @@ def run_exact(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
         ("R7", "Lemma 7: min of beta E|l - l^tau| - |J^tau - J|", clip_slack),
     ):
         low = float(np.min(slack))
-        rows.append(claim(
-            claim_id, what + f" over {worlds} worlds",
-            holds=low >= -EXACT, rule=f"estimate >= -{EXACT:g}", estimate=low, theory=0.0, details={"slack": slack},
-        ))
+        rows.append(
+            claim(
+                claim_id,
+                what + f" over {worlds} worlds",
+                holds=low >= -EXACT,
+                rule=f"estimate >= -{EXACT:g}",
+                estimate=low,
+                theory=0.0,
+                details={"slack": slack},
+            )
+        )
     return rows
 
 
 CHECKS = [
-    Check("bounds_sampling", ("R1", "R2", "R3", "R4", "R8", "R13"), run_sampling, "violation rates of Lemmas 2-4, 12 and Theorem 1"),
-    Check("bounds_tau", ("R12",), run_tau, "the tau* rule against B_theta's grid minimiser and the actual-error-optimal tau"),
-    Check("bounds_budget", ("R14", "R15", "R16"), run_budget, "the best K at equal prefill/decode cost against the K* rules"),
+    Check(
+        "bounds_sampling",
+        ("R1", "R2", "R3", "R4", "R8", "R13"),
+        run_sampling,
+        "violation rates of Lemmas 2-4, 12 and Theorem 1",
+    ),
+    Check(
+        "bounds_tau",
+        ("R12",),
+        run_tau,
+        "the tau* rule against B_theta's grid minimiser and the actual-error-optimal tau",
+    ),
+    Check(
+        "bounds_budget",
+        ("R14", "R15", "R16"),
+        run_budget,
+        "the best K at equal prefill/decode cost against the K* rules",
+    ),
     Check("bounds_pac_bayes", ("R9", "R10"), run_pac_bayes, "Theorem 2 for a checkpoint selected on the same sample"),
     Check("bounds_ou", ("R11",), run_ou, "SGD's stationary covariance, Lemma 16's sandwich and the OU KL bound"),
-    Check("bounds_exact", ("R5", "R6", "R7"), run_exact, "reward-shift, coverage factorisation and clipping inequalities, exactly"),
+    Check(
+        "bounds_exact",
+        ("R5", "R6", "R7"),
+        run_exact,
+        "reward-shift, coverage factorisation and clipping inequalities, exactly",
+    ),
 ]
 
 

@@ -87,5 +87,12 @@ def main(argv=None, topics=registry.TOPICS, prog: str = "python -m simulators") 
     path = ledger.write_record(args.out, name, run_config, args.seed, check_records)
     failed = ledger.run_failed(results)
     print(f"\nrecord: {path}")
-    print("verdict: " + ("FAILED (a claim failed or a control was not rejected)" if failed else "all claims hold, all controls rejected"))
+    print(
+        "verdict: "
+        + (
+            "FAILED (a claim failed or a control was not rejected)"
+            if failed
+            else "all claims hold, all controls rejected"
+        )
+    )
     return 1 if failed else 0

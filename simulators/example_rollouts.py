@@ -26,7 +26,9 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "stats_tests" / "data" / "ex
 LOWER, UPPER, PER_PROMPT = 4, 16, 8
 
 
-def simulate_rollout_log(rng: np.random.Generator, steps: int = 3, prompts: int = 40, sharpening: float = 0.25) -> list[dict]:
+def simulate_rollout_log(
+    rng: np.random.Generator, steps: int = 3, prompts: int = 40, sharpening: float = 0.25
+) -> list[dict]:
     """Rows of a rollout log: ``steps`` steps of ``prompts`` prompts (see module docstring)."""
     base = [MarkovTokenPolicy.random(rng) for _ in range(prompts)]
     p_hat = None
@@ -63,7 +65,11 @@ def simulate_rollout_log(rng: np.random.Generator, steps: int = 3, prompts: int 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulators.example_rollouts", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators.example_rollouts",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"output JSONL (default {DEFAULT_OUT})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=3)

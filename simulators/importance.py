@@ -53,9 +53,17 @@ from theory.importance import (
 
 EXACT = 1e-9  # relative tolerance of an exact identity in floating point
 FIXED_CLIP = (0.5, 5.0)  # CTPO Fig. 1: fixed range of the ratio
-VARIANTS = (("GRPO", "grpo", False), ("GSPO", "gspo", False), ("CTPO", "ctpo", False), ("CTPO, detached prefix", "ctpo", True))
+VARIANTS = (
+    ("GRPO", "grpo", False),
+    ("GSPO", "gspo", False),
+    ("CTPO", "ctpo", False),
+    ("CTPO, detached prefix", "ctpo", True),
+)
 OBJECTIVES = {"grpo": grpo_objective, "gspo": gspo_objective, "ctpo": ctpo_objective}
-NO_CLIP = {"eps_low": 1e3, "eps_high": 1e3}  # bounds [1 - 1e3, 1 + 1e3] (GRPO/GSPO), e^(-+1e3 sqrt t) (CTPO): nothing binds
+NO_CLIP = {
+    "eps_low": 1e3,
+    "eps_high": 1e3,
+}  # bounds [1 - 1e3, 1 + 1e3] (GRPO/GSPO), e^(-+1e3 sqrt t) (CTPO): nothing binds
 
 
 def sum_mod3_reward(seqs: np.ndarray) -> np.ndarray:
@@ -85,7 +93,9 @@ class Enumerated:
 
     def q_values(self) -> np.ndarray:
         """Q_t = E_theta[R | a_1:t] for every sequence and position (N, H)."""
-        return np.stack([prefix_mean(self.reward, self.p_t, self.states, t + 1) for t in range(self.mdp.horizon)], axis=1)
+        return np.stack(
+            [prefix_mean(self.reward, self.p_t, self.states, t + 1) for t in range(self.mdp.horizon)], axis=1
+        )
 
     def expected(self, ratio: np.ndarray, advantage: np.ndarray) -> np.ndarray:
         """E_b[sum_t ratio_t A_t grad log pi_theta(a_t | s_t)] by enumeration."""
@@ -112,9 +122,16 @@ def _exact_row(claim_id, kind, what, value, threshold, below: bool, details=None
     control is rejected when it does not."""
     stat_name, rule = ("rel", f"rel < {threshold:g}") if below else ("gap", f"gap > {threshold:g}")
     return decided(
-        kind, claim_id, what,
-        holds=value < threshold if below else value > threshold, rule=rule, statistic=value, stat_name=stat_name,
-        estimate=value, theory=0.0, details=details,
+        kind,
+        claim_id,
+        what,
+        holds=value < threshold if below else value > threshold,
+        rule=rule,
+        statistic=value,
+        stat_name=stat_name,
+        estimate=value,
+        theory=0.0,
+        details=details,
     )
 
 
@@ -166,11 +183,33 @@ def run_unbiased(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     for name, ratio in (("token", token), ("cumulative", e.cum), ("sequence", seq_ratio)):
         proj = _projected_samples(e, every, ratio, q, directions)
         spread[name] = float(np.mean(proj**2 @ e.p_b - (proj @ e.p_b) ** 2))
-    cells = {"rel_errors": {"cum_Q": cum_q, "seq_R": seq_r, "cum_R": cum_r, "token_Q": tok_q}, "token_bias_per_t": per_t, "z": {k: v.tolist() for k, v in z.items()}, "H": horizon, "estimator_variance": spread}
+    cells = {
+        "rel_errors": {"cum_Q": cum_q, "seq_R": seq_r, "cum_R": cum_r, "token_Q": tok_q},
+        "token_bias_per_t": per_t,
+        "z": {k: v.tolist() for k, v in z.items()},
+        "H": horizon,
+        "estimator_variance": spread,
+    }
     z_cum, z_tok = float(np.max(np.abs(z["cum"]))), float(np.max(np.abs(z["token"])))
     return [
-        _exact_row("C1", "claim", f"Prop 1: E_b[sum rho_t^cum Q_t grad log pi] = grad J (exact, V = 3, H = {horizon})", cum_q, EXACT, True, cells),
-        _exact_row("C1", "claim", "full sequence ratio with the outcome reward R is unbiased (exact)", seq_r, EXACT, True, cells),
+        _exact_row(
+            "C1",
+            "claim",
+            f"Prop 1: E_b[sum rho_t^cum Q_t grad log pi] = grad J (exact, V = 3, H = {horizon})",
+            cum_q,
+            EXACT,
+            True,
+            cells,
+        ),
+        _exact_row(
+            "C1",
+            "claim",
+            "full sequence ratio with the outcome reward R is unbiased (exact)",
+            seq_r,
+            EXACT,
+            True,
+            cells,
+        ),
         claim("C1", f"Prop 1 by Monte Carlo: 6 random projections, {n_mc} sequences", max_abs_z=z_cum, details=cells),
         report(
             "C1",
@@ -182,13 +221,25 @@ def run_unbiased(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
         ),
         report(
             "C1",
-            f"exact variance of sum_t ratio_t Q_t grad log pi (6 projections), relative to the cumulative ratio: token {spread['token'] / spread['cumulative']:.2f}, sequence {spread['sequence'] / spread['cumulative']:.2f}",
+            "exact variance of sum_t ratio_t Q_t grad log pi (6 projections), relative to the cumulative ratio: "
+            f"token {spread['token'] / spread['cumulative']:.2f}, "
+            f"sequence {spread['sequence'] / spread['cumulative']:.2f}",
             details=cells,
             estimate=spread["sequence"] / spread["cumulative"],
             theory=1.0,
         ),
-        _exact_row("C2", "claim", f"token ratio unbiased at t = 1 (rel {per_t[0]:.1e}) ...", per_t[0], EXACT, True, cells),
-        _exact_row("C2", "claim", f"... and biased at every t > 1 (min rel bias {min(per_t[1:]):.3f}; whole-gradient bias {tok_q:.3f})", min(per_t[1:]), 1e-3, False, cells),
+        _exact_row(
+            "C2", "claim", f"token ratio unbiased at t = 1 (rel {per_t[0]:.1e}) ...", per_t[0], EXACT, True, cells
+        ),
+        _exact_row(
+            "C2",
+            "claim",
+            f"... and biased at every t > 1 (min rel bias {min(per_t[1:]):.3f}; whole-gradient bias {tok_q:.3f})",
+            min(per_t[1:]),
+            1e-3,
+            False,
+            cells,
+        ),
         control("C2", "token-ratio estimator in the same Monte-Carlo test", max_abs_z=z_tok, details=cells),
     ]
 
@@ -202,8 +253,12 @@ def run_variance_exact(config: RunConfig, rng: np.random.Generator) -> list[Clai
     tab = Enumerated(TabularTokenMDP.random(rng, vocab=3, horizon=horizon, delta=0.5))
     # C3: conditional mean of the suffix ratio, under pi_b (claim) and under pi_theta (control)
     suffix = tab.seq_ratio[:, None] / tab.cum[:, :-1]  # eps_t for t = 1..H-1
-    dev_b = max(float(np.max(np.abs(prefix_mean(suffix[:, t - 1], tab.p_b, tab.states, t) - 1))) for t in range(1, horizon))
-    dev_t = max(float(np.max(np.abs(prefix_mean(suffix[:, t - 1], tab.p_t, tab.states, t) - 1))) for t in range(1, horizon))
+    dev_b = max(
+        float(np.max(np.abs(prefix_mean(suffix[:, t - 1], tab.p_b, tab.states, t) - 1))) for t in range(1, horizon)
+    )
+    dev_t = max(
+        float(np.max(np.abs(prefix_mean(suffix[:, t - 1], tab.p_t, tab.states, t) - 1))) for t in range(1, horizon)
+    )
     # C4: Var(rho^seq) - Var(rho_t^cum) > 0; control: the policies agree after the first token
     var_cum = tab.variance(tab.cum)
     gap = float(np.min(var_cum[-1] - var_cum[:-1]) / var_cum[-1])
@@ -231,14 +286,56 @@ def run_variance_exact(config: RunConfig, rng: np.random.Generator) -> list[Clai
     c6 = _rel(stat.variance(log_cum), cumulative_log_ratio_variance(np.full(horizon, sigma2)))
     cells = {"H": horizon, "var_cum_tabular": var_cum.tolist(), "chi2": chi2.tolist(), "limits": limits}
     return [
-        _exact_row("C3", "claim", f"E_b[eps_t | a_1:t] = 1 for every prefix, t < H (max dev {dev_b:.1e})", dev_b, EXACT, True, cells),
+        _exact_row(
+            "C3",
+            "claim",
+            f"E_b[eps_t | a_1:t] = 1 for every prefix, t < H (max dev {dev_b:.1e})",
+            dev_b,
+            EXACT,
+            True,
+            cells,
+        ),
         _exact_row("C3", "control", "the same conditional mean under pi_theta", dev_t, EXACT, True, cells),
-        _exact_row("C4", "claim", f"Prop 2(i): Var(rho^seq) > Var(rho_t^cum) for all t < H (min relative gap {gap:.3f})", gap, 1e-9, False, cells),
-        _exact_row("C4", "control", "premise violated (policies equal after t = 1): strict gap", flat_gap, 1e-9, False, cells),
-        _exact_row("C5", "claim", "Prop 2(ii): Var(rho_t^cum) = prod(1 + chi2) - 1, independent positions (exact)", c5, EXACT, True, cells),
-        _exact_row("C5", "control", f"prefix-dependent policies, same formula with averaged chi2 (rel {c5_dependent:.3f})", c5_dependent, EXACT, True, cells),
+        _exact_row(
+            "C4",
+            "claim",
+            f"Prop 2(i): Var(rho^seq) > Var(rho_t^cum) for all t < H (min relative gap {gap:.3f})",
+            gap,
+            1e-9,
+            False,
+            cells,
+        ),
+        _exact_row(
+            "C4", "control", "premise violated (policies equal after t = 1): strict gap", flat_gap, 1e-9, False, cells
+        ),
+        _exact_row(
+            "C5",
+            "claim",
+            "Prop 2(ii): Var(rho_t^cum) = prod(1 + chi2) - 1, independent positions (exact)",
+            c5,
+            EXACT,
+            True,
+            cells,
+        ),
+        _exact_row(
+            "C5",
+            "control",
+            f"prefix-dependent policies, same formula with averaged chi2 (rel {c5_dependent:.3f})",
+            c5_dependent,
+            EXACT,
+            True,
+            cells,
+        ),
         _exact_row("C5", "control", f"wrong formula sum_t chi2_t (rel {c5_sum:.3f})", c5_sum, EXACT, True, cells),
-        _exact_row("C5", "claim", f"Var(rho^seq)/Var(rho_t^cum) -> H/t as delta -> 0 (logit delta = 1e-3: max rel dev {limit_err:.1e})", limit_err, 1e-2, True, cells),
+        _exact_row(
+            "C5",
+            "claim",
+            f"Var(rho^seq)/Var(rho_t^cum) -> H/t as delta -> 0 (logit delta = 1e-3: max rel dev {limit_err:.1e})",
+            limit_err,
+            1e-2,
+            True,
+            cells,
+        ),
         _exact_row("C6", "claim", "Var(log rho_t^cum) = t sigma^2, i.i.d. positions (exact)", c6, EXACT, True, cells),
     ]
 
@@ -280,46 +377,90 @@ def run_long_horizon(config: RunConfig, rng: np.random.Generator) -> list[ClaimR
     adaptive = np.mean((log_cum < np.log(low)) | (log_cum > np.log(high)), axis=0)
     late, early = slice(horizon // 2, None), slice(9, 20)
     rise = float(np.mean(fixed[late]) - np.mean(fixed[early]))
-    rise_se = float(np.sqrt(np.mean(fixed[late]) * (1 - np.mean(fixed[late])) / n + np.mean(fixed[early]) * (1 - np.mean(fixed[early])) / n))
+    rise_se = float(
+        np.sqrt(
+            np.mean(fixed[late]) * (1 - np.mean(fixed[late])) / n
+            + np.mean(fixed[early]) * (1 - np.mean(fixed[early])) / n
+        )
+    )
     spread_fixed = float(fixed[9:].max() - fixed[9:].min())
     spread_adaptive = float(adaptive[9:].max() - adaptive[9:].min())
     mean_log, _ = pair.stationary_log_ratio_moments()
     every = max(1, horizon // 200)
-    curves = {"t": t_all[::every].tolist(), "std": std[::every].tolist(), "sigma_hat": sigma_hat, "fixed": fixed[::every].tolist(), "adaptive": adaptive[::every].tolist(), "H": horizon, "n": n}
-    cells = {"t": ts.tolist(), "z_var_ratio": np.asarray(z5).tolist(), "z_var_log": np.asarray(z6).tolist(), "z_dependent": np.asarray(z6_dep).tolist(), "curves": curves}
+    curves = {
+        "t": t_all[::every].tolist(),
+        "std": std[::every].tolist(),
+        "sigma_hat": sigma_hat,
+        "fixed": fixed[::every].tolist(),
+        "adaptive": adaptive[::every].tolist(),
+        "H": horizon,
+        "n": n,
+    }
+    cells = {
+        "t": ts.tolist(),
+        "z_var_ratio": np.asarray(z5).tolist(),
+        "z_var_log": np.asarray(z6).tolist(),
+        "z_dependent": np.asarray(z6_dep).tolist(),
+        "curves": curves,
+    }
     z5m, z6m, zdm = (float(np.max(np.abs(z))) for z in (z5, z6, z6_dep))
     rho_s = stats.spearmanr(t_all[9:], fixed[9:]).statistic
     return [
         claim(
-            "C5", f"Var(rho_t^cum) = (1 + chi2)^t - 1 by MC, H = {horizon}, {n} sequences, t in {ts.tolist()}",
-            max_abs_z=z5m, estimate=float(var[-1]), se=float(se[-1]), theory=float(theory5[-1]), details=cells,
+            "C5",
+            f"Var(rho_t^cum) = (1 + chi2)^t - 1 by MC, H = {horizon}, {n} sequences, t in {ts.tolist()}",
+            max_abs_z=z5m,
+            estimate=float(var[-1]),
+            se=float(se[-1]),
+            theory=float(theory5[-1]),
+            details=cells,
         ),
         claim(
-            "C6", f"Var(log rho_t^cum) = t sigma^2 by MC (sigma^2 = {sigma2:.2e})",
-            max_abs_z=z6m, estimate=float(lvar[-1]), se=float(lse[-1]), theory=float(ts[-1] * sigma2), details=cells,
+            "C6",
+            f"Var(log rho_t^cum) = t sigma^2 by MC (sigma^2 = {sigma2:.2e})",
+            max_abs_z=z6m,
+            estimate=float(lvar[-1]),
+            se=float(lse[-1]),
+            theory=float(ts[-1] * sigma2),
+            details=cells,
         ),
         control(
-            "C6", "log ratios correlated across positions (Markov pair): t sigma^2",
-            max_abs_z=zdm, estimate=float(dvar[-1]), se=float(dse[-1]), theory=float(ts[-1] * dep_sigma2),
+            "C6",
+            "log ratios correlated across positions (Markov pair): t sigma^2",
+            max_abs_z=zdm,
+            estimate=float(dvar[-1]),
+            se=float(dse[-1]),
+            theory=float(ts[-1] * dep_sigma2),
             details=cells,
         ),
         claim(
             "C7",
             f"fixed clipping [0.5, 5]: clip rate rises with t ({np.mean(fixed[early]):.3f} at t = 10-20, "
             f"{np.mean(fixed[late]):.3f} at t > H/2)",
-            z=rise / rise_se, z_test="greater", estimate=rise, se=rise_se, theory=0.0, details=cells,
+            z=rise / rise_se,
+            z_test="greater",
+            estimate=rise,
+            se=rise_se,
+            theory=0.0,
+            details=cells,
         ),
         claim(
             "C7",
             "sqrt(t)-adaptive clipping is flatter: "
             f"spread over t >= 10 {spread_adaptive:.3f} vs fixed {spread_fixed:.3f}",
-            holds=spread_adaptive < spread_fixed, rule="estimate < theory (the fixed range's spread)",
-            estimate=spread_adaptive, theory=spread_fixed, details=cells,
+            holds=spread_adaptive < spread_fixed,
+            rule="estimate < theory (the fixed range's spread)",
+            estimate=spread_adaptive,
+            theory=spread_fixed,
+            details=cells,
         ),
         report(
             "C7",
-            f"adaptive clip rate {adaptive[9]:.3f} at t = 10 -> {adaptive[-1]:.3f} at t = H: E[log r] = {mean_log:.1e} drifts log rho_t^cum by t E[log r] "
-            f"while the bounds grow as sqrt(t); std/sigma_hat sqrt(t) in [{np.min(std / (sigma_hat * np.sqrt(t_all))):.3f}, {np.max(std / (sigma_hat * np.sqrt(t_all))):.3f}], "
+            f"adaptive clip rate {adaptive[9]:.3f} at t = 10 -> {adaptive[-1]:.3f} at t = H: "
+            f"E[log r] = {mean_log:.1e} drifts log rho_t^cum by t E[log r] "
+            "while the bounds grow as sqrt(t); "
+            f"std/sigma_hat sqrt(t) in [{np.min(std / (sigma_hat * np.sqrt(t_all))):.3f}, "
+            f"{np.max(std / (sigma_hat * np.sqrt(t_all))):.3f}], "
             f"Spearman(fixed rate, t) = {rho_s:.2f}",
             details=cells,
             estimate=float(adaptive[-1]),
@@ -350,12 +491,22 @@ def run_objectives(config: RunConfig, rng: np.random.Generator) -> list[ClaimRes
     fd_err = {}
     mask = np.ones((idx.size, horizon), dtype=bool)
     directions = rng.standard_normal((3,) + mdp.logits_theta.shape)
-    for label, name, detach in (("grpo", "grpo", False), ("gspo", "gspo", False), ("ctpo", "ctpo", False), ("ctpo detached", "ctpo", True)):
-        analytic = _logit_gradient(e, idx, objective_gradient(name, e.lp_t[idx], e.lp_b[idx], mask, adv, detach_prefix=detach))
+    for label, name, detach in (
+        ("grpo", "grpo", False),
+        ("gspo", "gspo", False),
+        ("ctpo", "ctpo", False),
+        ("ctpo detached", "ctpo", True),
+    ):
+        analytic = _logit_gradient(
+            e, idx, objective_gradient(name, e.lp_t[idx], e.lp_b[idx], mask, adv, detach_prefix=detach)
+        )
         errs = []
         for u in directions:
             h = 1e-6
-            fd = (_batch_objective(e, idx, mdp.logits_theta + h * u, name, adv) - _batch_objective(e, idx, mdp.logits_theta - h * u, name, adv)) / (2 * h)
+            fd = (
+                _batch_objective(e, idx, mdp.logits_theta + h * u, name, adv)
+                - _batch_objective(e, idx, mdp.logits_theta - h * u, name, adv)
+            ) / (2 * h)
             errs.append(abs(fd - np.sum(analytic * u)) / max(abs(fd), 1e-12))
         fd_err[label] = float(max(errs))
     detached_err = fd_err.pop("ctpo detached")
@@ -369,14 +520,33 @@ def run_objectives(config: RunConfig, rng: np.random.Generator) -> list[ClaimRes
         for (label, name, detach), clip in itertools.product(VARIANTS, (True, False)):
             if regime == "on-policy" and not clip:
                 continue  # on-policy every ratio is 1: nothing is clipped
-            d = objective_gradient(name, ee.lp_t, ee.lp_b, mask, ee.reward - baseline, detach_prefix=detach, **({} if clip else NO_CLIP))
+            d = objective_gradient(
+                name, ee.lp_t, ee.lp_b, mask, ee.reward - baseline, detach_prefix=detach, **({} if clip else NO_CLIP)
+            )
             expected = _logit_gradient(ee, every, d * (len(every) * ee.p_b)[:, None])  # E_b of one sequence's gradient
             key = f"{regime}{'' if clip else ', no clip'}: {label}"
             cosines[key] = float(np.sum(expected * grad) / (np.linalg.norm(expected) * np.linalg.norm(grad)))
     worst = max(fd_err.values())
     return [
-        _exact_row("C8", "claim", f"objective gradients (theory.importance, chained to logits) = finite differences ({', '.join(f'{k} {v:.1e}' for k, v in fd_err.items())})", worst, 1e-5, True, {"fd": fd_err}),
-        _exact_row("C8", "control", f"Prop 1's estimator (prefix detached) as the CTPO objective's gradient (rel {detached_err:.2f})", detached_err, 1e-5, True, {"fd": fd_err}),
+        _exact_row(
+            "C8",
+            "claim",
+            "objective gradients (theory.importance, chained to logits) = finite differences "
+            f"({', '.join(f'{k} {v:.1e}' for k, v in fd_err.items())})",
+            worst,
+            1e-5,
+            True,
+            {"fd": fd_err},
+        ),
+        _exact_row(
+            "C8",
+            "control",
+            f"Prop 1's estimator (prefix detached) as the CTPO objective's gradient (rel {detached_err:.2f})",
+            detached_err,
+            1e-5,
+            True,
+            {"fd": fd_err},
+        ),
         report(
             "C8",
             "cos(E_b[grad objective], grad J): " + "; ".join(f"{k} {v:.3f}" for k, v in cosines.items()),
@@ -388,9 +558,21 @@ def run_objectives(config: RunConfig, rng: np.random.Generator) -> list[ClaimRes
 
 
 CHECKS = [
-    Check("importance_unbiased", ("C1", "C2"), run_unbiased, "Prop 1 and the token ratio's bias, exact and Monte Carlo"),
-    Check("importance_variance", ("C3", "C4", "C5", "C6"), run_variance_exact, "suffix ratio, Prop 2 and Var(log rho) by enumeration"),
-    Check("importance_long_horizon", ("C5", "C6", "C7"), run_long_horizon, "Prop 2(ii), t sigma^2 and Fig. 1 clipping at long horizons"),
+    Check(
+        "importance_unbiased", ("C1", "C2"), run_unbiased, "Prop 1 and the token ratio's bias, exact and Monte Carlo"
+    ),
+    Check(
+        "importance_variance",
+        ("C3", "C4", "C5", "C6"),
+        run_variance_exact,
+        "suffix ratio, Prop 2 and Var(log rho) by enumeration",
+    ),
+    Check(
+        "importance_long_horizon",
+        ("C5", "C6", "C7"),
+        run_long_horizon,
+        "Prop 2(ii), t sigma^2 and Fig. 1 clipping at long horizons",
+    ),
     Check("importance_objectives", ("C8",), run_objectives, "GRPO/GSPO/CTPO objectives and their gradients"),
 ]
 

@@ -70,8 +70,10 @@ class ClaimResult:
         if self.kind == "report" and self.holds is not None:
             raise ValueError(f"{self.claim} report: a report has no pass/fail (holds must be None); got {self.holds!r}")
         if self.kind != "report" and not (isinstance(self.holds, bool) and self.rule):
-            raise ValueError(f"{self.claim} {self.kind}: holds must be True or False and rule a non-empty text; "
-                             f"got holds={self.holds!r}, rule={self.rule!r}")
+            raise ValueError(
+                f"{self.claim} {self.kind}: holds must be True or False and rule a non-empty text; "
+                f"got holds={self.holds!r}, rule={self.rule!r}"
+            )
 
     @property
     def ok(self) -> bool:
@@ -142,27 +144,42 @@ def decided(
     statistics = (("z", z), ("max|z|", max_abs_z), ("min|z|", min_abs_z))
     given = {name: value for name, value in statistics if value is not None}
     if len(given) + (holds is not None) != 1:
-        raise ValueError(f"{claim_id} {kind}: give exactly one of z=, max_abs_z=, min_abs_z= (a z-test) or holds= "
-                         f"(with its rule); got {', '.join(given) or 'none of the z keywords'} and holds={holds!r}")
+        raise ValueError(
+            f"{claim_id} {kind}: give exactly one of z=, max_abs_z=, min_abs_z= (a z-test) or holds= "
+            f"(with its rule); got {', '.join(given) or 'none of the z keywords'} and holds={holds!r}"
+        )
     if z_test not in Z_TESTS:
         raise ValueError(f"{claim_id} {kind}: z_test must be one of {', '.join(Z_TESTS)}; got {z_test!r}")
     if z_test != "equal" and "z" not in given:
-        raise ValueError(f"{claim_id} {kind}: z_test={z_test!r} applies to z= only (max|z| and min|z| are judged "
-                         f"by < {Z_THRESHOLD:g}, holds= by its own rule)")
+        raise ValueError(
+            f"{claim_id} {kind}: z_test={z_test!r} applies to z= only (max|z| and min|z| are judged "
+            f"by < {Z_THRESHOLD:g}, holds= by its own rule)"
+        )
     if holds is not None:
         if not isinstance(holds, (bool, np.bool_)):
             raise ValueError(f"{claim_id} {kind}: holds must be True or False; got {holds!r}")
         holds = bool(holds)
     else:
         if rule or statistic is not None or stat_name:
-            raise ValueError(f"{claim_id} {kind}: a z-test sets its rule, statistic and stat_name; "
-                             f"pass rule=/statistic=/stat_name= only with holds=")
+            raise ValueError(
+                f"{claim_id} {kind}: a z-test sets its rule, statistic and stat_name; "
+                f"pass rule=/statistic=/stat_name= only with holds="
+            )
         ((stat_name, statistic),) = given.items()
         rule, meets = Z_TESTS[z_test] if stat_name == "z" else (f"{stat_name} < {Z_THRESHOLD:g}", Z_TESTS["equal"][1])
         holds = bool(meets(statistic))
     return ClaimResult(
-        claim=claim_id, kind=kind, what=what, estimate=estimate, se=se, theory=theory, statistic=statistic,
-        stat_name=stat_name, rule=rule, holds=holds, details=details if details is not None else {},
+        claim=claim_id,
+        kind=kind,
+        what=what,
+        estimate=estimate,
+        se=se,
+        theory=theory,
+        statistic=statistic,
+        stat_name=stat_name,
+        rule=rule,
+        holds=holds,
+        details=details if details is not None else {},
     )
 
 
@@ -179,8 +196,15 @@ def report(
 ) -> ClaimResult:
     """A ``report`` row: a measured comparison with no pass/fail meaning."""
     return ClaimResult(
-        claim=claim_id, kind="report", what=what, estimate=estimate, se=se, theory=theory, statistic=statistic,
-        stat_name=stat_name, details=details if details is not None else {},
+        claim=claim_id,
+        kind="report",
+        what=what,
+        estimate=estimate,
+        se=se,
+        theory=theory,
+        statistic=statistic,
+        stat_name=stat_name,
+        details=details if details is not None else {},
     )
 
 
@@ -213,7 +237,7 @@ def format_table(results, width: int = TABLE_WIDTH) -> str:
     lines = []
     for row in rows:
         wrapped = textwrap.wrap(row[what], widths[what], subsequent_indent="  ") or [""]
-        lines.append(_join((*row[:what], wrapped[0], *row[what + 1:]), widths))
+        lines.append(_join((*row[:what], wrapped[0], *row[what + 1 :]), widths))
         lines.extend(_join(("",) * what + (more,), widths) for more in wrapped[1:])
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

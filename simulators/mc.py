@@ -45,4 +45,3 @@ def z_score(estimate, se, theory):
     exact = se == 0
     z = np.where(exact, np.where(np.abs(diff) <= 1e-12 * (1 + np.abs(theory)), 0.0, np.inf), z)
     return z if z.ndim else float(z)
-

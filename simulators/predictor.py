@@ -97,7 +97,15 @@ class DriftingWorld:
         clusters = int(cluster.max()) + 1
         when = rng.choice(np.arange(steps), size=min(steps, max(1, steps // 15)), replace=False)
         regressions = {int(s): (int(rng.integers(clusters)), 1.0) for s in when}
-        return cls(np.asarray(embeddings, dtype=float), np.asarray(base_logit, dtype=float), cluster, rng.uniform(0.0, 0.06, size=clusters), regressions, 0.05, rng)
+        return cls(
+            np.asarray(embeddings, dtype=float),
+            np.asarray(base_logit, dtype=float),
+            cluster,
+            rng.uniform(0.0, 0.06, size=clusters),
+            regressions,
+            0.05,
+            rng,
+        )
 
     @property
     def n_prompts(self) -> int:
@@ -105,7 +113,9 @@ class DriftingWorld:
 
     def advance(self) -> None:
         """One step of training: per-cluster gains, a per-prompt random walk, regressions."""
-        self.base_logit = self.base_logit + self.rates[self.cluster] + self.walk_sd * self.rng.standard_normal(self.n_prompts)
+        self.base_logit = (
+            self.base_logit + self.rates[self.cluster] + self.walk_sd * self.rng.standard_normal(self.n_prompts)
+        )
         if self.step in self.regressions:
             c, drop = self.regressions[self.step]
             self.base_logit = np.where(self.cluster == c, self.base_logit - drop, self.base_logit)
@@ -172,20 +182,32 @@ def run_algorithm1(config: RunConfig, rng: np.random.Generator) -> list[ClaimRes
         claim(
             "V8",
             f"Algorithm 1 (no QxQ matrix) = dense Gaussian conditioning, Q = {q}, {steps} steps",
-            holds=worst < EXACT, rule=f"max abs < {EXACT:g}", statistic=worst, stat_name="max abs",
-            estimate=worst, theory=0.0,
+            holds=worst < EXACT,
+            rule=f"max abs < {EXACT:g}",
+            statistic=worst,
+            stat_name="max abs",
+            estimate=worst,
+            theory=0.0,
         ),
         control(
             "V8",
             "dense conditioning without the prior mean m_B subtracted",
-            holds=worst_wrong < EXACT, rule=f"max abs < {EXACT:g}", statistic=worst_wrong, stat_name="max abs",
-            estimate=worst_wrong, theory=0.0,
+            holds=worst_wrong < EXACT,
+            rule=f"max abs < {EXACT:g}",
+            statistic=worst_wrong,
+            stat_name="max abs",
+            estimate=worst_wrong,
+            theory=0.0,
         ),
         claim(
             "V8",
             "App. E.2 softplus link: softplus(log(exp(s^2) - 1)) = s^2",
-            holds=round_trip < ROUND_TRIP, rule=f"max rel < {ROUND_TRIP:g}", statistic=round_trip, stat_name="max rel",
-            estimate=round_trip, theory=0.0,
+            holds=round_trip < ROUND_TRIP,
+            rule=f"max rel < {ROUND_TRIP:g}",
+            statistic=round_trip,
+            stat_name="max rel",
+            estimate=round_trip,
+            theory=0.0,
         ),
     ]
 
@@ -193,11 +215,15 @@ def run_algorithm1(config: RunConfig, rng: np.random.Generator) -> list[ClaimRes
 # --- V9 -------------------------------------------------------------------------------------
 
 
-def mae_run(rng: np.random.Generator, q: int, batch: int, steps: int, rollouts: int, world: DriftingWorld | None = None) -> dict:
+def mae_run(
+    rng: np.random.Generator, q: int, batch: int, steps: int, rollouts: int, world: DriftingWorld | None = None
+) -> dict:
     """Per-step MAE on the next batch of every predictor, on one world (a synthetic one by default)."""
     world = world if world is not None else DriftingWorld.random(rng, q, steps=steps)
     models = predictors(world.embeddings)
-    models["GP, bandwidth / 100"] = GPSuccessPredictor(world.embeddings, bandwidth=models["GP (Algorithm 1)"].bandwidth / 100)
+    models["GP, bandwidth / 100"] = GPSuccessPredictor(
+        world.embeddings, bandwidth=models["GP (Algorithm 1)"].bandwidth / 100
+    )
     models[MISMATCHED] = GPSuccessPredictor(world.embeddings)  # the control: rewards given to the wrong prompts
     mae = {name: [] for name in models}
     for idx in batches(rng, q, batch, steps):
@@ -220,7 +246,10 @@ def _paired(runs: list[dict], better: str, worse: str) -> tuple[float, float]:
 def run_mae(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     """V9: Fig. 3 analogue."""
     seeds, q, batch, steps = (20, 4000, 128, 60) if config.full else (8, 1500, 64, 40)
-    runs = [mae_run(rng, q, batch, steps, rollouts=8) for _ in tqdm(range(seeds), desc="V9 predictors", disable=None if config.progress else True, leave=False)]
+    runs = [
+        mae_run(rng, q, batch, steps, rollouts=8)
+        for _ in tqdm(range(seeds), desc="V9 predictors", disable=None if config.progress else True, leave=False)
+    ]
     names = list(runs[0])
     curves = {name: np.mean([r[name] for r in runs], axis=0).tolist() for name in names}
     curve_se = {name: (np.std([r[name] for r in runs], axis=0, ddof=1) / np.sqrt(seeds)).tolist() for name in names}
@@ -232,22 +261,36 @@ def run_mae(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
             "V9",
             f"GP MAE below moving average: {means['GP (Algorithm 1)']:.3f} vs {means['moving average']:.3f} "
             f"({seeds} seeds, {steps} steps)",
-            z=diff / se, z_test="greater", estimate=diff, se=se, theory=0.0, details=details,
+            z=diff / se,
+            z_test="greater",
+            estimate=diff,
+            se=se,
+            theory=0.0,
+            details=details,
         )
     ]
     # Against ridge the outcome depends on how linear the world's difficulty is in the
     # embedding: reported, with our noisy-observation GP next to it.
     for name in ("GP (Algorithm 1)", "GP + binomial noise"):
         diff, se = _paired(runs, name, "ridge")
-        what = (f"{name} vs ridge: MAE {means[name]:.3f} vs {means['ridge']:.3f}, "
-                f"ridge - GP = {diff:+.4f} ({diff / se:+.1f} SE)")
+        what = (
+            f"{name} vs ridge: MAE {means[name]:.3f} vs {means['ridge']:.3f}, "
+            f"ridge - GP = {diff:+.4f} ({diff / se:+.1f} SE)"
+        )
         rows.append(report("V9", what, details=details, estimate=diff, theory=0.0))
     diff, se = _paired(runs, MISMATCHED, "moving average")
-    rows.append(control(
-        "V9",
-        f"{MISMATCHED} below moving average: {means[MISMATCHED]:.3f}",
-        z=diff / se, z_test="greater", estimate=diff, se=se, theory=0.0, details=details,
-    ))
+    rows.append(
+        control(
+            "V9",
+            f"{MISMATCHED} below moving average: {means[MISMATCHED]:.3f}",
+            z=diff / se,
+            z_test="greater",
+            estimate=diff,
+            se=se,
+            theory=0.0,
+            details=details,
+        )
+    )
     what = "mean MAE over steps: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items())
     rows.append(report("V9", what, details=details))
     return rows + [_real_embedding_row(rng, q, batch, steps)]
@@ -267,7 +310,9 @@ def _real_embedding_row(rng: np.random.Generator, q: int, batch: int, steps: int
         return report("V9", f"real embeddings (all-MiniLM-L6-v2 of generated math problems): not run, {exc}")
     mae = mae_run(rng, q, batch, steps, rollouts=8, world=world)
     means = {name: float(np.mean(v)) for name, v in mae.items()}
-    what = "real embeddings (all-MiniLM-L6-v2, generated math problems), one seed, mean MAE: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items())
+    what = "real embeddings (all-MiniLM-L6-v2, generated math problems), one seed, mean MAE: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in means.items()
+    )
     return report("V9", what, details={"means": means})
 
 
@@ -284,7 +329,12 @@ COMBOS = {  # name: (predictor, allocator)
 }
 
 
-_RULES = {"uniform": "uniform", "inverse-accuracy": "inverse_accuracy", "inverse-variance": "inverse_variance", "optimal": "vip"}
+_RULES = {
+    "uniform": "uniform",
+    "inverse-accuracy": "inverse_accuracy",
+    "inverse-variance": "inverse_variance",
+    "optimal": "vip",
+}
 
 
 def _allocation(kind: str, p_hat: np.ndarray, budget: int) -> np.ndarray:
@@ -321,10 +371,20 @@ def loop_run(seed_seq, q: int, batch: int, steps: int) -> dict:
 def run_loop(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     """V10: predictor + allocator at equal budget (C = 8B)."""
     seeds, q, batch, steps = (10, 4000, 128, 60) if config.full else (4, 1500, 64, 40)
-    runs = [loop_run(rng.integers(2**63), q, batch, steps) for _ in tqdm(range(seeds), desc="V10 loop", disable=None if config.progress else True, leave=False)]
+    runs = [
+        loop_run(rng.integers(2**63), q, batch, steps)
+        for _ in tqdm(range(seeds), desc="V10 loop", disable=None if config.progress else True, leave=False)
+    ]
     ratio = {name: np.array([r[name]["variance"] / r["uniform"]["variance"] for r in runs]) for name in COMBOS}
     wasted = {name: float(np.mean([r[name]["wasted"] for r in runs])) for name in COMBOS}
-    summary = {name: {"variance_vs_uniform": float(ratio[name].mean()), "se": float(ratio[name].std(ddof=1) / np.sqrt(seeds)), "wasted": wasted[name]} for name in COMBOS}
+    summary = {
+        name: {
+            "variance_vs_uniform": float(ratio[name].mean()),
+            "se": float(ratio[name].std(ddof=1) / np.sqrt(seeds)),
+            "wasted": wasted[name],
+        }
+        for name in COMBOS
+    }
     oracle = ratio["oracle p + optimal"]
     z = float((1 - oracle.mean()) / (oracle.std(ddof=1) / np.sqrt(seeds)))
     details = {"summary": summary, "seeds": seeds, "Q": q, "B": batch}
@@ -334,8 +394,12 @@ def run_loop(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
             "V10",
             f"variance-optimal allocation at the true p below uniform in the loop ({seeds} seeds): "
             f"{oracle.mean():.3f} x",
-            z=z, z_test="greater", estimate=float(oracle.mean()), se=float(oracle.std(ddof=1) / np.sqrt(seeds)),
-            theory=1.0, details=details,
+            z=z,
+            z_test="greater",
+            estimate=float(oracle.mean()),
+            se=float(oracle.std(ddof=1) / np.sqrt(seeds)),
+            theory=1.0,
+            details=details,
         ),
         report(
             "V10",
@@ -348,7 +412,9 @@ def run_loop(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
         report(
             "V10",
             "variance / uniform (share of rollouts in all-equal groups): "
-            + "; ".join(f"{name} {s['variance_vs_uniform']:.3f} ({100 * s['wasted']:.0f}%)" for name, s in summary.items()),
+            + "; ".join(
+                f"{name} {s['variance_vs_uniform']:.3f} ({100 * s['wasted']:.0f}%)" for name, s in summary.items()
+            ),
             details=details,
         ),
     ]
@@ -369,7 +435,10 @@ def run_gp_overhead(config: RunConfig, rng: np.random.Generator) -> list[ClaimRe
         gp.update(idx, rewards)
 
     seconds = median_seconds(step, 7 if config.full else 3)
-    what = f"GP predict + update, Q = {q}, B = {batch}, d = {dim}: {1e3 * seconds:.0f} ms per step, no kernel cache (VIP Table 4: {PAPER_GP_SECONDS} s + {PAPER_KERNEL_SECONDS} s cache)"
+    what = (
+        f"GP predict + update, Q = {q}, B = {batch}, d = {dim}: {1e3 * seconds:.0f} ms per step, no kernel cache "
+        f"(VIP Table 4: {PAPER_GP_SECONDS} s + {PAPER_KERNEL_SECONDS} s cache)"
+    )
     return [report("V12", what, details={"seconds": seconds}, estimate=seconds, theory=PAPER_GP_SECONDS)]
 
 

@@ -94,7 +94,9 @@ def inverse_cdf(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.minimum((u[..., None] > cdf[..., None, :]).sum(axis=-1), probs.shape[-1] - 1)
 
 
-def make_world(rng: np.random.Generator, prompts: int = 20, responses: int = 6, distance: float = 1.0, pairs: int = 400) -> RLHFWorld:
+def make_world(
+    rng: np.random.Generator, prompts: int = 20, responses: int = 6, distance: float = 1.0, pairs: int = 400
+) -> RLHFWorld:
     """A random world; ``distance`` scales the t(2)-distributed logit perturbation of pi_theta."""
     rho = rng.dirichlet(np.full(prompts, 2.0))
     rho_label = rng.dirichlet(np.full(prompts, 2.0))

@@ -41,7 +41,12 @@ ALPHA = 0.05
 LOG_SD = 0.5  # log-normal norms Z = exp(LOG_SD * N(0, 1))
 PAPER, SMALL, LARGE_GROUPS = (600, 16), (50, 8), (50, 64)
 TESTS = ("fisher", "edgington", "levene", "obrien")
-NAMES = {"fisher": "Fisher (B.1)", "edgington": "Edgington exact (B.2)", "levene": "Levene median (B.3)", "obrien": "O'Brien (B.4)"}
+NAMES = {
+    "fisher": "Fisher (B.1)",
+    "edgington": "Edgington exact (B.2)",
+    "levene": "Levene median (B.3)",
+    "obrien": "O'Brien (B.4)",
+}
 RHOS = (0.05, 0.1, 0.2)
 TAUS = (0.05, 0.1, 0.2)
 
@@ -117,9 +122,16 @@ def size_row(kind: str, what: str, cells: list[dict], key: str) -> ClaimResult:
     worst = cells[int(np.argmax(np.abs(zs)))]
     rate = worst["rates"][key]
     extra = f" mean W {worst['rates'][f'mean_{key}_W']:.3f}" if f"mean_{key}_W" in worst["rates"] else ""
-    label = f"{what} [worst Q = {worst['Q']}, n = {worst['n']}: {rate['rate']:.3f}, 95% CI {rate['ci95'][0]:.3f}-{rate['ci95'][1]:.3f}{extra}]"
-    measured = {"estimate": rate["rate"], "se": null_se(worst["reps"]), "theory": ALPHA,
-                "details": {"cells": cells, "key": key}}
+    label = (
+        f"{what} [worst Q = {worst['Q']}, n = {worst['n']}: {rate['rate']:.3f}, "
+        f"95% CI {rate['ci95'][0]:.3f}-{rate['ci95'][1]:.3f}{extra}]"
+    )
+    measured = {
+        "estimate": rate["rate"],
+        "se": null_se(worst["reps"]),
+        "theory": ALPHA,
+        "details": {"cells": cells, "key": key},
+    }
     if kind == "report":
         return report("V11", label, statistic=float(max(zs, key=abs)), stat_name="max|z|", **measured)
     return decided(kind, "V11", label, max_abs_z=float(max(zs, key=abs)), **measured)
@@ -138,35 +150,74 @@ def run_calibration(config: RunConfig, rng: np.random.Generator) -> list[ClaimRe
     power_settings = (PAPER, SMALL)
     total = reps * sum(len(p[2]) for p in plan.values()) + power_reps * len(power_settings) * (len(RHOS) + len(TAUS))
     bar = tqdm(total=total, desc="V11 calibration", disable=None if config.progress else True, leave=False)
-    null = {name: [rejection_rates(rng, r, z, s, reps, which, bar=bar) for s in settings] for name, (r, z, settings, which) in plan.items()}
-    power = [rejection_rates(rng, "normal", "lognormal", s, power_reps, ("fisher", "edgington"), bar=bar, rho=rho) for s in power_settings for rho in RHOS]
-    power += [rejection_rates(rng, "normal", "lognormal", s, power_reps, ("levene", "obrien"), bar=bar, tau=tau) for s in power_settings for tau in TAUS]
+    null = {
+        name: [rejection_rates(rng, r, z, s, reps, which, bar=bar) for s in settings]
+        for name, (r, z, settings, which) in plan.items()
+    }
+    power = [
+        rejection_rates(rng, "normal", "lognormal", s, power_reps, ("fisher", "edgington"), bar=bar, rho=rho)
+        for s in power_settings
+        for rho in RHOS
+    ]
+    power += [
+        rejection_rates(rng, "normal", "lognormal", s, power_reps, ("levene", "obrien"), bar=bar, tau=tau)
+        for s in power_settings
+        for tau in TAUS
+    ]
     bar.close()
     exact = null["exact"]
     large = [c for c in exact if (c["Q"], c["n"]) == LARGE_GROUPS]
     paper = [c for c in exact if (c["Q"], c["n"]) == PAPER]
-    rows = [size_row("claim", f"size of {NAMES[t]}, R normal (exact Pearson t), all settings", exact, t) for t in ("fisher", "edgington")]
+    rows = [
+        size_row("claim", f"size of {NAMES[t]}, R normal (exact Pearson t), all settings", exact, t)
+        for t in ("fisher", "edgington")
+    ]
     rows.append(size_row("claim", f"size of {NAMES['obrien']}, Z normal, all settings", exact, "obrien"))
     rows.append(size_row("claim", f"size of {NAMES['levene']}, Z normal, large groups", large, "levene"))
     rows.append(size_row("report", f"size of {NAMES['levene']}, Z normal, the paper's setting", paper, "levene"))
     for t in ("levene", "obrien"):
-        rows.append(size_row("report", f"size of {NAMES[t]}, Z log-normal (sd {LOG_SD})", null["skewed"] + null["skewed_large"], t))
+        rows.append(
+            size_row(
+                "report", f"size of {NAMES[t]}, Z log-normal (sd {LOG_SD})", null["skewed"] + null["skewed_large"], t
+            )
+        )
     for t in TESTS:
         rows.append(size_row("report", f"size of {NAMES[t]}, binary R, p ~ Beta(2,2), Z log-normal", null["binary"], t))
     excluded = null["unequal"][0]["rates"]["mean_excluded"]
     for t in ("fisher", "edgington"):
-        rows.append(size_row("report", f"size of {NAMES[t]}, binary R, p = 0.02/0.98 ({excluded:.0f}/600 groups excluded)", null["unequal"], t))
-    rows.append(size_row("control", "Fisher's statistic referred to chi2(Q) instead of chi2(2Q)", exact, "fisher_wrong_dof"))
+        rows.append(
+            size_row(
+                "report",
+                f"size of {NAMES[t]}, binary R, p = 0.02/0.98 ({excluded:.0f}/600 groups excluded)",
+                null["unequal"],
+                t,
+            )
+        )
+    rows.append(
+        size_row("control", "Fisher's statistic referred to chi2(Q) instead of chi2(2Q)", exact, "fisher_wrong_dof")
+    )
     rows.append(size_row("control", "Bartlett's normal-theory test on log-normal Z", null["skewed_large"], "bartlett"))
     for q, n in power_settings:
         mine = [c for c in power if (c["Q"], c["n"]) == (q, n)]
-        corr = ", ".join(f"rho {c['rho']}: F {c['rates']['fisher']['rate']:.2f} E {c['rates']['edgington']['rate']:.2f}" for c in mine if "rho" in c)
-        var = ", ".join(f"tau {c['tau']}: L {c['rates']['levene']['rate']:.2f} O {c['rates']['obrien']['rate']:.2f}" for c in mine if "tau" in c)
+        corr = ", ".join(
+            f"rho {c['rho']}: F {c['rates']['fisher']['rate']:.2f} E {c['rates']['edgington']['rate']:.2f}"
+            for c in mine
+            if "rho" in c
+        )
+        var = ", ".join(
+            f"tau {c['tau']}: L {c['rates']['levene']['rate']:.2f} O {c['rates']['obrien']['rate']:.2f}"
+            for c in mine
+            if "tau" in c
+        )
         rows.append(report("V11", f"power, Q = {q}, n = {n}: {corr}; {var}", details={"cells": mine}))
     return rows
 
 
-CHECKS = [Check("stats_calibration", ("V11",), run_calibration, "size and power of the App. B tests, with broken-test controls")]
+CHECKS = [
+    Check(
+        "stats_calibration", ("V11",), run_calibration, "size and power of the App. B tests, with broken-test controls"
+    )
+]
 
 
 if __name__ == "__main__":

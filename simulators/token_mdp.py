@@ -31,7 +31,16 @@ class TabularTokenMDP:
     logits_theta: np.ndarray
 
     @classmethod
-    def random(cls, rng: np.random.Generator, vocab: int = 3, horizon: int = 6, scale: float = 1.0, delta: float = 0.3, kind: str = "tabular", future_equal_after: int | None = None):
+    def random(
+        cls,
+        rng: np.random.Generator,
+        vocab: int = 3,
+        horizon: int = 6,
+        scale: float = 1.0,
+        delta: float = 0.3,
+        kind: str = "tabular",
+        future_equal_after: int | None = None,
+    ):
         """Behaviour logits ~ N(0, scale^2); target = behaviour + delta N(0, 1).
 
         ``kind="independent"``: one logit row per position (prefix-independent policies);

@@ -37,7 +37,9 @@ class MarkovTokenPolicy:
             raise ValueError(f"vocab must be >= 2 (one content token and EOS); got {self.vocab}")
 
     @classmethod
-    def random(cls, rng: np.random.Generator, vocab: int = 4, horizon: int = 8, scale: float = 1.0, eos_bias: float = -1.0):
+    def random(
+        cls, rng: np.random.Generator, vocab: int = 4, horizon: int = 8, scale: float = 1.0, eos_bias: float = -1.0
+    ):
         """Gaussian logits with standard deviation ``scale``; ``eos_bias`` shifts the EOS logit."""
         logits = scale * rng.standard_normal((horizon, vocab + 1, vocab))
         logits[:, :, vocab - 1] += eos_bias

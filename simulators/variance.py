@@ -186,7 +186,9 @@ def run_binary(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]
         summary_row("V1", "claim", "E[G] Dr.GRPO = 0 (Prop 4.2)", cells["dr_grpo"], "z_mean"),
         summary_row("V2", "claim", "Var(G) RLOO = 4σ²p(1-p)/(n-1) (Prop 4.3)", cells["rloo"], "z_var"),
         summary_row("V2", "claim", "E[G] RLOO = 0 (Prop 4.3)", cells["rloo"], "z_mean"),
-        summary_row("V2", "control", "RLOO with 1/n baseline (VIP §4 as printed) vs Prop 4.3", cells["rloo_as_printed"], "z_var"),
+        summary_row(
+            "V2", "control", "RLOO with 1/n baseline (VIP §4 as printed) vs Prop 4.3", cells["rloo_as_printed"], "z_var"
+        ),
     ]
 
 

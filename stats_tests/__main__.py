@@ -31,7 +31,12 @@ def run_step(rewards, norms) -> dict:
         except ValueError as exc:
             out[name] = {"error": str(exc)}
             continue
-        out[name] = {"statistic": res.statistic, "pvalue": res.pvalue, "groups": res.n_groups, "excluded": res.excluded.total}
+        out[name] = {
+            "statistic": res.statistic,
+            "pvalue": res.pvalue,
+            "groups": res.n_groups,
+            "excluded": res.excluded.total,
+        }
     return out
 
 
@@ -50,13 +55,17 @@ def format_rows(results: dict, alpha: float) -> str:
                 mark = "*" if t["pvalue"] < alpha else " "
                 cells.append(f"{t['pvalue']:>12.4g}{mark} {t['groups']:>4} {t['excluded']:>4}")
         lines.append(f"{step:>6} " + " ".join(cells))
-    lines.append(f"* p < alpha = {alpha:g}: H0 rejected (B.1/B.2: Corr(R, Z) = 0 in every question; B.3/B.4: equal Var(Z)).")
+    lines.append(
+        f"* p < alpha = {alpha:g}: H0 rejected (B.1/B.2: Corr(R, Z) = 0 in every question; B.3/B.4: equal Var(Z))."
+    )
     errors = [f"step {s} {n}: {t['error']}" for s, tests in results.items() for n, t in tests.items() if "error" in t]
     return "\n".join(lines + errors)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stats_tests", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m stats_tests", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("log", metavar="LOG", help="rollout log (JSON Lines, or Parquet with pandas installed)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")

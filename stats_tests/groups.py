@@ -39,7 +39,9 @@ def as_groups(name: str, data) -> list[np.ndarray]:
     """``data`` as a list of finite 1-D float arrays (one per question)."""
     if isinstance(data, np.ndarray):
         if data.ndim != 2:
-            raise ValueError(f"{name} must be a 2-D array (questions x rollouts) or a list of 1-D arrays; got shape {data.shape}")
+            raise ValueError(
+                f"{name} must be a 2-D array (questions x rollouts) or a list of 1-D arrays; got shape {data.shape}"
+            )
         data = data.astype(float)
         if not np.all(np.isfinite(data)):
             q = int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])

@@ -65,7 +65,9 @@ def anova_w(y: np.ndarray, labels: np.ndarray, sizes: np.ndarray) -> tuple[float
     between = np.sum(sizes * (means - y.mean()) ** 2)
     within = np.sum((y - means[labels]) ** 2)
     if within == 0.0:
-        raise ValueError("norms: every group has zero within-group dispersion after the transform (constant groups); W is undefined")
+        raise ValueError(
+            "norms: every group has zero within-group dispersion after the transform (constant groups); W is undefined"
+        )
     return float((n_total - q) * between / ((q - 1) * within)), (q - 1, n_total - q)
 
 

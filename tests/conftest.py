@@ -24,6 +24,7 @@ def snapshot(folder):
     files = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "run.lock"]
     return {str(p.relative_to(folder)): p.read_bytes() for p in files}
 
+
 # Subprocesses import this checkout's packages, whichever copy of rlvr-lab is installed: a script
 # run as ``python trainer/run.py`` has trainer/, not the repository root, first on sys.path.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))

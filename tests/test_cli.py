@@ -2,7 +2,7 @@
 
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pytest
 
@@ -73,7 +73,10 @@ def test_cli_exit_status_when_a_claim_fails(tmp_path, monkeypatch, capsys):
 
 
 def test_verdict_names():
-    assert [_row(k, ok).verdict for k, ok in [("claim", True), ("claim", False), ("control", True), ("control", False), ("report", True)]] == [
+    assert [
+        _row(k, ok).verdict
+        for k, ok in [("claim", True), ("claim", False), ("control", True), ("control", False), ("report", True)]
+    ] == [
         "PASS",
         "FAIL",
         "REJECTED",

@@ -9,8 +9,26 @@ from tests.conftest import ROOT
 
 def test_smoke_script_passes_on_cpu():
     proc = subprocess.run(
-        [sys.executable, "scripts/gpu_smoke.py", "--device", "cpu", "--steps", "4", "--prompts", "4", "--new-tokens", "8", "--hidden", "64", "--layers", "2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "scripts/gpu_smoke.py",
+            "--device",
+            "cpu",
+            "--steps",
+            "4",
+            "--prompts",
+            "4",
+            "--new-tokens",
+            "8",
+            "--hidden",
+            "64",
+            "--layers",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout)

@@ -91,14 +91,23 @@ def test_package_keeps_its_import_contract(package):
 @pytest.mark.parametrize(
     "package, source, flagged",
     [
-        ("theory", "import numpy\n\ndef f():\n    from simulators.ledger import report\n",
-         ["theory/bad.py:4 imports simulators"]),
+        (
+            "theory",
+            "import numpy\n\ndef f():\n    from simulators.ledger import report\n",
+            ["theory/bad.py:4 imports simulators"],
+        ),
         ("theory", "import cvxpy\nfrom . import _checks\n", ["theory/bad.py:1 imports cvxpy"]),
         ("figures", "from simulators.variance import NORM_DISTRIBUTIONS\n", ["figures/bad.py:1 imports simulators"]),
-        ("simulators", "import torch\nimport trainer.loop\n",
-         ["simulators/bad.py:1 imports torch", "simulators/bad.py:2 imports trainer"]),
-        ("trainer", "def f():\n    from simulators.prompt_embeddings import embed_prompts\n",
-         ["trainer/bad.py:2 imports simulators"]),
+        (
+            "simulators",
+            "import torch\nimport trainer.loop\n",
+            ["simulators/bad.py:1 imports torch", "simulators/bad.py:2 imports trainer"],
+        ),
+        (
+            "trainer",
+            "def f():\n    from simulators.prompt_embeddings import embed_prompts\n",
+            ["trainer/bad.py:2 imports simulators"],
+        ),
         ("trainer", "import rl_study.tasks\nimport torch\n", ["trainer/bad.py:1 imports rl_study"]),
     ],
 )

@@ -43,11 +43,15 @@ def test_a_control_with_a_small_z_is_not_rejected_and_fails_the_run():
 
 
 def test_an_explicit_rule_is_named_in_the_record():
-    row = claim("X1", "w", holds=np.float64(1e-13) <= 1e-12, rule="max rel <= 1e-12",
-                statistic=1e-13, stat_name="max rel")
+    row = claim(
+        "X1", "w", holds=np.float64(1e-13) <= 1e-12, rule="max rel <= 1e-12", statistic=1e-13, stat_name="max rel"
+    )
     assert row.verdict == "PASS"
     assert {k: row.to_json()[k] for k in ("rule", "holds", "ok", "verdict")} == {
-        "rule": "max rel <= 1e-12", "holds": True, "ok": True, "verdict": "PASS"
+        "rule": "max rel <= 1e-12",
+        "holds": True,
+        "ok": True,
+        "verdict": "PASS",
     }
 
 

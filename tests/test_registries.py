@@ -13,9 +13,22 @@ from trainer.models import tiny_model, tiny_tokenizer
 from trainer.rewards import get_reward
 
 TINY = dict(
-    model="tiny:qwen2", template="plain", chat_template=False, reward="first_number", embedding="hashed", prompts_per_step=4,
-    budget=16, min_rollouts=3, max_rollouts=8, max_new_tokens=2, warmup_steps=0, steps=2, micro_batch_size=8,
-    tensorboard=False, progress=False, output_dir="unused",
+    model="tiny:qwen2",
+    template="plain",
+    chat_template=False,
+    reward="first_number",
+    embedding="hashed",
+    prompts_per_step=4,
+    budget=16,
+    min_rollouts=3,
+    max_rollouts=8,
+    max_new_tokens=2,
+    warmup_steps=0,
+    steps=2,
+    micro_batch_size=8,
+    tensorboard=False,
+    progress=False,
+    output_dir="unused",
 )
 
 
@@ -29,7 +42,13 @@ def test_an_unknown_name_is_refused_at_config_time_listing_the_table(field):
 def _step_metrics(**overrides):
     tok = tiny_tokenizer()
     config = TrainConfig(**(TINY | overrides))
-    trainer = Trainer(config, tiny_model("qwen2", len(tok)), tok, arithmetic_task(16, np.random.default_rng(0)), get_reward("first_number"))
+    trainer = Trainer(
+        config,
+        tiny_model("qwen2", len(tok)),
+        tok,
+        arithmetic_task(16, np.random.default_rng(0)),
+        get_reward("first_number"),
+    )
     return [trainer.train_step()[0] for _ in range(config.steps)]
 
 
@@ -65,7 +84,9 @@ def test_the_trainer_and_the_ledger_allocate_inverse_variance_alike():
     from trainer.allocation import RolloutAllocator
 
     ledger = rule_allocations(ISSUE_P_HAT, 96, "rloo")["inverse-variance"]  # the ledger's bounds: [3, 32]
-    trainer = RolloutAllocator("inverse_variance", [f"question {i}" for i in range(12)], 96, 3, 32, "rloo", embedding="hashed")
+    trainer = RolloutAllocator(
+        "inverse_variance", [f"question {i}" for i in range(12)], 96, 3, 32, "rloo", embedding="hashed"
+    )
     trainer.predictor.predict = lambda indices: ISSUE_P_HAT[indices]
     counts, _ = trainer.allocate(np.arange(12))
     np.testing.assert_array_equal(counts, ledger)
@@ -95,5 +116,7 @@ def test_clip_fractions_once_per_mini_batch_equal_the_micro_batches_token_weight
     whole = losses.clip_fractions(new, old, mask, clips)
     parts = [slice(0, 5), slice(5, 9), slice(9, 12)]
     for name in clips:
-        weighted = sum(losses.clip_fractions(new[p], old[p], mask[p], clips)[name] * float(mask[p].sum()) for p in parts)
+        weighted = sum(
+            losses.clip_fractions(new[p], old[p], mask[p], clips)[name] * float(mask[p].sum()) for p in parts
+        )
         assert whole[name] == pytest.approx(weighted / float(mask.sum()), rel=1e-6)

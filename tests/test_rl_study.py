@@ -60,20 +60,44 @@ def test_warmup_lowers_the_answer_loss():
 
 
 def test_study_runs_resumes_and_writes_a_record(tmp_path):
-    cmd = [sys.executable, "-m", "rl_study", "kl", "--seeds", "2", "--steps", "2", "--warmup-steps", "5", "--jobs", "2", "--out", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rl_study",
+        "kl",
+        "--seeds",
+        "2",
+        "--steps",
+        "2",
+        "--warmup-steps",
+        "5",
+        "--jobs",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     runs = sorted((tmp_path / "rl_study" / "kl").glob("*.json"))
     assert len(runs) == 6 and len(list((tmp_path / "rl_study" / "warmup").glob("start-*.json"))) == 2
     stamp = {p: p.stat().st_mtime_ns for p in runs}
-    again = subprocess.run(cmd[:-4] + ["--jobs", "1", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        cmd[:-4] + ["--jobs", "1", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0 and all(p.stat().st_mtime_ns == stamp[p] for p in runs)  # finished runs are reused
     record = json.loads(sorted(tmp_path.glob("rl_study_kl-*.json"))[-1].read_text())
     rows = record["checks"][0]["results"]
-    assert [r["details"]["method"] for r in rows] == ["no_clip", "fixed_tau", "tau_star"] and {r["claim"] for r in rows} == {"R12"}
+    assert [r["details"]["method"] for r in rows] == ["no_clip", "fixed_tau", "tau_star"] and {
+        r["claim"] for r in rows
+    } == {"R12"}
     assert all(len(r["details"]["reward_curve_mean"]) == 2 for r in rows)
     assert "test/paired_diff_p" in rows[1]["details"] and "train/gain_over_start_ci95" in rows[0]["details"]
-    figures = subprocess.run([sys.executable, "-m", "figures", "--records", str(tmp_path), "--out", str(tmp_path / "fig")], cwd=ROOT, capture_output=True, text=True)
+    figures = subprocess.run(
+        [sys.executable, "-m", "figures", "--records", str(tmp_path), "--out", str(tmp_path / "fig")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert figures.returncode == 0 and (tmp_path / "fig" / "rl_study_kl.png").exists(), figures.stderr[-2000:]
 
 
@@ -81,7 +105,22 @@ def test_study_runs_do_not_depend_on_the_number_of_workers(tmp_path):
     """The same study from 2 worker processes and from 1: identical curves and metrics."""
     results = {}
     for jobs in (1, 2):
-        cmd = [sys.executable, "-m", "rl_study", "loss", "--seeds", "2", "--steps", "2", "--warmup-steps", "5", "--jobs", str(jobs), "--out", str(tmp_path / str(jobs))]
+        cmd = [
+            sys.executable,
+            "-m",
+            "rl_study",
+            "loss",
+            "--seeds",
+            "2",
+            "--steps",
+            "2",
+            "--warmup-steps",
+            "5",
+            "--jobs",
+            str(jobs),
+            "--out",
+            str(tmp_path / str(jobs)),
+        ]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs = [json.loads(p.read_text()) for p in sorted((tmp_path / str(jobs) / "rl_study" / "loss").glob("*.json"))]

@@ -7,6 +7,7 @@ import pytest
 from simulators import allocation, allocation_released
 from simulators.allocation_oracle import cvxpy_relaxed
 from simulators.registry import RunConfig, check_rng
+from tests.conftest import run_module
 from theory.allocation import (
     relaxed_allocation,
     released_relaxed_allocation,
@@ -14,8 +15,6 @@ from theory.allocation import (
     success_variance_weights,
     total_objective,
 )
-
-from tests.conftest import run_module
 
 QUICK = RunConfig(full=False, progress=False)
 
@@ -32,7 +31,9 @@ def test_relaxed_agrees_with_cvxpy(estimator, seed):
     assert ours <= oracle.upper_bound * (1 + 1e-9)  # never worse than the oracle's feasible point
 
 
-@pytest.mark.parametrize("check", [c for c in allocation.CHECKS if c.name != "allocation_overhead"], ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "check", [c for c in allocation.CHECKS if c.name != "allocation_overhead"], ids=lambda c: c.name
+)
 def test_allocation_rows(check):
     rows = check.run(QUICK, check_rng(5, check.name))
     kinds = {r.kind for r in rows}
@@ -77,7 +78,12 @@ def test_allocation_figures_regenerate(tmp_path):
     proc = run_module("figures", "--records", str(records), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     names = {p.name for p in out.glob("*.png")}
-    assert {"allocation_vs_p.png", "allocation_variance_by_rule.png", "allocation_rounding_gaps.png", "allocation_released_decomposition.png"} <= names
+    assert {
+        "allocation_vs_p.png",
+        "allocation_variance_by_rule.png",
+        "allocation_rounding_gaps.png",
+        "allocation_released_decomposition.png",
+    } <= names
 
 
 def test_kkt_residual_detects_a_non_kkt_point():

@@ -88,7 +88,13 @@ def test_edgington_normal_approximation_is_close_at_the_papers_scale():
     assert edgington_correlation_test(rewards, norms, method="normal").pvalue == pytest.approx(exact, abs=1e-3)
 
 
-@given(ragged(), st.randoms(use_true_random=False), st.floats(0.1, 10.0), st.floats(-5.0, 5.0), st.sampled_from([1.0, -1.0]))
+@given(
+    ragged(),
+    st.randoms(use_true_random=False),
+    st.floats(0.1, 10.0),
+    st.floats(-5.0, 5.0),
+    st.sampled_from([1.0, -1.0]),
+)
 @settings(max_examples=60, deadline=None)
 def test_invariances(data, random, scale, shift, sign):
     norms, rewards = data
@@ -104,7 +110,9 @@ def test_invariances(data, random, scale, shift, sign):
         base = test(rewards, norms)
         assert 0.0 <= base.pvalue <= 1.0
         assert test([rewards[i] for i in order], moved).pvalue == pytest.approx(base.pvalue, rel=1e-9)
-        assert test(rewards, affine).pvalue == pytest.approx(base.pvalue, rel=1e-7)  # two-sided: the sign does not matter
+        assert test(rewards, affine).pvalue == pytest.approx(
+            base.pvalue, rel=1e-7
+        )  # two-sided: the sign does not matter
 
 
 @pytest.mark.parametrize("scale", [1e160, 1e300, 1e-300])
@@ -139,10 +147,19 @@ def test_perfect_correlation_gives_a_finite_statistic_and_is_counted():
     [
         (lambda: fisher_correlation_test([[1.0, np.nan, 2.0]], [[1.0, 2.0, 3.0]]), r"rewards\[0\] must be finite"),
         (lambda: levene_test(np.array([[1.0, 2.0, np.inf], [1.0, 2.0, 3.0]])), r"groups\[0\] must be finite"),
-        (lambda: fisher_correlation_test([[1.0, 2.0, 3.0]], [[1.0, 2.0]]), r"rewards\[0\] and norms\[0\] must have the same size"),
-        (lambda: fisher_correlation_test([[1.0, 2.0, 3.0]], [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]), "same number of groups"),
+        (
+            lambda: fisher_correlation_test([[1.0, 2.0, 3.0]], [[1.0, 2.0]]),
+            r"rewards\[0\] and norms\[0\] must have the same size",
+        ),
+        (
+            lambda: fisher_correlation_test([[1.0, 2.0, 3.0]], [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]),
+            "same number of groups",
+        ),
         (lambda: fisher_correlation_test([[1.0, 1.0, 1.0]], [[1.0, 2.0, 3.0]]), "no usable group"),
-        (lambda: edgington_correlation_test([[1.0, 2.0, 4.0]], [[1.0, 2.0, 3.0]], method="fast"), "method must be one of"),
+        (
+            lambda: edgington_correlation_test([[1.0, 2.0, 4.0]], [[1.0, 2.0, 3.0]], method="fast"),
+            "method must be one of",
+        ),
         (lambda: levene_test([[1.0, 2.0, 3.0], [1.0, 2.0]]), "at least 2 groups of size >= 3"),
         (lambda: levene_test([]), "at least one group"),
         (lambda: levene_test(np.ones(5)), "2-D array"),

@@ -97,7 +97,9 @@ def test_permutation_equivariance(problem, estimator, random):
     n = integer_allocation(a, budget, lower, upper, estimator)
     n_perm = integer_allocation(a[perm], budget, lower, upper, estimator)
     # equal objective (ties may be broken differently), and exactly equivariant on distinct weights
-    assert total_objective(a[perm], n_perm, estimator) == pytest.approx(total_objective(a, n, estimator), rel=1e-12, abs=1e-15)
+    assert total_objective(a[perm], n_perm, estimator) == pytest.approx(
+        total_objective(a, n, estimator), rel=1e-12, abs=1e-15
+    )
     if len(np.unique(a)) == a.size:
         np.testing.assert_array_equal(n_perm, n[perm])
     relaxed = relaxed_allocation(a, budget, lower, upper, estimator)
@@ -109,7 +111,10 @@ def test_permutation_equivariance(problem, estimator, random):
 def test_larger_weight_never_gets_fewer_rollouts(problem, estimator):
     a, budget, lower, upper = problem
     larger = a[:, None] > a[None, :]
-    for n in (integer_allocation(a, budget, lower, upper, estimator), relaxed_allocation(a, budget, lower, upper, estimator)):
+    for n in (
+        integer_allocation(a, budget, lower, upper, estimator),
+        relaxed_allocation(a, budget, lower, upper, estimator),
+    ):
         assert np.all((n[:, None] >= n[None, :] - 1e-7)[larger])
 
 

@@ -23,7 +23,9 @@ from theory.bounds import (
 
 def test_alpha_is_lemmas_2_and_3_at_half_delta():
     n, k, d = 50, 8, 0.1
-    assert alpha(n, k, d) * 1.5 == pytest.approx(prompt_bound(n, d / 2, 0.25, 1.0) + rollout_bound(n, k, d / 2, 0.25, 1.0))
+    assert alpha(n, k, d) * 1.5 == pytest.approx(
+        prompt_bound(n, d / 2, 0.25, 1.0) + rollout_bound(n, k, d / 2, 0.25, 1.0)
+    )
     assert sampling_bound(n, k, d, 0.25, 1.0) == pytest.approx(1.5 * alpha(n, k, d))
 
 

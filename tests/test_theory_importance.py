@@ -121,14 +121,26 @@ def test_variance_formulas():
         (lambda: token_ratio(np.zeros(3), np.zeros(3), np.ones(3, bool)), "2-D"),
         (lambda: token_ratio(np.zeros((1, 3)), np.zeros((1, 3)), np.array([[True, False, True]])), "no holes"),
         (lambda: token_ratio(np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((1, 3), bool)), "at least one real token"),
-        (lambda: token_ratio(np.array([[0.0, np.nan]]), np.zeros((1, 2)), np.ones((1, 2), bool)), "finite at real tokens"),
+        (
+            lambda: token_ratio(np.array([[0.0, np.nan]]), np.zeros((1, 2)), np.ones((1, 2), bool)),
+            "finite at real tokens",
+        ),
         (lambda: token_ratio(np.zeros((1, 2)), np.zeros((1, 2)), np.array([[2, 0]])), "boolean"),
-        (lambda: grpo_objective(np.zeros((2, 2)), np.zeros((2, 2)), np.ones((2, 2), bool), np.zeros(3)), r"advantages must have shape \(B,\)"),
-        (lambda: ctpo_objective(np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2), bool), [np.nan]), "advantages must be finite"),
+        (
+            lambda: grpo_objective(np.zeros((2, 2)), np.zeros((2, 2)), np.ones((2, 2), bool), np.zeros(3)),
+            r"advantages must have shape \(B,\)",
+        ),
+        (
+            lambda: ctpo_objective(np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2), bool), [np.nan]),
+            "advantages must be finite",
+        ),
         (lambda: adaptive_clip_bounds(0), "t must be >= 1"),
         (lambda: adaptive_clip_bounds(3, eps_low=-0.1), "eps_low must be >= 0"),
         (lambda: cumulative_ratio_variance([0.1, -0.2]), "chi2_per_position must be >= 0"),
-        (lambda: objective_gradient("ppo", np.zeros((1, 1)), np.zeros((1, 1)), np.ones((1, 1), bool), [1.0]), "objective must be one of"),
+        (
+            lambda: objective_gradient("ppo", np.zeros((1, 1)), np.zeros((1, 1)), np.ones((1, 1), bool), [1.0]),
+            "objective must be one of",
+        ),
     ],
 )
 def test_bad_input(call, match):

@@ -84,7 +84,10 @@ def test_predictions_in_unit_interval_and_order_invariant(seed):
 def test_binomial_noise_trusts_small_groups_less():
     _, x = world(q=3, d=2)
     x = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0]])
-    few, many = GPSuccessPredictor(x, bandwidth=1.0, observation_noise="binomial"), GPSuccessPredictor(x, bandwidth=1.0, observation_noise="binomial")
+    few, many = (
+        GPSuccessPredictor(x, bandwidth=1.0, observation_noise="binomial"),
+        GPSuccessPredictor(x, bandwidth=1.0, observation_noise="binomial"),
+    )
     few.update(np.array([0]), [np.ones(2)])
     many.update(np.array([0]), [np.ones(64)])
     # the neighbour of prompt 0 moves further toward success when prompt 0 had 64 rollouts

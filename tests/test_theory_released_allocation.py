@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from theory.allocation import (
     RELEASED_GAMMA,
     integer_allocation,
-    released_relaxed_allocation,
     released_objective,
+    released_relaxed_allocation,
     released_terms,
     released_vip_allocation,
     success_variance_weights,
@@ -84,7 +84,8 @@ def test_released_rule_is_permutation_equivariant(problem, estimator, random):
 def test_vectorised_rule_equals_the_literal_loops(problem, estimator):
     p, budget, lower, upper = problem
     np.testing.assert_array_equal(
-        released_vip_allocation(p, budget, lower, upper, estimator), literal_released_rule(p, budget, lower, upper, estimator)
+        released_vip_allocation(p, budget, lower, upper, estimator),
+        literal_released_rule(p, budget, lower, upper, estimator),
     )
 
 
@@ -127,7 +128,10 @@ def test_exact_rounding_is_the_integer_optimum(problem, estimator):
     grid = [x for x in itertools.product(range(lower, upper + 1), repeat=p.size) if sum(x) == budget]
     best = min(released_objective(p, x, estimator) for x in grid)
     assert released_objective(p, exact, estimator) <= best + 1e-12 * max(1.0, abs(best))
-    assert released_objective(p, exact, estimator) <= released_objective(p, released_vip_allocation(p, budget, lower, upper, estimator), estimator) + 1e-15
+    assert (
+        released_objective(p, exact, estimator)
+        <= released_objective(p, released_vip_allocation(p, budget, lower, upper, estimator), estimator) + 1e-15
+    )
 
 
 def test_without_gamma_the_exact_rounding_is_the_paper_optimum():

@@ -80,7 +80,9 @@ def test_iid_formula_matches_brute_force_enumeration():
     # Exact E[G^2] by enumerating every outcome of n = 3 i.i.d. pairs drawn from a small joint law.
     values = np.array([(1.0, 0.5), (1.0, 2.0), (-1.0, 0.7), (-1.0, 1.5)])
     weights = np.array([0.1, 0.3, 0.4, 0.2])
-    moments = {(a, b): float(np.sum(weights * values[:, 0] ** a * values[:, 1] ** b)) for a in range(3) for b in range(3)}
+    moments = {
+        (a, b): float(np.sum(weights * values[:, 0] ** a * values[:, 1] ** b)) for a in range(3) for b in range(3)
+    }
     idx = np.indices((4, 4, 4)).reshape(3, -1).T
     prob = weights[idx].prod(axis=1)
     for estimator in ("dr_grpo", "rloo"):

@@ -17,14 +17,29 @@ def test_example_configs_load(path):
 
 def test_paper_defaults():
     c = TrainConfig()
-    assert (c.learning_rate, c.warmup_steps, c.prompts_per_step, c.rollout_budget, c.temperature) == (1e-6, 20, 512, 4096, 1.0)
+    assert (c.learning_rate, c.warmup_steps, c.prompts_per_step, c.rollout_budget, c.temperature) == (
+        1e-6,
+        20,
+        512,
+        4096,
+        1.0,
+    )
     assert c.kl_coef == 0.0
     assert TrainConfig(loss="ctpo").clip_range == (0.025, 0.05)
 
 
 def test_set_coerces_to_the_field_type():
-    values = apply_overrides({}, ["loss=ctpo", "learning_rate=1e-5", "steps=3", "budget=none", "log_z_norm=true", "max_prompts=1e2"])
-    assert values == {"loss": "ctpo", "learning_rate": 1e-5, "steps": 3, "budget": None, "log_z_norm": True, "max_prompts": 100}
+    values = apply_overrides(
+        {}, ["loss=ctpo", "learning_rate=1e-5", "steps=3", "budget=none", "log_z_norm=true", "max_prompts=1e2"]
+    )
+    assert values == {
+        "loss": "ctpo",
+        "learning_rate": 1e-5,
+        "steps": 3,
+        "budget": None,
+        "log_z_norm": True,
+        "max_prompts": 100,
+    }
 
 
 def test_saved_config_round_trips(tmp_path):
@@ -82,7 +97,14 @@ def test_cli_refuses_before_training(tmp_path, capsys, overrides, message):
 def test_empty_dataset_is_refused(tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    args = ["--config", str(ROOT / "trainer" / "configs" / "tiny_cpu.yaml"), "--set", f"output_dir={tmp_path}", "--set", f"dataset={empty}"]
+    args = [
+        "--config",
+        str(ROOT / "trainer" / "configs" / "tiny_cpu.yaml"),
+        "--set",
+        f"output_dir={tmp_path}",
+        "--set",
+        f"dataset={empty}",
+    ]
     assert main(args) == 2
     assert "holds no examples" in capsys.readouterr().err
 

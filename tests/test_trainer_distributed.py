@@ -12,7 +12,19 @@ from trainer.logs import read_jsonl
 
 
 def _torchrun(out, *overrides, resume=False, procs=2):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "trainer/run.py", "--config", str(TINY), "--no-progress", "--set", f"output_dir={out}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(procs),
+        "trainer/run.py",
+        "--config",
+        str(TINY),
+        "--no-progress",
+        "--set",
+        f"output_dir={out}",
+    ]
     cmd += [a for o in overrides for a in ("--set", o)] + (["--resume"] if resume else [])
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -36,7 +48,15 @@ def test_two_processes_learn_and_log_every_rollout(tmp_path):
 def test_two_process_resume_continues_the_same_run(tmp_path):
     """Stop a 2-rank run at its step-10 checkpoint and resume it: steps 11-16 equal those of a
     run that never stopped (every rank restores its own sampling generator)."""
-    common = ("save_every=10", "allocation=vip", "ppo_epochs=2", "mini_batches=2", "kl_coef=0.01", "kl_clip=fixed", "activation_checkpointing=true")
+    common = (
+        "save_every=10",
+        "allocation=vip",
+        "ppo_epochs=2",
+        "mini_batches=2",
+        "kl_coef=0.01",
+        "kl_clip=fixed",
+        "activation_checkpointing=true",
+    )
     whole = _torchrun(tmp_path / "whole", "steps=16", *common)
     _torchrun(tmp_path / "cut", "steps=10", *common)
     resumed = _torchrun(tmp_path / "cut", "steps=16", *common, resume=True)
@@ -47,16 +67,50 @@ def test_two_process_checkpoint_loads_in_one_process(tmp_path):
     """The checkpoint holds the full (unsharded) model: evaluate.py reads it in one process."""
     _torchrun(tmp_path, "steps=2", "save_every=2")
     proc = subprocess.run(
-        [sys.executable, "trainer/evaluate.py", "--config", str(TINY), "--set", "max_prompts=8", "--checkpoint", str(tmp_path / "checkpoints" / "step-2"), "--n", "2", "--k", "1"],
-        cwd=ROOT, capture_output=True, text=True,
+        [
+            sys.executable,
+            "trainer/evaluate.py",
+            "--config",
+            str(TINY),
+            "--set",
+            "max_prompts=8",
+            "--checkpoint",
+            str(tmp_path / "checkpoints" / "step-2"),
+            "--n",
+            "2",
+            "--k",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("overrides, message", [(("budget=63",), "must be a multiple of the number of processes"), (("log_z_norm=true",), "log_z_norm needs a single process")])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (("budget=63",), "must be a multiple of the number of processes"),
+        (("log_z_norm=true",), "log_z_norm needs a single process"),
+    ],
+)
 def test_two_process_refusals(tmp_path, overrides, message):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "trainer/run.py", "--config", str(TINY), "--set", f"output_dir={tmp_path}"]
-    proc = subprocess.run(cmd + [a for o in overrides for a in ("--set", o)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "trainer/run.py",
+        "--config",
+        str(TINY),
+        "--set",
+        f"output_dir={tmp_path}",
+    ]
+    proc = subprocess.run(
+        cmd + [a for o in overrides for a in ("--set", o)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode != 0 and message in proc.stderr + proc.stdout
 
 
@@ -65,7 +119,20 @@ def test_two_processes_stop_together_when_rank_0_refuses_the_folder(tmp_path):
     reaches rank 1 before any model loads, both exit, and the folder is as it was."""
     save_config(load_config(TINY, [f"output_dir={tmp_path}"]), tmp_path / "config.yaml")
     before = snapshot(tmp_path)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "trainer/run.py", "--config", str(TINY)]
-    proc = subprocess.run(cmd + ["--set", f"output_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and proc.stderr.count(f"output_dir {tmp_path} holds a run (config.yaml)") == 1, proc.stderr[-3000:]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "trainer/run.py",
+        "--config",
+        str(TINY),
+    ]
+    proc = subprocess.run(
+        cmd + ["--set", f"output_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode != 0 and proc.stderr.count(f"output_dir {tmp_path} holds a run (config.yaml)") == 1, (
+        proc.stderr[-3000:]
+    )
     assert snapshot(tmp_path) == before

@@ -54,7 +54,9 @@ def test_every_mode_trains(tmp_path, overrides):
     metrics = _run(tmp_path, "steps=150", "learning_rate=0.002", *overrides)
     first, last = _rewards(metrics)[:30], _rewards(metrics)[-30:]
     z = (last.mean() - first.mean()) / np.sqrt((first.var(ddof=1) + last.var(ddof=1)) / 30)
-    assert last.mean() > first.mean() + 0.08 and z > 4, f"{overrides}: {first.mean():.3f} -> {last.mean():.3f}, z = {z:.1f}"
+    assert last.mean() > first.mean() + 0.08 and z > 4, (
+        f"{overrides}: {first.mean():.3f} -> {last.mean():.3f}, z = {z:.1f}"
+    )
     last = metrics[-1]
     assert sum(int(n) * c for n, c in last["allocation/histogram"].items()) == 64
     if "kl_clip=tau_star" in overrides:  # n = K = 8: 2 alpha >= 1, so Corollary 3 gives tau* = 0
@@ -111,7 +113,12 @@ def test_rollout_log_with_z_norm_feeds_stats_tests(tmp_path):
     _run(tmp_path, "steps=3", "log_z_norm=true", "allocation=vip")
     rows = read_jsonl(tmp_path / "rollouts.jsonl")
     assert all(r["z_norm"] > 0 for r in rows)
-    proc = subprocess.run([sys.executable, "-m", "stats_tests", str(tmp_path / "rollouts.jsonl")], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stats_tests", str(tmp_path / "rollouts.jsonl")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode in (0, 1), proc.stderr  # 1: an assumption rejected, which is data, not a failure
     assert "Fisher" in proc.stdout or "fisher" in proc.stdout.lower()
 
@@ -126,8 +133,25 @@ def test_evaluate_cli_reports_pass_mean_maj(tmp_path):
     _run(tmp_path, "steps=10", "save_every=10")
     out = tmp_path / "eval.json"
     proc = subprocess.run(
-        [sys.executable, "trainer/evaluate.py", "--config", str(TINY), "--set", "max_prompts=16", "--checkpoint", str(tmp_path / "checkpoints" / "step-10"), "--n", "4", "--k", "1,4", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True,
+        [
+            sys.executable,
+            "trainer/evaluate.py",
+            "--config",
+            str(TINY),
+            "--set",
+            "max_prompts=16",
+            "--checkpoint",
+            str(tmp_path / "checkpoints" / "step-10"),
+            "--n",
+            "4",
+            "--k",
+            "1,4",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())

@@ -65,7 +65,9 @@ def test_wrong_clip_is_detected():
     logp = torch.tensor(new, requires_grad=True)
     m = torch.tensor(mask)
     w = aggregation_weights(m, "sequence_mean", mask.shape[1], torch.float64)
-    wrong = policy_loss("ctpo", logp, torch.tensor(old), m, torch.tensor(adv), w, ClipSpec(0.2, 0.2, 0.0), mask.shape[0]).item()
+    wrong = policy_loss(
+        "ctpo", logp, torch.tensor(old), m, torch.tensor(adv), w, ClipSpec(0.2, 0.2, 0.0), mask.shape[0]
+    ).item()
     assert abs(wrong + importance.ctpo_objective(new, old, mask, adv)) > 1e-3
 
 
@@ -73,7 +75,18 @@ def test_micro_batches_add_up_to_the_mini_batch():
     new, old, mask, adv = _batch(5, b=8)
     m = torch.tensor(mask)
     w = aggregation_weights(m, "token_mean", mask.shape[1], torch.float64)
-    args = lambda rows: (torch.tensor(new[rows]), torch.tensor(old[rows]), m[rows], torch.tensor(adv[rows]), w[rows], CLIPS["ctpo"], 8)
+
+    def args(rows):
+        return (
+            torch.tensor(new[rows]),
+            torch.tensor(old[rows]),
+            m[rows],
+            torch.tensor(adv[rows]),
+            w[rows],
+            CLIPS["ctpo"],
+            8,
+        )
+
     whole = policy_loss("ctpo", *args(slice(None))).item()
     parts = sum(policy_loss("ctpo", *args(slice(i, i + 3))).item() for i in range(0, 8, 3))
     assert parts == pytest.approx(whole, rel=1e-12)
@@ -89,15 +102,15 @@ def test_clip_fractions_at_the_behaviour_policy_are_zero_and_grow_with_drift():
 
 
 def test_kl_estimators_and_clip():
-    l = torch.tensor([-3.0, -0.5, 0.0, 0.5, 3.0])
-    np.testing.assert_allclose(kl_penalty(l, "k1", None), l)
-    np.testing.assert_allclose(kl_penalty(l, "k2", None), l**2 / 2)
-    np.testing.assert_allclose(kl_penalty(l, "k3", None), np.exp(-l.numpy()) - 1 + l.numpy(), rtol=1e-6)
-    clipped = kl_penalty(l, "k1", 1.0)
+    seq_l = torch.tensor([-3.0, -0.5, 0.0, 0.5, 3.0])
+    np.testing.assert_allclose(kl_penalty(seq_l, "k1", None), seq_l)
+    np.testing.assert_allclose(kl_penalty(seq_l, "k2", None), seq_l**2 / 2)
+    np.testing.assert_allclose(kl_penalty(seq_l, "k3", None), np.exp(-seq_l.numpy()) - 1 + seq_l.numpy(), rtol=1e-6)
+    clipped = kl_penalty(seq_l, "k1", 1.0)
     np.testing.assert_allclose(clipped, [-1, -0.5, 0, 0.5, 1])
-    assert (kl_penalty(l, "k3", None) >= 0).all()
+    assert (kl_penalty(seq_l, "k3", None) >= 0).all()
     with pytest.raises(ValueError, match="kl_estimator must be one of k1, k2, k3; got .k4."):
-        kl_penalty(l, "k4", None)
+        kl_penalty(seq_l, "k4", None)
 
 
 # --- CTPO on long responses ------------------------------------------------------------------------

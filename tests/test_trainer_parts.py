@@ -11,8 +11,8 @@ from theory.variance import group_advantages
 from trainer import rewards
 from trainer.advantages import rollout_advantages, zero_variance_fraction
 from trainer.allocation import RolloutAllocator
-from trainer.config import TrainConfig
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from trainer.config import TrainConfig
 from trainer.data import VIP_MATH_TEMPLATE, arithmetic_task, format_prompt, load_examples
 from trainer.logs import JsonlLog, read_jsonl
 from trainer.metrics import maj_at_k, pass_at_k, summarise
@@ -33,7 +33,20 @@ def test_boxed_balances_braces():
     assert rewards.boxed(r"\boxed{unclosed") is None
 
 
-@pytest.mark.parametrize("pred, gold, same", [("7", "7", True), (" 7. ", "7", True), ("1,000", "1000", True), ("7.0", "7", True), ("$7$", "7", True), ("8", "7", False), (None, "7", False), ("1234567890123456", "1234567890123457", False), ("-12", "-12.0", True)])
+@pytest.mark.parametrize(
+    "pred, gold, same",
+    [
+        ("7", "7", True),
+        (" 7. ", "7", True),
+        ("1,000", "1000", True),
+        ("7.0", "7", True),
+        ("$7$", "7", True),
+        ("8", "7", False),
+        (None, "7", False),
+        ("1234567890123456", "1234567890123457", False),
+        ("-12", "-12.0", True),
+    ],
+)
 def test_same_answer(pred, gold, same):
     assert rewards.same_answer(pred, gold) is same
 
@@ -78,7 +91,10 @@ def test_arithmetic_task_answers_are_sums():
 
 def test_local_jsonl_with_nested_columns_and_chat_prompts(tmp_path):
     path = tmp_path / "d.jsonl"
-    path.write_text('{"prompt": [{"role": "user", "content": "1+1?"}], "reward_model": {"ground_truth": "2"}}\n{"prompt": "2+2?", "reward_model": {"ground_truth": "4"}}\n')
+    path.write_text(
+        '{"prompt": [{"role": "user", "content": "1+1?"}], "reward_model": {"ground_truth": "2"}}\n'
+        '{"prompt": "2+2?", "reward_model": {"ground_truth": "4"}}\n'
+    )
     examples = load_examples(str(path), answer_column="reward_model.ground_truth")
     assert [(e.question, e.answer) for e in examples] == [("1+1?", "2"), ("2+2?", "4")]
     with pytest.raises(KeyError, match="column 'solution' not found"):
@@ -91,7 +107,10 @@ def test_local_parquet(tmp_path):
 
     path = tmp_path / "d.parquet"
     pq.write_table(pa.table({"prompt": ["3+4=", "1+1="], "answer": ["7", "2"]}), path)
-    assert [(e.prompt_id, e.question, e.answer) for e in load_examples(str(path))] == [(0, "3+4=", "7"), (1, "1+1=", "2")]
+    assert [(e.prompt_id, e.question, e.answer) for e in load_examples(str(path))] == [
+        (0, "3+4=", "7"),
+        (1, "1+1=", "2"),
+    ]
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -148,7 +167,9 @@ def test_zero_variance_fraction():
 @pytest.mark.parametrize("predictor", ["gp_binomial", "gp", "ridge"])
 def test_vip_allocator_gives_more_to_uncertain_prompts_after_learning(predictor):
     texts = [f"problem {i} about {'easy' if i < 4 else 'hard'} things" for i in range(8)]
-    alloc = RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed", rng=np.random.default_rng(0), predictor=predictor)
+    alloc = RolloutAllocator(
+        "vip", texts, 48, 3, 12, "rloo", embedding="hashed", rng=np.random.default_rng(0), predictor=predictor
+    )
     counts, p_hat = alloc.allocate(np.arange(8))
     assert counts.sum() == 48 and np.all(p_hat == 0.5)
     for _ in range(2):  # two steps: the binomial-noise GP moves part of the way to each observation
@@ -240,5 +261,9 @@ def test_transformers_engine_refuses_prompts_past_the_model_context():
     tok = tiny_tokenizer()
     engine = TransformersEngine(tiny_model("qwen2", len(tok)), tok)
     engine.check_prompt_lengths(["1+2=", "9" * 240], 10)
-    with pytest.raises(ValueError, match=r"prompt 1 has 250 tokens; with max_new_tokens = 10 it needs 260 tokens, more than the model's context \(max_position_embeddings\) = 256"):
+    with pytest.raises(
+        ValueError,
+        match=r"prompt 1 has 250 tokens; with max_new_tokens = 10 it needs 260 tokens, "
+        r"more than the model's context \(max_position_embeddings\) = 256",
+    ):
         engine.check_prompt_lengths(["1+2=", "9" * 250], 10)

@@ -37,7 +37,9 @@ def _model(tok, tied=True, seed=0):
 
 
 def _engine(llm, tok, sleep=True, engine_class=VLLMEngine):
-    return engine_class(llm, tok, "cpu", sleep=sleep, params=_params, empty_cache=lambda: llm.events.append("empty_cache"))
+    return engine_class(
+        llm, tok, "cpu", sleep=sleep, params=_params, empty_cache=lambda: llm.events.append("empty_cache")
+    )
 
 
 def _nudge(policy, step):
@@ -114,7 +116,9 @@ class CallOrderThatIgnoresSleepSemantics(VLLMEngine):
     def generate(self, prompts, counts, sampling, generator):
         self._wake_only("kv_cache")
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        out = self.llm.generate([{"prompt_token_ids": p} for p in ids], [self.params(c, sampling) for c in counts], use_tqdm=False)
+        out = self.llm.generate(
+            [{"prompt_token_ids": p} for p in ids], [self.params(c, sampling) for c in counts], use_tqdm=False
+        )
         self.llm.sleep(level=2)
         return self._batch([(q, p, o) for q, (p, request) in enumerate(zip(ids, out)) for o in request.outputs])
 
@@ -143,12 +147,16 @@ def test_negative_control_the_naive_call_order_fails_the_standin(version):
     naive, emptying = CallOrderThatIgnoresSleepSemantics, SameOrderEmptyingTheCache
     for tied in (False, True):
         for flow in FLOWS:
-            assert _control_failure(naive, version, tied, flow) is (torch.OutOfMemoryError if version < (0, 27) else _control_failure(emptying, version, tied, flow))
+            assert _control_failure(naive, version, tied, flow) is (
+                torch.OutOfMemoryError if version < (0, 27) else _control_failure(emptying, version, tied, flow)
+            )
     hang_or_garbage = WouldHang if version >= (0, 24) else GarbageOutput
     assert _control_failure(emptying, version, False, "training") is (WouldHang if version >= (0, 31) else None)
     assert _control_failure(emptying, version, True, "training") is (ValueError if version >= (0, 29) else None)
     assert _control_failure(emptying, version, False, "evaluation") is hang_or_garbage
-    assert _control_failure(emptying, version, True, "evaluation") is (ValueError if version >= (0, 29) else hang_or_garbage)
+    assert _control_failure(emptying, version, True, "evaluation") is (
+        ValueError if version >= (0, 29) else hang_or_garbage
+    )
 
 
 def test_generate_before_any_sync_is_refused_when_the_weights_were_discarded():
@@ -195,12 +203,18 @@ def test_prompts_that_leave_no_room_for_the_completion_are_refused_with_both_num
     tok = tiny_tokenizer()
     llm = standin((0, 31), _model(tok), max_model_len=12)
     engine = _engine(llm, tok, sleep=False)
-    with pytest.raises(ValueError, match=r"prompt 1 has 8 tokens; with max_new_tokens = 6 it needs 14 tokens, more than vLLM's max_model_len .* = 12"):
+    with pytest.raises(
+        ValueError,
+        match=r"prompt 1 has 8 tokens; with max_new_tokens = 6 it needs 14 tokens, "
+        r"more than vLLM's max_model_len .* = 12",
+    ):
         engine.check_prompt_lengths(["1+2=", "12+34567"], 6)
     engine.check_prompt_lengths(["1+2=", "12+34567"], 4)
     # what the check prevents: the stand-in, like vLLM, cuts the completion silently
     model, eos = _model(tok), torch.tensor([tok.eos_token_id])
-    model.lm_head.register_forward_hook(lambda module, args, logits: logits.index_fill(-1, eos, -1e9))  # never ends by itself
+    model.lm_head.register_forward_hook(
+        lambda module, args, logits: logits.index_fill(-1, eos, -1e9)
+    )  # never ends by itself
     long = _engine(standin((0, 31), model, max_model_len=12), tok, sleep=False)
     batch = long.generate(["12+34567"], [2], Sampling(1.0, 6), torch.Generator())
     assert batch.completion_mask.sum(1).tolist() == [4, 4]
@@ -211,7 +225,14 @@ def test_the_trainer_refuses_a_config_whose_prompts_do_not_fit_vllm_context():
     config = _config(steps=1, max_new_tokens=20)
     llm = standin((0, 31), _model(tok), max_model_len=16)
     with pytest.raises(ValueError, match="more than vLLM's max_model_len"):
-        Trainer(config, _model(tok), tok, arithmetic_task(8, np.random.default_rng(0)), get_reward("first_number"), engine=_engine(llm, tok))
+        Trainer(
+            config,
+            _model(tok),
+            tok,
+            arithmetic_task(8, np.random.default_rng(0)),
+            get_reward("first_number"),
+            engine=_engine(llm, tok),
+        )
 
 
 def test_make_llm_sets_the_launcher_variables_only_while_vllm_builds(monkeypatch):
@@ -236,16 +257,32 @@ def test_make_llm_leaves_torchrun_variables_alone(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.setitem(sys.modules, "vllm", vllm_standin.module((0, 31)))
     built = []
-    monkeypatch.setattr(vllm_standin.LLM, "__init__", lambda self, **kw: built.append({n: os.environ[n] for n in torchrun}))
+    monkeypatch.setattr(
+        vllm_standin.LLM, "__init__", lambda self, **kw: built.append({n: os.environ[n] for n in torchrun})
+    )
     make_llm("some/model", 0, 0.3, None, True)
     assert built == [torchrun] and {n: os.environ[n] for n in torchrun} == torchrun
 
 
 def _config(**overrides):
     values = dict(
-        model="tiny:qwen2", template="plain", chat_template=False, reward="first_number", embedding="hashed", prompts_per_step=8,
-        budget=64, min_rollouts=4, max_rollouts=16, max_new_tokens=2, learning_rate=0.002, warmup_steps=0, steps=150,
-        micro_batch_size=64, tensorboard=False, progress=False, output_dir="unused",
+        model="tiny:qwen2",
+        template="plain",
+        chat_template=False,
+        reward="first_number",
+        embedding="hashed",
+        prompts_per_step=8,
+        budget=64,
+        min_rollouts=4,
+        max_rollouts=16,
+        max_new_tokens=2,
+        learning_rate=0.002,
+        warmup_steps=0,
+        steps=150,
+        micro_batch_size=64,
+        tensorboard=False,
+        progress=False,
+        output_dir="unused",
     )
     return TrainConfig(**(values | overrides))
 
@@ -253,7 +290,14 @@ def _config(**overrides):
 def _train(engine, steps=150):
     tok = tiny_tokenizer()
     policy = tiny_model("qwen2", len(tok))
-    trainer = Trainer(_config(steps=steps), policy, tok, arithmetic_task(64, np.random.default_rng(0)), get_reward("first_number"), engine=engine(tok, policy))
+    trainer = Trainer(
+        _config(steps=steps),
+        policy,
+        tok,
+        arithmetic_task(64, np.random.default_rng(0)),
+        get_reward("first_number"),
+        engine=engine(tok, policy),
+    )
     rewards = np.array([trainer.train_step()[0]["reward/mean"] for _ in range(steps)])
     return rewards[:30].mean(), rewards[-30:].mean(), trainer
 
@@ -270,7 +314,9 @@ def test_training_through_the_engine_learns_and_needs_the_weight_sync():
         def sync_weights(self, policy):
             pass
 
-    first, last, _ = _train(lambda tok, policy: _engine(standin((0, 31), policy), tok, sleep=False, engine_class=NoSync))
+    first, last, _ = _train(
+        lambda tok, policy: _engine(standin((0, 31), policy), tok, sleep=False, engine_class=NoSync)
+    )
     assert abs(last - first) < 0.05, f"{first:.3f} -> {last:.3f}"
 
 
@@ -315,7 +361,9 @@ def test_evaluate_samples_every_batch_through_vllm(tmp_path, monkeypatch, versio
     built = []
     _fake_vllm(monkeypatch, version, built)
     config = _config(model=str(tmp_path / "model"), rollout_engine="vllm", max_new_tokens=3)
-    result = evaluate(config, arithmetic_task(12, np.random.default_rng(0)), policy, tok, n=2, ks=[1, 2], prompts_per_batch=4)
+    result = evaluate(
+        config, arithmetic_task(12, np.random.default_rng(0)), policy, tok, n=2, ks=[1, 2], prompts_per_batch=4
+    )
     assert result["problems"] == 12 and 0 <= result["pass@2"] <= 1 and len(built) == 1
 
 
@@ -328,6 +376,21 @@ def test_gpu_smoke_script_builds_one_vllm_engine(monkeypatch, capsys):
     built = []
     _fake_vllm(monkeypatch, (0, 31), built)
     smoke = runpy.run_path(str(ROOT / "scripts" / "gpu_smoke.py"))
-    args = ["--device", "cpu", "--engine", "vllm", "--steps", "4", "--prompts", "4", "--new-tokens", "4", "--hidden", "64", "--layers", "2"]
+    args = [
+        "--device",
+        "cpu",
+        "--engine",
+        "vllm",
+        "--steps",
+        "4",
+        "--prompts",
+        "4",
+        "--new-tokens",
+        "4",
+        "--hidden",
+        "64",
+        "--layers",
+        "2",
+    ]
     assert smoke["main"](args) == 0, capsys.readouterr().out
     assert len(built) == 1 and json.loads(capsys.readouterr().out)["failures"] == []

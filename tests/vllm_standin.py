@@ -85,7 +85,9 @@ class _Executor:
         if not self.is_sleeping or (tags and any(t not in self.sleeping_tags for t in tags)):
             return  # "Executor is not sleeping." / "Tag ... is not in sleeping tags"
         if self.llm.version < (0, 27) and not cache_emptied:
-            raise torch.OutOfMemoryError("CUDA out of memory while vLLM maps its memory back: torch's caching allocator still holds it")
+            raise torch.OutOfMemoryError(
+                "CUDA out of memory while vLLM maps its memory back: torch's caching allocator still holds it"
+            )
         self.sleeping_tags -= set(tags or TAGS)
         if not self.sleeping_tags:
             self.is_sleeping_flag = False
@@ -107,7 +109,8 @@ class _Model:
         if llm.tied and TIED_ALIAS in names and EMBEDDING not in names:
             if llm.version >= (0, 29):
                 raise ValueError(
-                    f"{TIED_ALIAS!r} was skipped because it is tied to {EMBEDDING!r} in Qwen2ForCausalLM, but {EMBEDDING!r} "
+                    f"{TIED_ALIAS!r} was skipped because it is tied to {EMBEDDING!r} in Qwen2ForCausalLM, "
+                    f"but {EMBEDDING!r} "
                     "was not found in the checkpoint, so the tied weight is uninitialized."
                 )
         params = dict(llm.model.named_parameters())
@@ -126,15 +129,28 @@ class LLM:
 
     version: tuple[int, int] = (0, 31)
 
-    def __init__(self, model, seed=0, gpu_memory_utilization=0.9, max_model_len=None, enable_sleep_mode=False,
-                 distributed_executor_backend=None, logprobs_mode=None, **_):
+    def __init__(
+        self,
+        model,
+        seed=0,
+        gpu_memory_utilization=0.9,
+        max_model_len=None,
+        enable_sleep_mode=False,
+        distributed_executor_backend=None,
+        logprobs_mode=None,
+        **_,
+    ):
         import os
 
         from trainer.models import load_policy, load_tokenizer
 
         if distributed_executor_backend == "external_launcher":
-            self.launcher_env = {name: os.environ[name] for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-        self.model = load_policy(model, torch.device("cpu"), torch.float32, 0).eval() if isinstance(model, str) else model
+            self.launcher_env = {
+                name: os.environ[name] for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+            }
+        self.model = (
+            load_policy(model, torch.device("cpu"), torch.float32, 0).eval() if isinstance(model, str) else model
+        )
         self.tokenizer = load_tokenizer(model) if isinstance(model, str) else None
         self.tied = bool(self.model.config.tie_word_embeddings)
         self.max_model_len = max_model_len or self.model.config.max_position_embeddings
@@ -172,7 +188,9 @@ class LLM:
     def generate(self, requests, sampling_params, use_tqdm=True):
         self.events.append("generate")
         if self.scheduler_paused:
-            raise WouldHang(f"LLM.generate on a paused scheduler (sleeping tags: {sorted(self.executor.sleeping_tags)})")
+            raise WouldHang(
+                f"LLM.generate on a paused scheduler (sleeping tags: {sorted(self.executor.sleeping_tags)})"
+            )
         if self.executor.sleeping_tags:
             raise GarbageOutput(f"generate with sleeping tags {sorted(self.executor.sleeping_tags)}: unmapped memory")
         if self.garbage:
@@ -181,16 +199,30 @@ class LLM:
 
     def _request(self, prompt, params):
         if len(prompt) > self.max_model_len:
-            raise ValueError(f"The decoder prompt (length {len(prompt)}) is longer than the maximum model length of {self.max_model_len}.")
-        room = min(params.max_tokens, self.max_model_len - len(prompt))  # the rest is cut silently (finish_reason "length")
+            raise ValueError(
+                f"The decoder prompt (length {len(prompt)}) is longer than the maximum model length "
+                f"of {self.max_model_len}."
+            )
+        room = min(
+            params.max_tokens, self.max_model_len - len(prompt)
+        )  # the rest is cut silently (finish_reason "length")
         ids = torch.tensor([prompt] * params.n)
         sampler = TransformersEngine(self.model, self.tokenizer or _ids_only(self.model))
-        tokens, logps, masks = sampler._sample(ids, torch.ones_like(ids), Sampling(params.temperature, room), self.generator)
+        tokens, logps, masks = sampler._sample(
+            ids, torch.ones_like(ids), Sampling(params.temperature, room), self.generator
+        )
         outputs = []
         for row, lp, mask in zip(tokens, logps, masks):
             length = int(mask.sum())
             ids_out = row[:length].tolist()
-            outputs.append(types.SimpleNamespace(token_ids=ids_out, logprobs=[{t: types.SimpleNamespace(logprob=float(v))} for t, v in zip(ids_out, lp[:length].tolist())]))
+            outputs.append(
+                types.SimpleNamespace(
+                    token_ids=ids_out,
+                    logprobs=[
+                        {t: types.SimpleNamespace(logprob=float(v))} for t, v in zip(ids_out, lp[:length].tolist())
+                    ],
+                )
+            )
         return types.SimpleNamespace(outputs=outputs)
 
 

@@ -429,11 +429,15 @@ def _relaxed_with_reward(a: np.ndarray, c: np.ndarray, budget, lower, upper, est
 
     lo = float(np.min(c + a * _slope(upper, estimator)))
     hi = float(np.max(c + a * _slope(lower, estimator)))
-    mu = optimize.brentq(lambda m: n_of(m).sum() - budget, lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=400)
+    mu = optimize.brentq(
+        lambda m: n_of(m).sum() - budget, lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=400
+    )
     return _close_budget(n_of(mu), np.ones(b, dtype=bool), budget, lower, upper)
 
 
-def released_relaxed_allocation(p_hat, budget, lower=RELEASED_LOWER, upper=RELEASED_UPPER, estimator="rloo", gamma=None) -> np.ndarray:
+def released_relaxed_allocation(
+    p_hat, budget, lower=RELEASED_LOWER, upper=RELEASED_UPPER, estimator="rloo", gamma=None
+) -> np.ndarray:
     """Step 2 of :func:`released_vip_allocation` before flooring: the real-valued minimiser
     of the released objective sum_q a_q g(n_q) + gamma log(p_hat_q) n_q on the box."""
     a, c = released_terms(p_hat, estimator, gamma)
@@ -552,7 +556,13 @@ def _inverse_variance_rule(p_hat, budget, lower, upper, estimator, method="exact
 ALLOCATION_RULES = {
     "uniform": AllocationRule(_uniform_rule, False, 2, "floor(C/B) each, the rest to the first prompts"),
     "vip": AllocationRule(_vip_rule, True, 3, "VIP §5.2: minimise problem (5) with a_q = 4 p_hat (1 - p_hat)"),
-    "vip_released": AllocationRule(_vip_released_rule, True, 3, "VIP's released code (V13): + gamma log(p_hat) n, drops prompts under 4"),
-    "inverse_accuracy": AllocationRule(_inverse_accuracy_rule, True, 2, "App. C.1: n_q proportional to 1 - p_hat + eps"),
-    "inverse_variance": AllocationRule(_inverse_variance_rule, True, 2, "App. C.1: n_q proportional to 1 / (4 p_hat (1 - p_hat) + eps)"),
+    "vip_released": AllocationRule(
+        _vip_released_rule, True, 3, "VIP's released code (V13): + gamma log(p_hat) n, drops prompts under 4"
+    ),
+    "inverse_accuracy": AllocationRule(
+        _inverse_accuracy_rule, True, 2, "App. C.1: n_q proportional to 1 - p_hat + eps"
+    ),
+    "inverse_variance": AllocationRule(
+        _inverse_variance_rule, True, 2, "App. C.1: n_q proportional to 1 / (4 p_hat (1 - p_hat) + eps)"
+    ),
 }

@@ -148,7 +148,10 @@ def optimal_rollouts(c_prefill, c_decode, sigma_rollout2=None, sigma_prompt2=Non
     if budget is not None:
         n = int(math.floor(float(budget) / (c_p + k * c_d)))
         if n < 1:
-            raise ValueError(f"budget must pay for at least one prompt: budget >= c_prefill + K c_decode = {c_p + k * c_d}; got {budget}")
+            raise ValueError(
+                "budget must pay for at least one prompt: "
+                f"budget >= c_prefill + K c_decode = {c_p + k * c_d}; got {budget}"
+            )
         out["n"] = n
     return out
 
@@ -190,7 +193,10 @@ def policy_coverage(pi_theta, pi_ref, rho_label) -> float:
     p, q = _checks.nonnegative("pi_theta", pi_theta), _checks.nonnegative("pi_ref", pi_ref)
     w = _checks.nonnegative("rho_label", rho_label)
     if p.ndim != 2 or p.shape != q.shape or w.shape != (p.shape[0],):
-        raise ValueError(f"pi_theta and pi_ref must be (prompts, responses) of one shape and rho_label (prompts,); got {p.shape}, {q.shape}, {w.shape}")
+        raise ValueError(
+            "pi_theta and pi_ref must be (prompts, responses) of one shape and rho_label (prompts,); "
+            f"got {p.shape}, {q.shape}, {w.shape}"
+        )
     rows = [coverage_coefficient(p[i], q[i]) for i in np.flatnonzero(w > 0)]
     return max(rows)
 
@@ -233,11 +239,20 @@ def pac_bayes_bound(n, K, delta, beta, tau, kl_qp, coverage_mean, l_train, clip_
 
 def gaussian_kl(mu_q, cov_q, mu_p, cov_p) -> float:
     """Lemma 13: KL(N(mu_q, cov_q) || N(mu_p, cov_p)), by Cholesky factors (no inverse)."""
-    mu_q, mu_p = np.atleast_1d(_checks.as_float_array("mu_q", mu_q)), np.atleast_1d(_checks.as_float_array("mu_p", mu_p))
-    cov_q, cov_p = np.atleast_2d(_checks.as_float_array("cov_q", cov_q)), np.atleast_2d(_checks.as_float_array("cov_p", cov_p))
+    mu_q, mu_p = (
+        np.atleast_1d(_checks.as_float_array("mu_q", mu_q)),
+        np.atleast_1d(_checks.as_float_array("mu_p", mu_p)),
+    )
+    cov_q, cov_p = (
+        np.atleast_2d(_checks.as_float_array("cov_q", cov_q)),
+        np.atleast_2d(_checks.as_float_array("cov_p", cov_p)),
+    )
     d = mu_q.size
     if mu_p.shape != (d,) or cov_q.shape != (d, d) or cov_p.shape != (d, d):
-        raise ValueError(f"shapes must be (d,), (d, d), (d,), (d, d) for one d; got {mu_q.shape}, {cov_q.shape}, {mu_p.shape}, {cov_p.shape}")
+        raise ValueError(
+            "shapes must be (d,), (d, d), (d,), (d, d) for one d; "
+            f"got {mu_q.shape}, {cov_q.shape}, {mu_p.shape}, {cov_p.shape}"
+        )
     chol_p, chol_q = linalg.cholesky(cov_p, lower=True), linalg.cholesky(cov_q, lower=True)
     trace = np.sum(linalg.solve_triangular(chol_p, chol_q, lower=True) ** 2)
     maha = np.sum(linalg.solve_triangular(chol_p, mu_q - mu_p, lower=True) ** 2)
@@ -254,7 +269,10 @@ def ou_stationary_covariance(hessian, sigma_g, eps) -> np.ndarray:
     is no covariance (it can be indefinite). Sigma_g must be a covariance (symmetric, >= 0)
     and eps > 0.
     """
-    h, g = np.atleast_2d(_checks.as_float_array("hessian", hessian)), np.atleast_2d(_checks.as_float_array("sigma_g", sigma_g))
+    h, g = (
+        np.atleast_2d(_checks.as_float_array("hessian", hessian)),
+        np.atleast_2d(_checks.as_float_array("sigma_g", sigma_g)),
+    )
     if h.ndim != 2 or h.shape[0] != h.shape[1] or g.shape != h.shape:
         raise ValueError(f"hessian and sigma_g must be square matrices of one shape; got {h.shape} and {g.shape}")
     if not (math.isfinite(float(eps)) and float(eps) > 0):
@@ -283,12 +301,28 @@ def ou_kl_bound(theta_hat, theta0, prior_cov, sigma_g, eps, m, M) -> float:
         raise ValueError(f"m and M must satisfy 0 < m <= M; got m = {m}, M = {M}")
     if not float(eps) > 0:
         raise ValueError(f"eps must be > 0; got {eps}")
-    theta_hat, theta0 = np.atleast_1d(_checks.as_float_array("theta_hat", theta_hat)), np.atleast_1d(_checks.as_float_array("theta0", theta0))
-    lam, g = np.atleast_2d(_checks.as_float_array("prior_cov", prior_cov)), np.atleast_2d(_checks.as_float_array("sigma_g", sigma_g))
+    theta_hat, theta0 = (
+        np.atleast_1d(_checks.as_float_array("theta_hat", theta_hat)),
+        np.atleast_1d(_checks.as_float_array("theta0", theta0)),
+    )
+    lam, g = (
+        np.atleast_2d(_checks.as_float_array("prior_cov", prior_cov)),
+        np.atleast_2d(_checks.as_float_array("sigma_g", sigma_g)),
+    )
     d = theta_hat.size
     chol = linalg.cholesky(lam, lower=True)
     maha = np.sum(linalg.solve_triangular(chol, theta_hat - theta0, lower=True) ** 2)
     trace = np.trace(linalg.cho_solve((chol, True), g))
     logdet_lam = 2.0 * np.sum(np.log(np.diag(chol)))
     logdet_g = np.linalg.slogdet(g)[1]
-    return float(0.5 * (maha + float(eps) / (2 * float(m)) * trace - d + logdet_lam - logdet_g - d * math.log(float(eps) / (2 * float(M)))))
+    return float(
+        0.5
+        * (
+            maha
+            + float(eps) / (2 * float(m)) * trace
+            - d
+            + logdet_lam
+            - logdet_g
+            - d * math.log(float(eps) / (2 * float(M)))
+        )
+    )

@@ -33,7 +33,8 @@ def _log_ratios(logp_new, logp_old, mask) -> tuple[np.ndarray, np.ndarray]:
     mask = np.asarray(mask)
     if new.ndim != 2 or new.shape != old.shape or mask.shape != new.shape:
         raise ValueError(
-            f"logp_new, logp_old and mask must be 2-D arrays of one shape (B, T); got {new.shape}, {old.shape}, {mask.shape}"
+            "logp_new, logp_old and mask must be 2-D arrays of one shape (B, T); "
+            f"got {new.shape}, {old.shape}, {mask.shape}"
         )
     if mask.dtype != bool:
         if not np.isin(mask, (0, 1)).all():
@@ -145,7 +146,9 @@ def _surrogate(ratio, adv, low, high):
     return np.minimum(unclipped, clipped), unclipped <= clipped
 
 
-def grpo_objective(logp_new, logp_old, mask, advantages, eps_low: float = GRPO_CLIP[0], eps_high: float = GRPO_CLIP[1]) -> float:
+def grpo_objective(
+    logp_new, logp_old, mask, advantages, eps_low: float = GRPO_CLIP[0], eps_high: float = GRPO_CLIP[1]
+) -> float:
     """J_GRPO = mean_i 1/|o_i| sum_t min(r_it A_i, clip(r_it, 1 - eps_low, 1 + eps_high) A_i) (§2.1)."""
     return float(_grpo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high)[0])
 
@@ -158,7 +161,9 @@ def _grpo_terms(logp_new, logp_old, mask, advantages, eps_low=GRPO_CLIP[0], eps_
     return np.sum(value * weight), np.exp(log_r) * adv * active * weight
 
 
-def gspo_objective(logp_new, logp_old, mask, advantages, eps_low: float = GSPO_CLIP[0], eps_high: float = GSPO_CLIP[1]) -> float:
+def gspo_objective(
+    logp_new, logp_old, mask, advantages, eps_low: float = GSPO_CLIP[0], eps_high: float = GSPO_CLIP[1]
+) -> float:
     """J_GSPO = mean_i min(rho_i^GSPO A_i, clip(rho_i^GSPO, 1 - eps_low, 1 + eps_high) A_i) (§2.2)."""
     return float(_gspo_terms(logp_new, logp_old, mask, advantages, eps_low, eps_high)[0])
 
@@ -223,7 +228,9 @@ def _ctpo_terms(
     return np.sum(value * weight), rho * adv * (active & (log_rho <= log_ratio_cap)) * weight
 
 
-def objective_gradient(objective: str, logp_new, logp_old, mask, advantages, *, detach_prefix: bool = False, **clip) -> np.ndarray:
+def objective_gradient(
+    objective: str, logp_new, logp_old, mask, advantages, *, detach_prefix: bool = False, **clip
+) -> np.ndarray:
     """dJ/d logp_new (B, T) of ``objective`` in {"grpo", "gspo", "ctpo"}: what autograd gives
     for the surrogate, and the reference the trainer's torch losses must match.
 

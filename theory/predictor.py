@@ -57,7 +57,10 @@ def _flat_rewards(rewards, min_size: int) -> tuple[np.ndarray, np.ndarray, np.nd
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     bad = ~np.isfinite(flat)
     if bad.any():
-        raise ValueError(f"rewards[{int(np.flatnonzero(np.add.reduceat(bad, starts))[0])}] must be finite; got a NaN or infinite value")
+        raise ValueError(
+            f"rewards[{int(np.flatnonzero(np.add.reduceat(bad, starts))[0])}] must be finite; "
+            "got a NaN or infinite value"
+        )
     return flat, starts, sizes
 
 
@@ -70,7 +73,10 @@ def success_rates(rewards) -> np.ndarray:
     bad = np.add.reduceat(~np.isin(flat, (-1.0, 0.0, 1.0)), starts) + ((minus > 0) & (zero > 0))
     if bad.any():
         q = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"rewards[{q}] must be all +-1 or all 0/1; got values {sorted(set(flat[starts[q] : starts[q] + sizes[q]].tolist()))}")
+        raise ValueError(
+            f"rewards[{q}] must be all +-1 or all 0/1; "
+            f"got values {sorted(set(flat[starts[q] : starts[q] + sizes[q]].tolist()))}"
+        )
     total = np.add.reduceat(flat, starts)
     return np.where(minus > 0, (total + sizes) / (2 * sizes), total / sizes)
 
@@ -108,7 +114,9 @@ def median_bandwidth(embeddings: np.ndarray, rng: np.random.Generator, pairs: in
     j = (i + rng.integers(1, q, size=pairs)) % q  # j != i
     h = float(np.median(np.linalg.norm(embeddings[i] - embeddings[j], axis=1)))
     if not h > 0:
-        raise ValueError("embeddings: the median pairwise distance is 0 (duplicate embeddings); pass bandwidth explicitly")
+        raise ValueError(
+            "embeddings: the median pairwise distance is 0 (duplicate embeddings); pass bandwidth explicitly"
+        )
     return h
 
 
@@ -157,10 +165,18 @@ class _Predictor:
     def update_counts(self, indices, successes, trials) -> None:
         """``update`` from per-prompt success counts (binary rewards): s_q of n_q rollouts correct."""
         if self.link != "sigmoid":
-            raise ValueError("update_counts needs link='sigmoid' (success counts); pass rewards to update() for softplus")
+            raise ValueError(
+                "update_counts needs link='sigmoid' (success counts); pass rewards to update() for softplus"
+            )
         s, n = np.asarray(successes), np.asarray(trials)
-        if s.shape != n.shape or s.ndim != 1 or not (np.issubdtype(s.dtype, np.integer) and np.issubdtype(n.dtype, np.integer)):
-            raise ValueError(f"successes and trials must be 1-D integer arrays of one shape; got {s.shape} and {n.shape}")
+        if (
+            s.shape != n.shape
+            or s.ndim != 1
+            or not (np.issubdtype(s.dtype, np.integer) and np.issubdtype(n.dtype, np.integer))
+        ):
+            raise ValueError(
+                f"successes and trials must be 1-D integer arrays of one shape; got {s.shape} and {n.shape}"
+            )
         if np.any(n < 1) or np.any(s < 0) or np.any(s > n):
             raise ValueError("trials must be >= 1 and successes must lie in [0, trials]")
         self.update(indices, [np.repeat([1.0, 0.0], [k, m - k]) for k, m in zip(s.tolist(), n.tolist())])
@@ -194,7 +210,15 @@ class GPSuccessPredictor(_Predictor):
     """
 
     def __init__(
-        self, embeddings, bandwidth="median", link: str = "sigmoid", eps: float = EPS, observation_noise=None, jitter: float = 1e-6, precision: str = "float32", rng=None
+        self,
+        embeddings,
+        bandwidth="median",
+        link: str = "sigmoid",
+        eps: float = EPS,
+        observation_noise=None,
+        jitter: float = 1e-6,
+        precision: str = "float32",
+        rng=None,
     ):
         super().__init__(embeddings, link, eps)
         _checks.choice("precision", precision, PRECISIONS)
@@ -219,7 +243,9 @@ class GPSuccessPredictor(_Predictor):
         x = self.embeddings.astype(precision)
         self._sq = np.einsum("ij,ij->i", x, x)
         scale = 1.0 / (2.0 * self.bandwidth**2)
-        self._rows = np.hstack([x, (-scale * self._sq)[:, None].astype(precision), np.ones((len(x), 1), dtype=precision)])
+        self._rows = np.hstack(
+            [x, (-scale * self._sq)[:, None].astype(precision), np.ones((len(x), 1), dtype=precision)]
+        )
         self._buffer = None
 
     def predict(self, indices) -> np.ndarray:
@@ -260,7 +286,9 @@ class GPSuccessPredictor(_Predictor):
     def load_state_dict(self, state: dict) -> None:
         mean = np.asarray(state["mean"], dtype=float)
         if mean.shape != self.mean.shape:
-            raise ValueError(f"state['mean'] must have shape {self.mean.shape} (one entry per prompt); got {mean.shape}")
+            raise ValueError(
+                f"state['mean'] must have shape {self.mean.shape} (one entry per prompt); got {mean.shape}"
+            )
         self.mean = mean.copy()
         self.condition_number, self.amplification = state.get("condition_number"), state.get("amplification")
         self.ill_conditioned_fits = int(state.get("ill_conditioned_fits", 0))
@@ -380,5 +408,8 @@ class RidgePredictor(_Predictor):
         self.rows.extend((int(q), float(v)) for q, v in state["rows"])
         coef = None if state["coef"] is None else np.asarray(state["coef"], dtype=float).copy()
         if coef is not None and coef.shape != (self.embeddings.shape[1] + 1,):
-            raise ValueError(f"state['coef'] must have shape ({self.embeddings.shape[1] + 1},) (intercept and one per feature); got {coef.shape}")
+            raise ValueError(
+                f"state['coef'] must have shape ({self.embeddings.shape[1] + 1},) (intercept and one per feature); "
+                f"got {coef.shape}"
+            )
         self.coef = coef

@@ -41,7 +41,9 @@ def rollout_advantages(rewards, prompt_index, name: str) -> np.ndarray:
     rewards = np.asarray(rewards, dtype=float)
     prompt_index = np.asarray(prompt_index)
     if rewards.shape != prompt_index.shape or rewards.ndim != 1:
-        raise ValueError(f"rewards and prompt_index must be 1-D of one length; got {rewards.shape} and {prompt_index.shape}")
+        raise ValueError(
+            f"rewards and prompt_index must be 1-D of one length; got {rewards.shape} and {prompt_index.shape}"
+        )
     estimator = choose(ADVANTAGES, name, "advantage").advantages
     groups = [np.flatnonzero(prompt_index == q) for q in np.unique(prompt_index)]
     out = np.empty_like(rewards)

@@ -38,7 +38,9 @@ from trainer.registry import choose
 
 def _gp(noise):
     def build(features, rng):
-        return GPSuccessPredictor(features, observation_noise=noise, rng=rng if rng is not None else np.random.default_rng(0))
+        return GPSuccessPredictor(
+            features, observation_noise=noise, rng=rng if rng is not None else np.random.default_rng(0)
+        )
 
     return build
 
@@ -57,7 +59,16 @@ class RolloutAllocator:
     rules minimise (``rloo`` or ``dr_grpo``)."""
 
     def __init__(
-        self, mode, texts, budget, lower, upper, estimator, method="exact", embedding="auto", rng=None,
+        self,
+        mode,
+        texts,
+        budget,
+        lower,
+        upper,
+        estimator,
+        method="exact",
+        embedding="auto",
+        rng=None,
         predictor="gp_binomial",
     ):
         self.rule = choose(alloc.ALLOCATION_RULES, mode, "allocation")

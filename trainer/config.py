@@ -30,15 +30,15 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from theory.allocation import ALLOCATION_RULES
 from prompt_features import EMBEDDINGS
+from theory.allocation import ALLOCATION_RULES
 from theory.importance import CTPO_CLIP
 from trainer.advantages import ADVANTAGES
 from trainer.allocation import PREDICTORS
 from trainer.data import TEMPLATES
 from trainer.losses import AGGREGATIONS, KL_CLIPS, KL_ESTIMATORS, LOSSES
-from trainer.rewards import BUILT_IN as REWARDS
 from trainer.registry import choose
+from trainer.rewards import BUILT_IN as REWARDS
 from trainer.rewards import REWARD_CONVENTIONS, REWARD_TIMEOUT_S
 
 # Options without a table of their own elsewhere: how VIP's integer problem is solved
@@ -175,27 +175,42 @@ class TrainConfig:
             raise ValueError(f"clip_low must lie in [0, 1) and clip_high be >= 0; got {low}, {high}")
         if self.rollout_engine == "vllm":
             if not self.recompute_old_logprobs:
-                raise ValueError("rollout_engine=vllm needs recompute_old_logprobs=true: vLLM's log-probs differ from the trainer's (trainer/vllm_engine.py)")
+                raise ValueError(
+                    "rollout_engine=vllm needs recompute_old_logprobs=true: "
+                    "vLLM's log-probs differ from the trainer's (trainer/vllm_engine.py)"
+                )
             if self.model.startswith("tiny:"):
-                raise ValueError("rollout_engine=vllm needs a model vLLM can load (hub name or local path), not a tiny: model")
+                raise ValueError(
+                    "rollout_engine=vllm needs a model vLLM can load (hub name or local path), not a tiny: model"
+                )
             if not 0 < self.vllm_gpu_memory_utilization < 1:
-                raise ValueError(f"vllm_gpu_memory_utilization must lie in (0, 1); got {self.vllm_gpu_memory_utilization}")
+                raise ValueError(
+                    f"vllm_gpu_memory_utilization must lie in (0, 1); got {self.vllm_gpu_memory_utilization}"
+                )
         if not 0 < self.kl_delta < 1:
             raise ValueError(f"kl_delta must lie in (0, 1); got {self.kl_delta}")
         if self.mini_batches > self.prompts_per_step * self.min_rollouts:
-            raise ValueError(f"mini_batches must be <= the rollouts per step ({self.prompts_per_step * self.min_rollouts}); got {self.mini_batches}")
+            raise ValueError(
+                f"mini_batches must be <= the rollouts per step ({self.prompts_per_step * self.min_rollouts}); "
+                f"got {self.mini_batches}"
+            )
 
     def _validate_budget(self) -> None:
         b, c, lo, hi = self.prompts_per_step, self.rollout_budget, self.min_rollouts, self.max_rollouts
         need = ALLOCATION_RULES[self.allocation].min_lower
         if lo < need:
-            why = "VIP's objective is convex only for n >= 3 (Theorem 5.1)" if need == 3 else "a group baseline needs n >= 2"
+            why = (
+                "VIP's objective is convex only for n >= 3 (Theorem 5.1)"
+                if need == 3
+                else "a group baseline needs n >= 2"
+            )
             raise ValueError(f"min_rollouts (L) must be >= {need} with allocation={self.allocation}: {why}; got {lo}")
         if hi < lo:
             raise ValueError(f"max_rollouts (U) must be >= min_rollouts (L) = {lo}; got {hi}")
         if not b * lo <= c <= b * hi:
             raise ValueError(
-                f"budget C = {c} is infeasible for {b} prompts with L = {lo}, U = {hi}: it must lie in [B*L, B*U] = [{b * lo}, {b * hi}]"
+                f"budget C = {c} is infeasible for {b} prompts with L = {lo}, U = {hi}: "
+                f"it must lie in [B*L, B*U] = [{b * lo}, {b * hi}]"
             )
 
 
@@ -206,8 +221,18 @@ def _field_types() -> dict[str, type]:
 
 # Integer fields that count something: >= 1 (None, where the field is optional, means "unset").
 _AT_LEAST_ONE = (
-    "prompts_per_step", "max_new_tokens", "generation_batch_size", "steps", "ppo_epochs", "mini_batches",
-    "micro_batch_size", "save_every", "keep_checkpoints", "max_prompts", "budget", "vllm_max_model_len",
+    "prompts_per_step",
+    "max_new_tokens",
+    "generation_batch_size",
+    "steps",
+    "ppo_epochs",
+    "mini_batches",
+    "micro_batch_size",
+    "save_every",
+    "keep_checkpoints",
+    "max_prompts",
+    "budget",
+    "vllm_max_model_len",
 )
 _TRUE, _FALSE, _NULL = ("true", "yes", "on", "1"), ("false", "no", "off", "0"), ("none", "null", "~")
 _EXPECTED = {int: "an integer", float: "a finite number", bool: "true or false", str: "a non-empty string"}

@@ -102,7 +102,14 @@ def _rows(dataset: str, split: str):
     return datasets.load_dataset(dataset, split=split)
 
 
-def load_examples(dataset: str, split: str = "train", prompt_column: str = "prompt", answer_column: str = "answer", max_prompts=None, rng=None) -> list[Example]:
+def load_examples(
+    dataset: str,
+    split: str = "train",
+    prompt_column: str = "prompt",
+    answer_column: str = "answer",
+    max_prompts=None,
+    rng=None,
+) -> list[Example]:
     """The examples of ``dataset`` (see the module docstring); raises on an empty dataset."""
     if dataset.startswith("synthetic:"):
         if dataset.split(":", 1)[1] != "arithmetic":
@@ -128,5 +135,7 @@ def format_prompt(question: str, template: str, tokenizer=None, chat_template: b
     when it has one and ``chat_template`` is set."""
     text = choose(TEMPLATES, template, "template").replace("{question}", question)
     if chat_template and tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
     return text

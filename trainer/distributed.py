@@ -84,7 +84,9 @@ def decoder_layers(model) -> list:
     """The transformer blocks of a transformers causal LM (``model.model.layers``)."""
     layers = getattr(getattr(model, "model", None), "layers", None)
     if layers is None:
-        raise ValueError(f"cannot find the decoder layers of {type(model).__name__} (expected model.model.layers) to shard")
+        raise ValueError(
+            f"cannot find the decoder layers of {type(model).__name__} (expected model.model.layers) to shard"
+        )
     return list(layers)
 
 
@@ -98,7 +100,11 @@ def shard(model, world: World, activation_checkpointing: bool = False):
     if activation_checkpointing:
         enable_activation_checkpointing(model)
     mesh = init_device_mesh(world.device.type, (world.size,))
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if world.device.type == "cuda" else MixedPrecisionPolicy()
+    policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if world.device.type == "cuda"
+        else MixedPrecisionPolicy()
+    )
     for layer in decoder_layers(model):
         fully_shard(layer, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)

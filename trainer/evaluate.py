@@ -58,7 +58,10 @@ def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, pro
         prompts = every_prompt[start : start + prompts_per_batch]
         batch = engine.generate(prompts, [n] * len(chunk), sampling, generator)
         gold = [chunk[q].answer for q in batch.prompt_index]
-        values = np.asarray(checked_rewards(reward_fn, [prompts[q] for q in batch.prompt_index], batch.completions, gold)) > 0.5
+        values = (
+            np.asarray(checked_rewards(reward_fn, [prompts[q] for q in batch.prompt_index], batch.completions, gold))
+            > 0.5
+        )
         for q in range(len(chunk)):
             rows = [r for r, p in enumerate(batch.prompt_index) if p == q]
             correct.append(values[rows])
@@ -82,7 +85,14 @@ def main(argv=None) -> int:
         config = load_config(args.config, args.set)
         ks = [int(k) for k in args.k.split(",")]
         dataset = args.dataset or config.dataset
-        examples = load_examples(dataset, args.split, config.prompt_column, config.answer_column, config.max_prompts, np.random.default_rng(args.seed))
+        examples = load_examples(
+            dataset,
+            args.split,
+            config.prompt_column,
+            config.answer_column,
+            config.max_prompts,
+            np.random.default_rng(args.seed),
+        )
         tokenizer = load_tokenizer(config.model)
         device = resolve_device(config.device)
         policy = load_policy(config.model, device, inference_dtype(device), len(tokenizer), config.seed)

@@ -30,7 +30,9 @@ def truncate_after(path: Path, step: int) -> None:
         except json.JSONDecodeError:
             if number == len(lines):
                 break
-            raise ValueError(f"{path}: line {number} is not a JSON row; the log is corrupt, not just cut short") from None
+            raise ValueError(
+                f"{path}: line {number} is not a JSON row; the log is corrupt, not just cut short"
+            ) from None
         if row["step"] <= step:
             kept.append(line)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -45,7 +45,6 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from tqdm.auto import tqdm
 
-
 from trainer import distributed
 from trainer.advantages import ADVANTAGES, rollout_advantages, zero_variance_fraction
 from trainer.allocation import RolloutAllocator
@@ -54,7 +53,16 @@ from trainer.config import TrainConfig
 from trainer.data import format_prompt
 from trainer.distributed import World
 from trainer.logs import RunLogs
-from trainer.losses import KL_CLIPS, LOSSES, ClipSpec, aggregation_weights, clip_fractions, kl_penalty, policy_loss, sequence_log_ratio
+from trainer.losses import (
+    KL_CLIPS,
+    LOSSES,
+    ClipSpec,
+    aggregation_weights,
+    clip_fractions,
+    kl_penalty,
+    policy_loss,
+    sequence_log_ratio,
+)
 from trainer.rewards import checked_rewards, scaled
 from trainer.rollout import RolloutBatch, Sampling, TransformersEngine, completion_logprobs
 from trainer.run_folder import record_config
@@ -139,16 +147,38 @@ class Trainer:
     gradients over ranks. Rank 0 logs and writes checkpoints.
     """
 
-    def __init__(self, config: TrainConfig, policy, tokenizer, examples, reward_fn, reference=None, engine=None, world: World = World()):
+    def __init__(
+        self,
+        config: TrainConfig,
+        policy,
+        tokenizer,
+        examples,
+        reward_fn,
+        reference=None,
+        engine=None,
+        world: World = World(),
+    ):
         if config.kl_coef > 0 and reference is None:
             raise ValueError("kl_coef > 0 needs a reference model")
         if config.rollout_budget % world.size:
-            raise ValueError(f"budget C = {config.rollout_budget} must be a multiple of the number of processes ({world.size}): each rank gets C / N rollouts")
+            raise ValueError(
+                f"budget C = {config.rollout_budget} must be a multiple of the number of processes ({world.size}): "
+                "each rank gets C / N rollouts"
+            )
         if config.log_z_norm and world.size > 1:
             raise ValueError("log_z_norm needs a single process: FSDP averages each backward pass over ranks")
-        self.cfg, self.policy, self.tokenizer, self.reference, self.reward_fn, self.world = config, policy, tokenizer, reference, reward_fn, world
+        self.cfg, self.policy, self.tokenizer, self.reference, self.reward_fn, self.world = (
+            config,
+            policy,
+            tokenizer,
+            reference,
+            reward_fn,
+            world,
+        )
         self.examples = list(examples)
-        self.prompts = [format_prompt(e.question, config.template, tokenizer, config.chat_template) for e in self.examples]
+        self.prompts = [
+            format_prompt(e.question, config.template, tokenizer, config.chat_template) for e in self.examples
+        ]
         self.device = world.device if world.size > 1 else next(policy.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + world.rank)
         self.comm = distributed.Collectives(world, self.device)
@@ -157,8 +187,15 @@ class Trainer:
             self.rng = np.random.default_rng(config.seed)
             self.sampler = PromptSampler(len(self.examples), config.prompts_per_step, self.rng)
             self.allocator = RolloutAllocator(
-                config.allocation, [e.question for e in self.examples], config.rollout_budget, config.min_rollouts, config.max_rollouts,
-                ADVANTAGES[config.advantage].allocation_objective, config.allocation_method, config.embedding, self.rng,
+                config.allocation,
+                [e.question for e in self.examples],
+                config.rollout_budget,
+                config.min_rollouts,
+                config.max_rollouts,
+                ADVANTAGES[config.advantage].allocation_objective,
+                config.allocation_method,
+                config.embedding,
+                self.rng,
                 config.predictor,
             )
         all_done = lambda flag: distributed.all_true(flag, world, self.device)  # noqa: E731
@@ -166,9 +203,13 @@ class Trainer:
         self.engine.check_prompt_lengths(self.prompts, config.max_new_tokens)
         self.sampling = Sampling(config.temperature, config.max_new_tokens)
         self.clip = ClipSpec(*config.clip_range, config.ctpo_power)
-        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
         warmup = config.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+        )
         self.step = 0
         self.output = Path(config.output_dir)
 
@@ -196,7 +237,10 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         """Every rank loads the whole checkpoint and keeps its part."""
         if len(state["torch_generators"]) != self.world.size:
-            raise ValueError(f"the checkpoint was written by {len(state['torch_generators'])} processes; this run has {self.world.size}")
+            raise ValueError(
+                f"the checkpoint was written by {len(state['torch_generators'])} processes; "
+                f"this run has {self.world.size}"
+            )
         full = StateDictOptions(full_state_dict=True)
         set_model_state_dict(self.policy, state["model"], options=full)
         set_optimizer_state_dict(self.policy, self.optimizer, state["optimizer"], options=full)
@@ -312,7 +356,9 @@ class Trainer:
         with timer("weight_sync"):
             self.engine.sync_weights(self.policy)
         with timer("generation"), self._compute():
-            batch = self.engine.generate([self.prompts[i] for i in indices], local_counts, self.sampling, self.generator)
+            batch = self.engine.generate(
+                [self.prompts[i] for i in indices], local_counts, self.sampling, self.generator
+            )
         with timer("reward"):
             rewards = self.comm.concat(self._rewards(indices, batch))
         advantages = rollout_advantages(rewards, prompt_index, cfg.advantage)[mine]
@@ -320,10 +366,19 @@ class Trainer:
             old, ref = self._old_and_reference_logprobs(batch)
         tau, kl_stats = self._kl_tau(old, ref, batch)
         return Experience(
-            indices=indices, counts=counts, p_hat=p_hat, prompt_index=prompt_index, rewards=rewards,
-            lengths=self.comm.concat(batch.completion_mask.sum(1).cpu().numpy()), batch=batch,
-            advantages=torch.as_tensor(advantages, device=self.device, dtype=torch.float32), old=old, ref=ref, tau=tau,
-            kl_stats=kl_stats, z_norms=self._z_norms(batch) if cfg.log_z_norm else None,
+            indices=indices,
+            counts=counts,
+            p_hat=p_hat,
+            prompt_index=prompt_index,
+            rewards=rewards,
+            lengths=self.comm.concat(batch.completion_mask.sum(1).cpu().numpy()),
+            batch=batch,
+            advantages=torch.as_tensor(advantages, device=self.device, dtype=torch.float32),
+            old=old,
+            ref=ref,
+            tau=tau,
+            kl_stats=kl_stats,
+            z_norms=self._z_norms(batch) if cfg.log_z_norm else None,
         )
 
     def _observe(self, exp: Experience) -> None:
@@ -354,7 +409,10 @@ class Trainer:
         """Completion log-probs of every rollout by ``model``, in micro-batches, no gradient."""
         size = self.cfg.micro_batch_size
         with torch.no_grad():
-            parts = [completion_logprobs(model, batch, self.cfg.temperature, slice(i, i + size)) for i in range(0, len(batch), size)]
+            parts = [
+                completion_logprobs(model, batch, self.cfg.temperature, slice(i, i + size))
+                for i in range(0, len(batch), size)
+            ]
         return torch.cat(parts).float()
 
     def _old_and_reference_logprobs(self, batch):
@@ -366,10 +424,13 @@ class Trainer:
         """tau for the KL clip and the KL of the rollout policy to the reference (whole step)."""
         if ref is None:
             return None, {}
-        l = sequence_log_ratio(old, ref, batch.completion_mask)
-        everyone = torch.as_tensor(self.comm.concat(l.cpu().numpy()))
+        seq_l = sequence_log_ratio(old, ref, batch.completion_mask)
+        everyone = torch.as_tensor(self.comm.concat(seq_l.cpu().numpy()))
         tau = KL_CLIPS[self.cfg.kl_clip](everyone.abs().numpy(), self.cfg)
-        stats = {"kl/k3": float(kl_penalty(everyone, "k3", None).mean()), "kl/log_ratio_abs_mean": float(everyone.abs().mean())}
+        stats = {
+            "kl/k3": float(kl_penalty(everyone, "k3", None).mean()),
+            "kl/log_ratio_abs_mean": float(everyone.abs().mean()),
+        }
         stats["kl/clip_fraction"] = 0.0 if tau is None else float((everyone.abs() > tau).float().mean())
         return tau, stats
 
@@ -390,14 +451,20 @@ class Trainer:
         optimizer steps of micro-batches; the loss, gradient norm and (``log_clip_fractions``)
         every loss's clip fraction on the same tokens, computed once per mini-batch."""
         cfg, mask = self.cfg, exp.batch.completion_mask
-        clips = {name: ClipSpec(*loss.default_clip, cfg.ctpo_power) for name, loss in LOSSES.items()} | {cfg.loss: self.clip}
-        totals = {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0} | ({f"clip/{k}": 0.0 for k in clips} if cfg.log_clip_fractions else {})
+        clips = {name: ClipSpec(*loss.default_clip, cfg.ctpo_power) for name, loss in LOSSES.items()} | {
+            cfg.loss: self.clip
+        }
+        totals = {"loss": 0.0, "grad_norm": 0.0, "tokens": 0.0} | (
+            {f"clip/{k}": 0.0 for k in clips} if cfg.log_clip_fractions else {}
+        )
         updates = 0
         for epoch in range(cfg.ppo_epochs):
             order = torch.randperm(len(exp.batch), generator=self.generator, device=self.device)
             for mini_batch, rows in enumerate(torch.tensor_split(order, cfg.mini_batches)):
                 tokens, sequences = self.comm.total(mask[rows].sum()), int(self.comm.total(len(rows)))
-                weights = aggregation_weights(mask[rows], cfg.aggregation, cfg.max_new_tokens, tokens=tokens, sequences=sequences)
+                weights = aggregation_weights(
+                    mask[rows], cfg.aggregation, cfg.max_new_tokens, tokens=tokens, sequences=sequences
+                )
                 self.optimizer.zero_grad(set_to_none=True)
                 mini_loss, logps = 0.0, []
                 for start in range(0, len(rows), cfg.micro_batch_size):

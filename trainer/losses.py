@@ -57,7 +57,9 @@ def _constant(mask, tokens, sequences, max_new_tokens):
 AGGREGATIONS = {"token_mean": _token_mean, "sequence_mean": _sequence_mean, "constant": _constant}
 
 
-def aggregation_weights(mask: torch.Tensor, aggregation: str, max_new_tokens: int, dtype=torch.float32, tokens=None, sequences=None) -> torch.Tensor:
+def aggregation_weights(
+    mask: torch.Tensor, aggregation: str, max_new_tokens: int, dtype=torch.float32, tokens=None, sequences=None
+) -> torch.Tensor:
     """(R, T) weights w with loss = -sum w * term over the mini-batch (see the module docstring).
     ``tokens`` and ``sequences`` are the mini-batch's totals when ``mask`` holds only part of it
     (one rank's rows); by default, those of ``mask``."""
@@ -161,7 +163,9 @@ def policy_loss(name: str, logp_new, logp_old, mask, advantages, weights, clip: 
 def clip_fractions(logp_new, logp_old, mask, clips: dict) -> dict:
     """Each loss's :meth:`PolicyLoss.clip_fraction` on the same tokens; ``clips`` maps loss
     name -> ClipSpec."""
-    return {name: choose(LOSSES, name, "loss").clip_fraction(logp_new, logp_old, mask, clip) for name, clip in clips.items()}
+    return {
+        name: choose(LOSSES, name, "loss").clip_fraction(logp_new, logp_old, mask, clip) for name, clip in clips.items()
+    }
 
 
 def sequence_log_ratio(logp_new, logp_ref, mask):
@@ -169,14 +173,18 @@ def sequence_log_ratio(logp_new, logp_ref, mask):
     return log_ratio(logp_new, logp_ref, mask).sum(1)
 
 
-# Schulman's estimators of KL(pi_theta || pi_ref) from the log ratio l
-KL_ESTIMATORS = {"k1": lambda l: l, "k2": lambda l: 0.5 * l**2, "k3": lambda l: torch.expm1(-l) + l}
+# Schulman's estimators of KL(pi_theta || pi_ref) from each sequence's log ratio l (seq_l)
+KL_ESTIMATORS = {
+    "k1": lambda seq_l: seq_l,
+    "k2": lambda seq_l: 0.5 * seq_l**2,
+    "k3": lambda seq_l: torch.expm1(-seq_l) + seq_l,
+}
 
 
 def kl_penalty(seq_log_ratio, estimator: str, tau: float | None):
     """Per-sequence k1/k2/k3 of l^tau = clip(l, -tau, tau) (no clip when ``tau`` is None)."""
-    l = seq_log_ratio if tau is None else seq_log_ratio.clamp(-tau, tau)
-    return choose(KL_ESTIMATORS, estimator, "kl_estimator")(l)
+    seq_l = seq_log_ratio if tau is None else seq_log_ratio.clamp(-tau, tau)
+    return choose(KL_ESTIMATORS, estimator, "kl_estimator")(seq_l)
 
 
 def _tau_star(abs_l, config):

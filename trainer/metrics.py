@@ -45,5 +45,7 @@ def summarise(correct_by_problem, answers_by_problem, ks) -> dict:
     for k in ks:
         out[f"pass@{k}"] = float(np.mean([pass_at_k(len(c), int(np.sum(c)), k) for c in correct_by_problem]))
         out[f"mean@{k}"] = float(np.mean([mean_at_k(c[:k]) for c in correct_by_problem]))
-        out[f"maj@{k}"] = float(np.mean([maj_at_k(a[:k], c[:k]) for a, c in zip(answers_by_problem, correct_by_problem)]))
+        out[f"maj@{k}"] = float(
+            np.mean([maj_at_k(a[:k], c[:k]) for a, c in zip(answers_by_problem, correct_by_problem)])
+        )
     return out

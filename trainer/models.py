@@ -38,8 +38,17 @@ def tiny_model(architecture: str, vocab_size: int, seed: int = 0, hidden_size: i
         raise ValueError(f"tiny model architecture must be one of {', '.join(classes)}; got {architecture!r}")
     config_class, model_class = classes[architecture]
     config = config_class(
-        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=layers, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=1,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
     )
     with torch.random.fork_rng(devices=[]):  # weights from the seed, torch's global RNG left as it was
         torch.manual_seed(seed)
@@ -75,8 +84,13 @@ def load_tokenizer(name: str):
         tokenizer = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as exc:
         raise ValueError(f"model {name!r} has no loadable tokenizer: {exc}") from exc
-    if not tokenizer("1 + 1 = 2", add_special_tokens=False)["input_ids"]:  # transformers builds an empty one from a bare config
-        raise ValueError(f"model {name!r} has no loadable tokenizer: it encodes text to nothing ({len(tokenizer)} tokens in its vocabulary)")
+    if not tokenizer("1 + 1 = 2", add_special_tokens=False)[
+        "input_ids"
+    ]:  # transformers builds an empty one from a bare config
+        raise ValueError(
+            f"model {name!r} has no loadable tokenizer: "
+            f"it encodes text to nothing ({len(tokenizer)} tokens in its vocabulary)"
+        )
     if tokenizer.eos_token_id is None:
         raise ValueError(f"the tokenizer of {name!r} defines no eos_token")
     if tokenizer.pad_token_id is None:

@@ -100,7 +100,11 @@ def math_verify_reward(prompts, completions, answers) -> list[float]:
     return [float(verify(parse(a), parse(c))) for c, a in zip(completions, answers)]
 
 
-EXTRACTORS = {"answer_line": answer_line, "boxed": boxed, "first_number": first_number}  # reward name -> its answer extraction
+EXTRACTORS = {
+    "answer_line": answer_line,
+    "boxed": boxed,
+    "first_number": first_number,
+}  # reward name -> its answer extraction
 BUILT_IN = {name: _extracting(extract) for name, extract in EXTRACTORS.items()} | {"math_verify": math_verify_reward}
 
 

@@ -67,7 +67,8 @@ def check_context(prompt_lengths, max_new_tokens: int, context: int, what: str) 
     need = prompt_lengths[longest] + max_new_tokens
     if need > context:
         raise ValueError(
-            f"prompt {longest} has {prompt_lengths[longest]} tokens; with max_new_tokens = {max_new_tokens} it needs {need} tokens, "
+            f"prompt {longest} has {prompt_lengths[longest]} tokens; "
+            f"with max_new_tokens = {max_new_tokens} it needs {need} tokens, "
             f"more than {what} = {context}"
         )
 
@@ -98,7 +99,9 @@ class TransformersEngine:
         """``all_done(flag)`` tells whether every process has finished its chunk (FSDP needs every
         rank to run the same forward passes); by default this process alone decides."""
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer must define eos_token and pad_token (set pad_token = eos_token if it has none)")
+            raise ValueError(
+                "the tokenizer must define eos_token and pad_token (set pad_token = eos_token if it has none)"
+            )
         self.model, self.tokenizer, self.batch_size = model, tokenizer, int(batch_size)
         self.all_done = all_done or (lambda flag: flag)
 
@@ -109,7 +112,12 @@ class TransformersEngine:
         """Refuse prompts that leave no room for ``max_new_tokens`` in the model's context
         (``max_position_embeddings``): past it the positions have no embedding."""
         lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
-        check_context(lengths, max_new_tokens, self.model.config.max_position_embeddings, "the model's context (max_position_embeddings)")
+        check_context(
+            lengths,
+            max_new_tokens,
+            self.model.config.max_position_embeddings,
+            "the model's context (max_position_embeddings)",
+        )
 
     @torch.no_grad()
     def generate(self, prompts, counts, sampling: Sampling, generator: torch.Generator) -> RolloutBatch:
@@ -120,14 +128,25 @@ class TransformersEngine:
         if not index:
             raise ValueError("counts must allocate at least one rollout")
         device = next(self.model.parameters()).device
-        enc = self.tokenizer([prompts[q] for q in index], return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        enc = self.tokenizer(
+            [prompts[q] for q in index],
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            add_special_tokens=False,
+        )
         ids, att = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-        chunks = [self._sample(ids[i : i + self.batch_size], att[i : i + self.batch_size], sampling, generator) for i in range(0, len(index), self.batch_size)]
+        chunks = [
+            self._sample(ids[i : i + self.batch_size], att[i : i + self.batch_size], sampling, generator)
+            for i in range(0, len(index), self.batch_size)
+        ]
         width = max(c[0].shape[1] for c in chunks)
         tokens = torch.cat([_pad(c[0], width, self.tokenizer.pad_token_id) for c in chunks])
         logps = torch.cat([_pad(c[1], width, 0.0) for c in chunks])
         mask = torch.cat([_pad(c[2], width, False) for c in chunks])
-        completions = self.tokenizer.batch_decode(torch.where(mask, tokens, self.tokenizer.pad_token_id), skip_special_tokens=True)
+        completions = self.tokenizer.batch_decode(
+            torch.where(mask, tokens, self.tokenizer.pad_token_id), skip_special_tokens=True
+        )
         return RolloutBatch(
             sequences=torch.cat([ids, tokens], dim=1),
             attention_mask=torch.cat([att, mask.long()], dim=1),
@@ -155,7 +174,13 @@ class TransformersEngine:
                 break
             att = torch.cat([att, att.new_ones(att.shape[0], 1)], dim=1)  # finished rows' padding is masked out later
             pos = pos[:, -1:] + 1
-            out = self.model(input_ids=tok[:, None], attention_mask=att, position_ids=pos, past_key_values=out.past_key_values, use_cache=True)
+            out = self.model(
+                input_ids=tok[:, None],
+                attention_mask=att,
+                position_ids=pos,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
         return torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(masks, 1)
 
 

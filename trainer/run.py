@@ -31,11 +31,15 @@ from trainer.disk import WriteError
 from trainer.distributed import World
 from trainer.loop import DivergenceError, StoppedByRankZero, Trainer
 from trainer.models import (
-    enable_activation_checkpointing, inference_dtype, load_policy, load_tokenizer, resolve_device, resolve_dtype,
+    enable_activation_checkpointing,
+    inference_dtype,
+    load_policy,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
 )
 from trainer.rewards import checked_rewards, get_reward
 from trainer.run_folder import RunFolderError, claim
-
 
 PREFLIGHT_WRONG = "I do not know."  # a completion no reward should score as correct
 
@@ -46,8 +50,13 @@ def preflight_reward(reward_fn, examples, config: TrainConfig) -> None:
     sample = [e for e in examples[:4] for _ in range(2)]
     completions = [f"Answer: {e.answer}" if k % 2 == 0 else PREFLIGHT_WRONG for k, e in enumerate(sample)]
     checked_rewards(
-        reward_fn, [e.question for e in sample], completions, [e.answer for e in sample],
-        timeout_s=config.reward_timeout_s, rows=[e.prompt_id for e in sample], binary=config.binary_rewards,
+        reward_fn,
+        [e.question for e in sample],
+        completions,
+        [e.answer for e in sample],
+        timeout_s=config.reward_timeout_s,
+        rows=[e.prompt_id for e in sample],
+        binary=config.binary_rewards,
     )
 
 
@@ -58,7 +67,14 @@ def build_trainer(config: TrainConfig, world: World = World()) -> Trainer:
 
     reward_fn = get_reward(config.reward)
     tokenizer = load_tokenizer(config.model)
-    examples = load_examples(config.dataset, config.split, config.prompt_column, config.answer_column, config.max_prompts, np.random.default_rng(config.seed))
+    examples = load_examples(
+        config.dataset,
+        config.split,
+        config.prompt_column,
+        config.answer_column,
+        config.max_prompts,
+        np.random.default_rng(config.seed),
+    )
     if len(examples) < config.prompts_per_step:
         raise ValueError(f"prompts_per_step = {config.prompts_per_step} exceeds the dataset's {len(examples)} prompts")
     preflight_reward(reward_fn, examples, config)
@@ -67,13 +83,26 @@ def build_trainer(config: TrainConfig, world: World = World()) -> Trainer:
     policy = load_policy(config.model, device, dtype, len(tokenizer), config.seed)
     reference = None
     if config.kl_coef > 0:
-        reference = load_policy(config.ref_model or config.model, device, inference_dtype(device), len(tokenizer), config.seed).eval().requires_grad_(False)
+        reference = (
+            load_policy(config.ref_model or config.model, device, inference_dtype(device), len(tokenizer), config.seed)
+            .eval()
+            .requires_grad_(False)
+        )
     if world.size > 1:
         policy = distributed.shard(policy, world, config.activation_checkpointing)
         reference = reference and distributed.shard(reference, world)
     elif config.activation_checkpointing:
         enable_activation_checkpointing(policy)
-    return Trainer(config, policy, tokenizer, examples, reward_fn, reference, engine=_engine(config, tokenizer, world, device), world=world)
+    return Trainer(
+        config,
+        policy,
+        tokenizer,
+        examples,
+        reward_fn,
+        reference,
+        engine=_engine(config, tokenizer, world, device),
+        world=world,
+    )
 
 
 def _engine(config: TrainConfig, tokenizer, world: World, device):
@@ -86,9 +115,13 @@ def _engine(config: TrainConfig, tokenizer, world: World, device):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="RL training of a causal LM with verifiable rewards (GRPO, Dr. GRPO, RLOO, GSPO, CTPO, VIP).")
+    parser = argparse.ArgumentParser(
+        description="RL training of a causal LM with verifiable rewards (GRPO, Dr. GRPO, RLOO, GSPO, CTPO, VIP)."
+    )
     parser.add_argument("--config", help="YAML config (trainer/configs/*.yaml); fields not given keep their defaults")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override one config field (repeatable)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="override one config field (repeatable)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the run in output_dir (moved to <output_dir>.replaced-<time>)"
@@ -155,7 +188,10 @@ def _train(trainer: Trainer, config: TrainConfig, world: World, resume: bool) ->
     history = trainer.train(resumed=resumed)
     if history:
         last = history[-1]
-        print(f"step {last['step']}: reward {last['reward/mean']:.3f}; metrics in {Path(config.output_dir) / 'metrics.jsonl'}")
+        print(
+            f"step {last['step']}: reward {last['reward/mean']:.3f}; "
+            f"metrics in {Path(config.output_dir) / 'metrics.jsonl'}"
+        )
     elif world.main:
         done = f"{config.output_dir} is at step {trainer.step} and steps = {config.steps}: nothing to do"
         print(done, file=sys.stderr)

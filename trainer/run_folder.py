@@ -31,7 +31,15 @@ LOCK, CONFIG, CHANGES = "run.lock", "config.yaml", "config_changes.jsonl"
 RUN_RECORDS = (CONFIG, "metrics.jsonl", "rollouts.jsonl", CHANGES, "checkpoints", "tensorboard")
 # what a resumed run may change: when to stop, how often to save, and what it shows; every other
 # field shapes the training (a different loss, seed, data, model or budget is a different run)
-SAFE_ON_RESUME = ("steps", "save_every", "keep_checkpoints", "progress", "tensorboard", "log_clip_fractions", "output_dir")
+SAFE_ON_RESUME = (
+    "steps",
+    "save_every",
+    "keep_checkpoints",
+    "progress",
+    "tensorboard",
+    "log_clip_fractions",
+    "output_dir",
+)
 
 
 class RunFolderError(RuntimeError):

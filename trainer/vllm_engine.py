@@ -68,7 +68,13 @@ def single_process_launcher_env():
     if launched_by_torchrun():
         yield
         return
-    values = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    values = {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+    }
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
@@ -101,7 +107,13 @@ def make_llm(model: str, seed: int, gpu_memory_utilization: float, max_model_len
 
 def colocated_engine(config, tokenizer, device, rank: int = 0) -> "VLLMEngine":
     """The engine a config asks for with ``rollout_engine: vllm`` (one per process)."""
-    llm = make_llm(config.model, config.seed + rank, config.vllm_gpu_memory_utilization, config.vllm_max_model_len, config.vllm_sleep)
+    llm = make_llm(
+        config.model,
+        config.seed + rank,
+        config.vllm_gpu_memory_utilization,
+        config.vllm_max_model_len,
+        config.vllm_sleep,
+    )
     return VLLMEngine(llm, tokenizer, device, config.vllm_sleep)
 
 
@@ -124,7 +136,10 @@ def vllm_weights(policy):
     """
     for name, param in policy.named_parameters():
         if "lora_" in name:
-            raise ValueError(f"parameter {name!r} is a LoRA adapter; merge the adapters (PEFT merge_and_unload) before syncing weights to vLLM")
+            raise ValueError(
+                f"parameter {name!r} is a LoRA adapter; "
+                "merge the adapters (PEFT merge_and_unload) before syncing weights to vLLM"
+            )
         for prefix in _WRAPPER_PREFIXES:
             name = name.replace(prefix, "")
         full = param.full_tensor() if hasattr(param, "full_tensor") else param
@@ -189,7 +204,9 @@ class VLLMEngine:
         refuses a prompt longer than its context and cuts a completion at the context's end
         without a word (finish reason "length")."""
         lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-        check_context(lengths, max_new_tokens, self.max_model_len, "vLLM's max_model_len (set vllm_max_model_len to change it)")
+        check_context(
+            lengths, max_new_tokens, self.max_model_len, "vLLM's max_model_len (set vllm_max_model_len to change it)"
+        )
 
     def sync_weights(self, policy) -> None:
         """Copy the policy's weights into vLLM (collective under FSDP2: every rank calls it)."""
@@ -206,10 +223,15 @@ class VLLMEngine:
         (see the module docstring); ``generator`` is not drawn from."""
         counts = [int(c) for c in counts]
         if len(counts) != len(prompts) or any(c < 0 for c in counts) or sum(counts) == 0:
-            raise ValueError(f"counts must hold one non-negative integer per prompt ({len(prompts)}) and allocate at least one rollout; got {counts}")
+            raise ValueError(
+                f"counts must hold one non-negative integer per prompt ({len(prompts)}) "
+                f"and allocate at least one rollout; got {counts}"
+            )
         if not self.weights_current:
             if self.policy is None:
-                raise RuntimeError("vLLM's weights were discarded by its level-2 sleep: call sync_weights(policy) before generate")
+                raise RuntimeError(
+                    "vLLM's weights were discarded by its level-2 sleep: call sync_weights(policy) before generate"
+                )
             self.sync_weights(self.policy)
         wanted = [q for q, c in enumerate(counts) if c > 0]
         ids = [self.tokenizer(prompts[q], add_special_tokens=False)["input_ids"] for q in wanted]
