@@ -5,7 +5,7 @@ PIP := $(PYTHON) -m pip
 # The CPU build of torch comes from a local wheel; an unpinned torch would pull the CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install install-dev demo figures test test-slow study
+.PHONY: install install-dev demo figures lint test test-slow study
 
 install:
 	$(PIP) install -e .
@@ -23,8 +23,13 @@ demo: install
 figures:
 	$(PYTHON) -m figures
 
-## The default test suite (what CI runs).
-test: install-dev
+## Formatting and lint (ruff, configured in pyproject.toml): part of what CI runs.
+lint: install-dev
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m ruff check .
+
+## The default test suite, after the lint (what CI runs).
+test: lint
 	$(PYTHON) -m pytest -n auto
 
 ## Long Monte-Carlo checks (`--full` grids), kept out of the default suite.

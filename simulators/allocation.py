@@ -46,7 +46,7 @@ from theory.allocation import (
 from theory.variance import gradient_variance
 
 LOWER, UPPER = 3, 32
-AGREEMENT = 1e-6  # relative objective agreement with the oracle (issue: within 1e-6)
+AGREEMENT = 1e-6  # relative objective agreement with the cvxpy oracle
 EXACT = 1e-12  # relative tolerance of an exact comparison in floating point
 
 
@@ -291,8 +291,8 @@ def rule_allocations(p: np.ndarray, budget: int, estimator: str) -> dict:
 def run_rules(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     """V10 (allocation half): total gradient variance sum_q Var(G_q) of each rule at equal budget.
 
-    Exact, not sampled: Var(G_q) from Props 4.2/4.3 at the true p_q (the predictor is
-    issue V8/V9's business; here every rule sees the truth).
+    Exact, not sampled: Var(G_q) from Props 4.2/4.3 at the true p_q (the predictor's error is
+    the V8/V9 checks'; here every rule sees the truth).
     """
     b = 512
     cells, curves = [], {}

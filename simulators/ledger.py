@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 KINDS = ("claim", "control", "report")
-Z_THRESHOLD = 4.0  # DESIGN.md: a claim passes at |z| < 4
+Z_THRESHOLD = 4.0  # a claim passes at |z| < 4, z with the SE of the same samples
 Z_TESTS = {  # z_test: (rule of the statement, whether a z meets it)
     "equal": (f"|z| < {Z_THRESHOLD:g}", lambda z: abs(z) < Z_THRESHOLD),  # no difference either way
     "not greater": (f"z < {Z_THRESHOLD:g}", lambda z: z < Z_THRESHOLD),  # no significant excess (a bound kept)

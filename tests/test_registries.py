@@ -77,9 +77,9 @@ ISSUE_P_HAT = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 0.999, 0.3
 
 
 def test_the_trainer_and_the_ledger_allocate_inverse_variance_alike():
-    """Both call theory.allocation.ALLOCATION_RULES; negative control: weighting p(1 - p)
-    instead of the reward variance 4 p (1 - p) moves 4 of these 12 prompts (the eps of App.
-    C.1 is additive)."""
+    """Both call theory.allocation.ALLOCATION_RULES, which weighs the answer variance p (1 - p);
+    negative control: the +-1 reward variance 4 p (1 - p) moves 4 of these
+    12 prompts (the eps of App. C.1 is additive)."""
     from simulators.allocation import rule_allocations
     from trainer.allocation import RolloutAllocator
 
@@ -90,7 +90,7 @@ def test_the_trainer_and_the_ledger_allocate_inverse_variance_alike():
     trainer.predictor.predict = lambda indices: ISSUE_P_HAT[indices]
     counts, _ = trainer.allocate(np.arange(12))
     np.testing.assert_array_equal(counts, ledger)
-    other = alloc.inverse_variance_allocation(ISSUE_P_HAT * (1 - ISSUE_P_HAT), 96, 3, 32)
+    other = alloc.inverse_variance_allocation(alloc.success_variance_weights(ISSUE_P_HAT), 96, 3, 32)
     assert int((other != ledger).sum()) == 4
 
 

@@ -548,8 +548,10 @@ def _inverse_accuracy_rule(p_hat, budget, lower, upper, estimator, method="exact
 
 
 def _inverse_variance_rule(p_hat, budget, lower, upper, estimator, method="exact"):
-    """App. C.1's answer variance is the reward's, under VIP's +-1 rewards 4 p (1 - p)."""
-    return inverse_variance_allocation(success_variance_weights(p_hat), budget, lower, upper)
+    """App. C.1's answer variance sigma^2 of a correct/incorrect answer, p (1 - p): on the scale
+    of the accuracy the inverse-accuracy rule uses, with the same eps."""
+    p_hat = _checks.probability("p_hat", p_hat)
+    return inverse_variance_allocation(p_hat * (1.0 - p_hat), budget, lower, upper)
 
 
 # ``method`` is how VIP's integer problem is solved (:func:`allocate`); the other rules ignore it.
@@ -563,6 +565,6 @@ ALLOCATION_RULES = {
         _inverse_accuracy_rule, True, 2, "App. C.1: n_q proportional to 1 - p_hat + eps"
     ),
     "inverse_variance": AllocationRule(
-        _inverse_variance_rule, True, 2, "App. C.1: n_q proportional to 1 / (4 p_hat (1 - p_hat) + eps)"
+        _inverse_variance_rule, True, 2, "App. C.1: n_q proportional to 1 / (p_hat (1 - p_hat) + eps)"
     ),
 }

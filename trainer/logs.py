@@ -1,5 +1,5 @@
 """Run logs: per-step metrics (JSONL, and TensorBoard scalars when it is installed) and the
-rollout log of ../shared/DESIGN.md (stats_tests.rollout_log.SCHEMA, one row per rollout).
+rollout log (stats_tests.rollout_log.SCHEMA, one row per rollout).
 
 Both are appended to every step. On resume, rows of steps after the checkpoint (written
 by the killed run after its last checkpoint) are dropped first, so each step appears once. A
