@@ -9,6 +9,25 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "trainer" / "configs" / "tiny_cpu.yaml"
 
 
+def tiny_config(**fields):
+    """A TrainConfig of the tiny local model on a+b= problems, in memory: no run folder, no
+    progress bar; ``fields`` set the sizes and anything else."""
+    from trainer.config import TrainConfig
+
+    base = dict(
+        model="tiny:qwen2",
+        template="plain",
+        chat_template=False,
+        reward="first_number",
+        embedding="hashed",
+        warmup_steps=0,
+        tensorboard=False,
+        progress=False,
+        output_dir="unused",
+    )
+    return TrainConfig(**(base | fields))
+
+
 def run_trainer(out, *overrides, flags=()):
     """``trainer/run.py`` in this process on the tiny config into ``out``; its exit status."""
     from trainer.run import main

@@ -4,31 +4,17 @@ it), adding an entry is one definition, and the ledger and the trainer allocate 
 import numpy as np
 import pytest
 
+from tests.conftest import tiny_config
 from theory import allocation as alloc
 from trainer import losses
-from trainer.config import CHOICES, TrainConfig, load_config
+from trainer.config import CHOICES, load_config
 from trainer.data import arithmetic_task
 from trainer.loop import Trainer
 from trainer.models import tiny_model, tiny_tokenizer
 from trainer.rewards import get_reward
 
-TINY = dict(
-    model="tiny:qwen2",
-    template="plain",
-    chat_template=False,
-    reward="first_number",
-    embedding="hashed",
-    prompts_per_step=4,
-    budget=16,
-    min_rollouts=3,
-    max_rollouts=8,
-    max_new_tokens=2,
-    warmup_steps=0,
-    steps=2,
-    micro_batch_size=8,
-    tensorboard=False,
-    progress=False,
-    output_dir="unused",
+SIZES = dict(
+    prompts_per_step=4, budget=16, min_rollouts=3, max_rollouts=8, max_new_tokens=2, steps=2, micro_batch_size=8
 )
 
 
@@ -41,7 +27,7 @@ def test_an_unknown_name_is_refused_at_config_time_listing_the_table(field):
 
 def _step_metrics(**overrides):
     tok = tiny_tokenizer()
-    config = TrainConfig(**(TINY | overrides))
+    config = tiny_config(**(SIZES | overrides))
     trainer = Trainer(
         config,
         tiny_model("qwen2", len(tok)),
@@ -57,7 +43,7 @@ def test_a_new_loss_is_one_table_entry(monkeypatch):
     logged (its clip fraction beside the others) without another change."""
     monkeypatch.setitem(losses.LOSSES, "grpo_wide", losses.TokenRatioLoss((0.4, 0.4), "token ratio, wide clip"))
     rows = _step_metrics(loss="grpo_wide")
-    assert TrainConfig(**(TINY | {"loss": "grpo_wide"})).clip_range == (0.4, 0.4)
+    assert tiny_config(**(SIZES | {"loss": "grpo_wide"})).clip_range == (0.4, 0.4)
     assert all(np.isfinite(r["loss"]) and 0 <= r["clip/grpo_wide"] <= 1 for r in rows)
 
 

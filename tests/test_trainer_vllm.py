@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from tests import vllm_standin
+from tests.conftest import tiny_config
 from tests.vllm_standin import VERSIONS, GarbageOutput, SamplingParams, WouldHang, standin
-from trainer.config import TrainConfig, load_config
+from trainer.config import load_config
 from trainer.data import arithmetic_task
 from trainer.distributed import launched_by_torchrun
 from trainer.loop import Trainer
@@ -265,26 +266,8 @@ def test_make_llm_leaves_torchrun_variables_alone(monkeypatch):
 
 
 def _config(**overrides):
-    values = dict(
-        model="tiny:qwen2",
-        template="plain",
-        chat_template=False,
-        reward="first_number",
-        embedding="hashed",
-        prompts_per_step=8,
-        budget=64,
-        min_rollouts=4,
-        max_rollouts=16,
-        max_new_tokens=2,
-        learning_rate=0.002,
-        warmup_steps=0,
-        steps=150,
-        micro_batch_size=64,
-        tensorboard=False,
-        progress=False,
-        output_dir="unused",
-    )
-    return TrainConfig(**(values | overrides))
+    sizes = dict(prompts_per_step=8, budget=64, min_rollouts=4, max_rollouts=16, max_new_tokens=2, steps=150)
+    return tiny_config(**(sizes | dict(learning_rate=0.002, micro_batch_size=64) | overrides))
 
 
 def _train(engine, steps=150):
