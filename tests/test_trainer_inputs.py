@@ -70,6 +70,15 @@ def test_cli_refuses_a_null_answer_before_training(tmp_path, capsys):
     assert "row 5: the answer ('answer') is null" in err
 
 
+def test_cli_refuses_a_prompt_longer_than_the_context_before_generating(tmp_path, capsys):
+    """A 100,000-character prompt: the tiny model has 256 positions (a real model's forward pass
+    on it would try to allocate gigabytes); refused at start-up, naming the prompt and the numbers."""
+    rows = _sums()
+    rows[3]["prompt"] = "1" * 100_000 + "+1="
+    err = _refused(tmp_path, capsys, f"dataset={_jsonl(tmp_path / 'd.jsonl', rows)}", "template=plain")
+    assert "the prompt of dataset row 3 has 100003 tokens" in err and "max_position_embeddings) = 256" in err
+
+
 # --- reward callables -----------------------------------------------------------------------------
 
 

@@ -47,7 +47,7 @@ def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, pro
     else:
         engine = TransformersEngine(policy, tokenizer, config.generation_batch_size)
     every_prompt = [format_prompt(e.question, config.template, tokenizer, config.chat_template) for e in examples]
-    engine.check_prompt_lengths(every_prompt, config.max_new_tokens)
+    engine.check_prompt_lengths(every_prompt, config.max_new_tokens, [e.prompt_id for e in examples])
     engine.sync_weights(policy)  # vLLM: the checkpoint's weights, not the hub's (a no-op for transformers)
     generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(seed)
     sampling = Sampling(config.temperature, config.max_new_tokens)

@@ -200,7 +200,7 @@ class Trainer:
             )
         all_done = lambda flag: distributed.all_true(flag, world, self.device)  # noqa: E731
         self.engine = engine or TransformersEngine(policy, tokenizer, config.generation_batch_size, all_done)
-        self.engine.check_prompt_lengths(self.prompts, config.max_new_tokens)
+        self.engine.check_prompt_lengths(self.prompts, config.max_new_tokens, [e.prompt_id for e in self.examples])
         self.sampling = Sampling(config.temperature, config.max_new_tokens)
         self.clip = ClipSpec(*config.clip_range, config.ctpo_power)
         self.optimizer = torch.optim.AdamW(

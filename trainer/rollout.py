@@ -54,20 +54,22 @@ class RolloutEngine(Protocol):
     def sync_weights(self, policy) -> None:
         """Make the engine sample from ``policy``'s current weights (called before each step)."""
 
-    def check_prompt_lengths(self, prompts: list[str], max_new_tokens: int) -> None:
-        """Raise ValueError when a prompt plus ``max_new_tokens`` does not fit the context."""
+    def check_prompt_lengths(self, prompts: list[str], max_new_tokens: int, rows=None) -> None:
+        """Raise ValueError when a prompt plus ``max_new_tokens`` does not fit the context
+        (naming its dataset row from ``rows``, if given)."""
 
 
-def check_context(prompt_lengths, max_new_tokens: int, context: int, what: str) -> None:
+def check_context(prompt_lengths, max_new_tokens: int, context: int, what: str, rows=None) -> None:
     """Refuse when the longest prompt (in tokens) plus ``max_new_tokens`` exceeds ``context``,
-    naming the prompt's index and the numbers."""
+    naming the prompt (its dataset row when ``rows`` gives them, else its index) and the numbers."""
     if not prompt_lengths:
         return
     longest = max(range(len(prompt_lengths)), key=prompt_lengths.__getitem__)
     need = prompt_lengths[longest] + max_new_tokens
     if need > context:
+        name = f"prompt {longest}" if rows is None else f"the prompt of dataset row {rows[longest]}"
         raise ValueError(
-            f"prompt {longest} has {prompt_lengths[longest]} tokens; "
+            f"{name} has {prompt_lengths[longest]} tokens; "
             f"with max_new_tokens = {max_new_tokens} it needs {need} tokens, "
             f"more than {what} = {context}"
         )
@@ -108,7 +110,7 @@ class TransformersEngine:
     def sync_weights(self, policy) -> None:
         """Nothing to do: this engine samples with the policy itself."""
 
-    def check_prompt_lengths(self, prompts, max_new_tokens: int) -> None:
+    def check_prompt_lengths(self, prompts, max_new_tokens: int, rows=None) -> None:
         """Refuse prompts that leave no room for ``max_new_tokens`` in the model's context
         (``max_position_embeddings``): past it the positions have no embedding."""
         lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
@@ -117,6 +119,7 @@ class TransformersEngine:
             max_new_tokens,
             self.model.config.max_position_embeddings,
             "the model's context (max_position_embeddings)",
+            rows,
         )
 
     @torch.no_grad()

@@ -199,14 +199,13 @@ class VLLMEngine:
         model's config."""
         return int(self.llm.llm_engine.model_config.max_model_len)
 
-    def check_prompt_lengths(self, prompts, max_new_tokens: int) -> None:
+    def check_prompt_lengths(self, prompts, max_new_tokens: int, rows=None) -> None:
         """Refuse prompts that do not leave ``max_new_tokens`` within ``max_model_len``: vLLM
         refuses a prompt longer than its context and cuts a completion at the context's end
         without a word (finish reason "length")."""
         lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-        check_context(
-            lengths, max_new_tokens, self.max_model_len, "vLLM's max_model_len (set vllm_max_model_len to change it)"
-        )
+        what = "vLLM's max_model_len (set vllm_max_model_len to change it)"
+        check_context(lengths, max_new_tokens, self.max_model_len, what, rows)
 
     def sync_weights(self, policy) -> None:
         """Copy the policy's weights into vLLM (collective under FSDP2: every rank calls it)."""
