@@ -303,10 +303,15 @@ def test_training_through_the_engine_learns_and_needs_the_weight_sync():
     assert abs(last - first) < 0.05, f"{first:.3f} -> {last:.3f}"
 
 
-def test_without_vllm_the_engine_says_which_extra(monkeypatch):
+def test_without_vllm_the_engine_says_which_extra_before_any_model_loads(monkeypatch):
+    import trainer.run
+
     monkeypatch.setitem(sys.modules, "vllm", None)  # as if vLLM were not installed
     with pytest.raises(ImportError, match=r'pip install -e "\.\[trainer,gpu\]"'):
         make_llm("some/model", 0, 0.3, None, True)
+    monkeypatch.setattr(trainer.run, "load_tokenizer", lambda name: pytest.fail("a model was loaded"))
+    with pytest.raises(ImportError, match=r"needs the gpu extra"):
+        trainer.run.build_trainer(_config(model="some/model", rollout_engine="vllm"))
 
 
 def test_vllm_config_refusals():

@@ -66,6 +66,10 @@ def build_trainer(config: TrainConfig, world: World = World()) -> Trainer:
     import numpy as np
 
     reward_fn = get_reward(config.reward)
+    if config.rollout_engine == "vllm":  # before any model loads
+        from trainer.vllm_engine import vllm_module
+
+        vllm_module()
     tokenizer = load_tokenizer(config.model)
     examples = load_examples(
         config.dataset,

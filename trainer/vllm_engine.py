@@ -87,12 +87,18 @@ def single_process_launcher_env():
                 os.environ[name] = value
 
 
-def make_llm(model: str, seed: int, gpu_memory_utilization: float, max_model_len: int | None, sleep: bool):
-    """A colocated ``vllm.LLM`` for this process (one per rank, tensor parallel size 1)."""
+def vllm_module():
+    """The installed ``vllm``, or an ImportError naming the extra that installs it."""
     try:
-        from vllm import LLM
+        import vllm
     except ImportError as exc:
         raise ImportError('rollout_engine=vllm needs the gpu extra: pip install -e ".[trainer,gpu]"') from exc
+    return vllm
+
+
+def make_llm(model: str, seed: int, gpu_memory_utilization: float, max_model_len: int | None, sleep: bool):
+    """A colocated ``vllm.LLM`` for this process (one per rank, tensor parallel size 1)."""
+    LLM = vllm_module().LLM
     with single_process_launcher_env():
         return LLM(
             model=model,
