@@ -11,22 +11,16 @@ from trainer.config import load_config, save_config
 from trainer.logs import read_jsonl
 
 
+def _run_torchrun(out, *overrides, procs=2, flags=(), timeout=600):
+    """``torchrun --nproc_per_node procs trainer/run.py`` on the tiny config into ``out``."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "trainer/run.py"]
+    cmd += ["--config", str(TINY), "--no-progress", "--set", f"output_dir={out}"]
+    cmd += [a for o in overrides for a in ("--set", o)] + list(flags)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
 def _torchrun(out, *overrides, resume=False, procs=2):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(procs),
-        "trainer/run.py",
-        "--config",
-        str(TINY),
-        "--no-progress",
-        "--set",
-        f"output_dir={out}",
-    ]
-    cmd += [a for o in overrides for a in ("--set", o)] + (["--resume"] if resume else [])
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = _run_torchrun(out, *overrides, procs=procs, flags=["--resume"] if resume else [])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return read_jsonl(out / "metrics.jsonl")
 
@@ -96,21 +90,7 @@ def test_two_process_checkpoint_loads_in_one_process(tmp_path):
     ],
 )
 def test_two_process_refusals(tmp_path, overrides, message):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "trainer/run.py",
-        "--config",
-        str(TINY),
-        "--set",
-        f"output_dir={tmp_path}",
-    ]
-    proc = subprocess.run(
-        cmd + [a for o in overrides for a in ("--set", o)], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    proc = _run_torchrun(tmp_path, *overrides, timeout=300)
     assert proc.returncode != 0 and message in proc.stderr + proc.stdout
 
 
@@ -119,19 +99,7 @@ def test_two_processes_stop_together_when_rank_0_refuses_the_folder(tmp_path):
     reaches rank 1 before any model loads, both exit, and the folder is as it was."""
     save_config(load_config(TINY, [f"output_dir={tmp_path}"]), tmp_path / "config.yaml")
     before = snapshot(tmp_path)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "trainer/run.py",
-        "--config",
-        str(TINY),
-    ]
-    proc = subprocess.run(
-        cmd + ["--set", f"output_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    proc = _run_torchrun(tmp_path, timeout=300)
     assert proc.returncode != 0 and proc.stderr.count(f"output_dir {tmp_path} holds a run (config.yaml)") == 1, (
         proc.stderr[-3000:]
     )
