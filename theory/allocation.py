@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from theory import _checks
+from theory import _checks, allocation_slsqp
 from theory.variance import ESTIMATORS
 
 METHODS = ("exact", "paper", "relaxed")
@@ -383,6 +383,9 @@ RELEASED_LOWER, RELEASED_UPPER = 4, 32
 RELEASED_MIN_KEPT = 4  # prompts left with fewer rollouts are dropped (n = 0)
 RELEASED_P_CLIP = 1e-6
 ROUNDINGS = ("released", "exact")
+SOLVERS = ("exact", "slsqp")  # the relaxed step solved exactly, or by SLSQP as the released code does
+RELEASED_DECIMALS = 5  # the released trainer rounds p_hat to 5 decimals before allocating
+RELEASED_EQUAL_STD = 1e-6  # the released code splits uniformly when std(p_hat) is below this
 
 
 def _released_probability(p_hat) -> np.ndarray:
@@ -482,6 +485,8 @@ def released_vip_allocation(
     estimator: str = "rloo",
     gamma: float | None = None,
     rounding: str = "released",
+    solver: str = "exact",
+    rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """The allocation rule of VIP's *released code*, which departs from the paper (claim V13).
 
@@ -495,14 +500,25 @@ def released_vip_allocation(
 
     ``rounding="exact"`` replaces steps 2-3 by the exact integer optimum of the step-1
     objective (so that a study can separate what the objective and the rounding cost).
-    Step 4 only acts when ``lower`` < 4. The relaxed step is solved exactly here; the
-    released code's solver may stop short of the bounds (3.9999 floors to 3), which is
-    what step 4 guards against.
+    Step 4 only acts when ``lower`` < 4.
+
+    ``solver="exact"`` (the idealised rule) solves step 2 exactly, breaks ties by the lower
+    prompt index and takes the uniform split only when all clipped p_hat are equal.
+    ``solver="slsqp"`` runs the released code literally (:mod:`theory.allocation_slsqp`):
+    SLSQP with scipy's defaults, which can stop short; its rounding, which zeroes prompts
+    under 4 before the greedy step and breaks ties by float noise; the uniform split when
+    std(p_hat) < 1e-6, with a random draw (``rng``) when C < 4B. It supports
+    ``rounding="released"`` only.
     """
     _checks.choice("rounding", rounding, ROUNDINGS)
+    _checks.choice("solver", solver, SOLVERS)
+    if solver == "slsqp" and rounding != "released":
+        raise ValueError(f"rounding: solver='slsqp' runs the released rounding only; got rounding={rounding!r}")
     p = _released_probability(p_hat)
     a, c = released_terms(p, estimator, gamma)
     _, budget, lower, upper = check_problem(a, budget, lower, upper)
+    if solver == "slsqp":
+        return _released_literally(p, a, c, budget, lower, upper, estimator, rng)
     if np.all(p == p[0]):
         return uniform_allocation(p.size, budget, lower, upper)
     largest = _largest_count(p.size, budget, lower, upper)
@@ -516,14 +532,23 @@ def released_vip_allocation(
     return _drop_small(n, upper)
 
 
+def _released_literally(p, a, c, budget, lower, upper, estimator, rng) -> np.ndarray:
+    """``solver="slsqp"`` of :func:`released_vip_allocation` (validated inputs)."""
+    if np.std(p) < RELEASED_EQUAL_STD:
+        return allocation_slsqp.released_equal_branch(p.size, budget, rng)
+    relaxed = allocation_slsqp.slsqp_relaxed(a, -c, budget, lower, upper, estimator).x
+    return allocation_slsqp.released_rounding(relaxed, a, budget, upper)
+
+
 # --- the rules a run can pick: one table -------------------------------------------------
 
 
 @dataclass(frozen=True)
 class AllocationRule:
     """A per-prompt allocation rule: ``allocate(p_hat, budget, lower, upper, estimator,
-    method)`` -> integer counts. ``uses_p_hat``: the rule needs predicted success rates (a
-    predictor, binary rewards); ``min_lower``: the smallest L it is defined for."""
+    method, rng)`` -> integer counts; ``rng`` is a numpy Generator for the rules that draw.
+    ``uses_p_hat``: the rule needs predicted success rates (a predictor, binary rewards);
+    ``min_lower``: the smallest L it is defined for."""
 
     allocate: Callable[..., np.ndarray]
     uses_p_hat: bool
@@ -531,23 +556,30 @@ class AllocationRule:
     summary: str
 
 
-def _uniform_rule(p_hat, budget, lower, upper, estimator, method="exact"):
+def _uniform_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
     return uniform_allocation(len(p_hat), budget, lower, upper)
 
 
-def _vip_rule(p_hat, budget, lower, upper, estimator, method="exact"):
+def _vip_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
     return allocate(success_variance_weights(p_hat), budget, lower, upper, estimator, method)
 
 
-def _vip_released_rule(p_hat, budget, lower, upper, estimator, method="exact"):
+def _vip_released_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
     return released_vip_allocation(p_hat, budget, lower, upper, estimator)
 
 
-def _inverse_accuracy_rule(p_hat, budget, lower, upper, estimator, method="exact"):
+def _vip_released_slsqp_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
+    """What VIP's released trainer runs: p_hat rounded to 5 decimals (``np.round(mean_pred, 5)``
+    before its call of ``allocate_rollout``), then the released rule with SLSQP."""
+    p_hat = np.round(_checks.probability("p_hat", p_hat), RELEASED_DECIMALS)
+    return released_vip_allocation(p_hat, budget, lower, upper, estimator, solver="slsqp", rng=rng)
+
+
+def _inverse_accuracy_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
     return inverse_accuracy_allocation(p_hat, budget, lower, upper)
 
 
-def _inverse_variance_rule(p_hat, budget, lower, upper, estimator, method="exact"):
+def _inverse_variance_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
     """App. C.1's answer variance sigma^2 of a correct/incorrect answer, p (1 - p): on the scale
     of the accuracy the inverse-accuracy rule uses, with the same eps."""
     p_hat = _checks.probability("p_hat", p_hat)
@@ -559,7 +591,16 @@ ALLOCATION_RULES = {
     "uniform": AllocationRule(_uniform_rule, False, 2, "floor(C/B) each, the rest to the first prompts"),
     "vip": AllocationRule(_vip_rule, True, 3, "VIP §5.2: minimise problem (5) with a_q = 4 p_hat (1 - p_hat)"),
     "vip_released": AllocationRule(
-        _vip_released_rule, True, 3, "VIP's released code (V13): + gamma log(p_hat) n, drops prompts under 4"
+        _vip_released_rule,
+        True,
+        3,
+        "VIP's released objective solved exactly (V13): + gamma log(p_hat) n, drops prompts under 4",
+    ),
+    "vip_released_slsqp": AllocationRule(
+        _vip_released_slsqp_rule,
+        True,
+        3,
+        "VIP's released code run literally (V13): SLSQP with scipy's defaults, float-noise ties, p_hat to 5 dp",
     ),
     "inverse_accuracy": AllocationRule(
         _inverse_accuracy_rule, True, 2, "App. C.1: n_q proportional to 1 - p_hat + eps"

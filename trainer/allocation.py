@@ -74,7 +74,7 @@ class RolloutAllocator:
         self.rule = choose(alloc.ALLOCATION_RULES, mode, "allocation")
         build = choose(PREDICTORS, predictor, "predictor")
         self.budget, self.lower, self.upper, self.method = int(budget), int(lower), int(upper), method
-        self.estimator = estimator
+        self.estimator, self.rng = estimator, rng  # rng: for the rules that draw (saved with the run)
         self.predictor, self.features = None, None
         if self.rule.uses_p_hat:
             features, self.features = prompt_features(list(texts), embedding)
@@ -87,7 +87,9 @@ class RolloutAllocator:
         p_hat = self.predictor.predict(indices) if self.predictor is not None else None
         # a rule without p_hat (uniform) reads only the number of prompts
         shown = p_hat if p_hat is not None else np.zeros(len(indices))
-        counts = self.rule.allocate(shown, self.budget, self.lower, self.upper, self.estimator, self.method)
+        counts = self.rule.allocate(
+            shown, self.budget, self.lower, self.upper, self.estimator, self.method, rng=self.rng
+        )
         self.seconds = time.perf_counter() - start
         return np.asarray(counts, dtype=np.int64), p_hat
 
