@@ -14,6 +14,15 @@ is sum_q Var(G_q) from Props 4.2/4.3 over the prompts that get rollouts.
   conditions (no gamma term) as the negative control.
 - Its rounding against the exact integer optimum of its own objective: the gap histogram
   (gap relative to the variance part sum_q a_q g(n_q) of that optimum).
+- The released code run literally (``solver="slsqp"``, theory.allocation_slsqp) against the
+  idealised rule, on instances from each law and from success rates of 8 rollouts (exact 0s,
+  1s and ties), C = 8B: the exact relaxed step's objective is at most SLSQP's (claim), SLSQP's
+  point misses the KKT conditions (control), and per B how often the two rules agree, what
+  separates them (SLSQP stopping short: the literal rounding of the exact relaxed point
+  agrees with the idealised rule; tie-breaks and rounding: it does not; the std < 1e-6
+  branch), SLSQP's iteration-limit stops, the L1 distance of its point from the minimiser,
+  the rollouts that end on other prompts and the variance of the literal rule against the
+  idealised one and against VIP with L = 4.
 """
 
 from __future__ import annotations
@@ -25,7 +34,12 @@ import numpy as np
 from simulators.ledger import ClaimResult, claim, control, report
 from simulators.registry import RunConfig
 from simulators.success_laws import P_DISTRIBUTIONS, draw_p
+from theory import allocation_slsqp
 from theory.allocation import (
+    RELEASED_EQUAL_STD,
+    RELEASED_LOWER,
+    RELEASED_P_CLIP,
+    RELEASED_UPPER,
     integer_allocation,
     marginal_value,
     released_objective,
@@ -38,6 +52,7 @@ from theory.variance import gradient_variance
 
 KKT_TOLERANCE = 1e-8
 EXACT = 1e-12  # relative tolerance of an exact comparison in floating point
+BUDGET_TOLERANCE = 1e-6  # SLSQP's point meets sum n = C within this, relative to C
 
 
 def step_allocations(p: np.ndarray, budget: int, estimator: str) -> dict:
@@ -132,6 +147,124 @@ def _gaps_and_kkt(rng: np.random.Generator, sizes, repeats: int) -> tuple[list[d
     return gaps, kkt
 
 
+LITERAL_CAUSES = ("equal", "uniform branch", "SLSQP stops short", "tie-breaks and rounding", "released code raises")
+
+
+def _binomial_p(rng: np.random.Generator, b: int) -> np.ndarray:
+    """Success rates of 8 rollouts (a predictor's or the last step's estimate): many exact 0s,
+    1s and ties."""
+    return rng.binomial(8, draw_p(rng, "uniform", b)) / 8
+
+
+def literal_cell(p: np.ndarray, budget: int, estimator: str) -> dict:
+    """The released rule run literally against the idealised one on one instance: which of
+    LITERAL_CAUSES separates them, SLSQP's iterations, status and distance (L1) from the exact
+    relaxed minimiser, the rollouts that end on other prompts and the variance of each."""
+    lower, upper = RELEASED_LOWER, RELEASED_UPPER
+    ideal = released_vip_allocation(p, budget, lower, upper, estimator)
+    a, c = released_terms(p, estimator)
+    clipped = np.clip(p, RELEASED_P_CLIP, 1 - RELEASED_P_CLIP)
+    cell = {"B": p.size, "C": budget, "estimator": estimator}
+    if np.std(clipped) < RELEASED_EQUAL_STD:
+        literal = released_vip_allocation(p, budget, lower, upper, estimator, solver="slsqp")
+        cause = "equal" if np.array_equal(literal, ideal) else "uniform branch"
+        return cell | {"cause": cause, "moved": int(np.abs(literal - ideal).sum() // 2)}
+    solved = allocation_slsqp.slsqp_relaxed(a, -c, budget, lower, upper, estimator)
+    exact = released_relaxed_allocation(p, budget, lower, upper, estimator)
+    cell |= {
+        "nit": int(solved.nit),
+        "status": int(solved.status),
+        "relaxed_l1": float(np.abs(solved.x - exact).sum()),
+        "budget_miss": float(abs(solved.x.sum() - budget)),
+        "relaxed_objective_gap": (released_objective(p, solved.x, estimator) - released_objective(p, exact, estimator))
+        / released_objective(p, exact, estimator, gamma=0.0),
+        "kkt_residual": released_kkt_residual(a, c, solved.x, lower, upper) if estimator == "rloo" else None,
+    }
+    try:
+        literal = allocation_slsqp.released_rounding(solved.x, a, budget, upper)
+    except allocation_slsqp.ReleasedRuleError:
+        return cell | {"cause": "released code raises"}
+    on_exact = allocation_slsqp.released_rounding(exact, a, budget, upper)
+    if np.array_equal(literal, ideal):
+        cause = "equal"
+    elif not np.array_equal(literal, on_exact):
+        cause = "SLSQP stops short"
+    else:
+        cause = "tie-breaks and rounding"
+    return cell | {
+        "cause": cause,
+        "moved": int(np.abs(literal - ideal).sum() // 2),
+        "variance_literal": variance_of(p, literal, estimator),
+        "variance_ideal": variance_of(p, ideal, estimator),
+        "variance_vip": variance_of(
+            p, integer_allocation(success_variance_weights(p), budget, lower, upper, estimator), estimator
+        ),
+    }
+
+
+def _literal_cells(rng: np.random.Generator, sizes, repeats: int) -> list[dict]:
+    laws = [(law, lambda r, b, law=law: draw_p(r, law, b)) for law in P_DISTRIBUTIONS]
+    laws.append(("binomial(8, p)/8", _binomial_p))
+    cells = []
+    for b, (law, draw), est, _ in itertools.product(sizes, laws, ("dr_grpo", "rloo"), range(repeats)):
+        cells.append({"law": law} | literal_cell(draw(rng, b), 8 * b, est))
+    return cells
+
+
+def _literal_rows(cells: list[dict]) -> list[ClaimResult]:
+    """The literal rule against the idealised one: the SLSQP claim and control, then one report
+    per B (module docstring)."""
+    solved = [c for c in cells if "nit" in c]
+    gaps = [c["relaxed_objective_gap"] for c in solved if c["budget_miss"] <= BUDGET_TOLERANCE * c["C"]]
+    residuals = [c["kkt_residual"] for c in solved if c["kkt_residual"] is not None]
+    rows = [
+        claim(
+            "V13",
+            f"the exact relaxed step's objective <= SLSQP's point's where it meets the budget [{len(gaps)} instances]",
+            holds=bool(min(gaps) >= -EXACT),
+            rule=f"min rel gap >= -{EXACT:g}",
+            statistic=float(min(gaps)),
+            stat_name="min rel gap",
+            estimate=float(np.median(gaps)),
+            theory=0.0,
+            details={"cells": solved},
+        ),
+        control(
+            "V13",
+            f"SLSQP's relaxed point meets the released objective's KKT conditions (RLOO) [{len(residuals)} instances]",
+            holds=bool(max(residuals) < KKT_TOLERANCE),
+            rule=f"max res < {KKT_TOLERANCE:g}",
+            statistic=float(max(residuals)),
+            stat_name="max res",
+            estimate=float(np.median(residuals)),
+            theory=0.0,
+            details={"cells": solved},
+        ),
+    ]
+    for b in sorted({c["B"] for c in cells}):
+        rows.append(_literal_report(b, [c for c in cells if c["B"] == b]))
+    return rows
+
+
+def _literal_report(b: int, cells: list[dict]) -> ClaimResult:
+    causes = {cause: sum(c["cause"] == cause for c in cells) for cause in LITERAL_CAUSES}
+    solved = [c for c in cells if "nit" in c]
+    moved = [c["moved"] for c in cells if "moved" in c]
+    cost = [c["variance_literal"] / c["variance_ideal"] for c in cells if "variance_literal" in c]
+    versus_vip = [c["variance_literal"] / c["variance_vip"] for c in cells if "variance_literal" in c]
+    at_limit = sum(c["status"] == 9 for c in solved)
+    what = (
+        f"literal vs idealised, B = {b}, C = 8B: equal in {causes['equal']}/{len(cells)} (SLSQP short "
+        f"{causes['SLSQP stops short']}, ties {causes['tie-breaks and rounding']}, "
+        f"std<1e-6 {causes['uniform branch']}, raises {causes['released code raises']}); "
+        f"SLSQP at its limit {at_limit}, relaxed L1 <= "
+        f"{max(c['relaxed_l1'] for c in solved):.1f}; moved <= {max(moved)}; variance / idealised median "
+        f"{np.median(cost):.3f} (max {max(cost):.3f}), / VIP[4,32] {np.median(versus_vip):.3f}"
+    )
+    details = {"causes": causes, "cells": cells, "iteration_limit": at_limit}
+    return report("V13", what, details=details, estimate=float(np.median(cost)), theory=1.0)
+
+
 def _step_row(cell: dict) -> ClaimResult:
     base = cell["total_variance"]["VIP [3,32]"]
     ratios = {step: v / base for step, v in cell["total_variance"].items()}
@@ -152,6 +285,7 @@ def run_released(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     paper_residual = min(k["paper_residual"] for k in kkt)
     rel = np.array([g["rel_gap"] for g in gaps])
     suboptimal = int(np.sum(rel > EXACT))
+    literal = _literal_cells(rng, (8, 32, 128, 512) if config.full else (8, 32, 128), 4 if config.full else 2)
     rows = [
         claim(
             "V13",
@@ -195,4 +329,4 @@ def run_released(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
             theory=0.0,
         ),
     ]
-    return rows + [_step_row(c) for c in cells]
+    return rows + [_step_row(c) for c in cells] + _literal_rows(literal)
