@@ -2,8 +2,9 @@
 it speaks to, on which problems, with which common trainer settings.
 
 - ``allocation`` [V10]: uniform vs VIP as published (GP + exact allocation) vs VIP as released
-  (V13) vs inverse accuracy vs ridge + allocation (VIP Table 3's ablation), at C = 8 and 16
-  rollouts per prompt on average (the 8Q / 16Q analogues), RLOO advantages;
+  (V13: its objective solved exactly, and its code run literally with SLSQP) vs inverse
+  accuracy vs ridge + allocation (VIP Table 3's ablation), at C = 8 and 16 rollouts per prompt
+  on average (the 8Q / 16Q analogues), RLOO advantages;
 - ``allocation_dr_grpo`` [V10]: the same with Dr. GRPO advantages (objective (6));
 - ``loss`` [C8]: GRPO vs GSPO vs CTPO (adaptive sqrt(t) clip) vs CTPO with a fixed clip
   (p = 0), with 2 PPO epochs x 4 mini-batches so that the later updates are off-policy;
@@ -47,6 +48,7 @@ ALLOCATION_RULES = {  # method name -> config fields; the GP rules use the paper
     "uniform": {"allocation": "uniform"},
     "vip": {"allocation": "vip", "predictor": "gp"},
     "vip_released": {"allocation": "vip_released", "predictor": "gp"},
+    "vip_released_slsqp": {"allocation": "vip_released_slsqp", "predictor": "gp"},
     "inverse_accuracy": {"allocation": "inverse_accuracy", "predictor": "gp"},
     "ridge": {"allocation": "vip", "predictor": "ridge"},
 }

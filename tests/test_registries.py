@@ -48,7 +48,7 @@ def test_a_new_loss_is_one_table_entry(monkeypatch):
 
 
 def test_a_new_allocation_rule_is_one_table_entry(monkeypatch):
-    def everything_to_the_first(p_hat, budget, lower, upper, estimator, method="exact"):
+    def everything_to_the_first(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
         n = np.full(len(p_hat), lower)
         n[0] += budget - n.sum()
         return n
@@ -57,6 +57,16 @@ def test_a_new_allocation_rule_is_one_table_entry(monkeypatch):
     monkeypatch.setitem(alloc.ALLOCATION_RULES, "first", rule)
     rows = _step_metrics(allocation="first")
     assert all(r["allocation/max"] == 16 - 3 * 3 and r["allocation/min"] == 3 for r in rows)
+
+
+def test_the_literal_released_rule_trains_and_draws_with_the_runs_generator():
+    """vip_released_slsqp in the trainer: at the first step every p_hat is the GP's prior, so
+    with C = 12 < 4 x 4 prompts the released rule gives 4 rollouts per draw to 3 draws; the
+    draws come from the run's numpy Generator, so a second run with the same seed repeats them."""
+    first, second = (_step_metrics(allocation="vip_released_slsqp", budget=12) for _ in range(2))
+    start = first[0]["allocation/histogram"]
+    assert set(start) <= {"0", "4", "8", "12"} and sum(int(n) * c for n, c in start.items()) == 12
+    assert [r["allocation/histogram"] for r in first] == [r["allocation/histogram"] for r in second]
 
 
 ISSUE_P_HAT = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 0.999, 0.3, 0.6, 0.7])
