@@ -353,8 +353,8 @@ COMBOS = {  # name: (predictor, allocator)
     "GP + inverse-accuracy": ("gp", "inverse-accuracy"),
     "GP + inverse-variance": ("gp", "inverse-variance"),
     "GP + binomial noise + optimal": ("gp-noise", "optimal"),
-    "GP, released settings + optimal": ("gp-released", "optimal"),
-    "GP, released settings but eps = 0.05 + optimal": ("gp-released-wider-clip", "optimal"),
+    f"{RELEASED} + optimal": ("gp-released", "optimal"),
+    f"{RELEASED_WIDER_CLIP} + optimal": ("gp-released-wider-clip", "optimal"),
     "ridge + optimal": ("ridge", "optimal"),
     "oracle p + optimal": ("oracle", "optimal"),
 }
@@ -421,7 +421,7 @@ def run_loop(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     oracle = ratio["oracle p + optimal"]
     z = float((1 - oracle.mean()) / (oracle.std(ddof=1) / np.sqrt(seeds)))
     details = {"summary": summary, "seeds": seeds, "Q": q, "B": batch}
-    vip, released = summary["VIP (GP + optimal)"], summary["GP, released settings + optimal"]
+    vip, released = summary["VIP (GP + optimal)"], summary[f"{RELEASED} + optimal"]
     return [
         claim(
             "V10",
