@@ -5,6 +5,7 @@ import pytest
 
 from simulators import predictor
 from simulators.registry import RunConfig, check_rng
+from theory.predictor import GP_PRESETS, median_bandwidth
 
 QUICK = RunConfig(full=False, progress=False)
 
@@ -43,6 +44,28 @@ def test_predictor_rows(check):
         assert row.ok, f"{row.claim} {row.kind}: {row.what}"
     if check.name != "gp_overhead":
         assert any(r.kind == "claim" for r in rows)
+    if check.name in ("predictor_mae", "allocation_loop"):  # the released GP beside the paper's
+        assert any(predictor.RELEASED in r.what for r in rows if r.kind == "report")
+
+
+def test_released_gp_keeps_the_released_settings_and_scales_the_length_scale():
+    """released_gp: the released preset with the length scale 0.27 taken as a fraction of the
+    MiniLM median distance, so the same world at another scale gives the same predictions."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((200, 6))
+    gp, wide = predictor.released_gp(x), predictor.released_gp(10.0 * x)
+    median = median_bandwidth(x, np.random.default_rng(0))
+    assert gp.bandwidth == pytest.approx(0.27 * median / predictor.MINILM_MEDIAN_DISTANCE)
+    assert wide.bandwidth == pytest.approx(10.0 * gp.bandwidth)
+    assert {k: getattr(gp, k) for k in GP_PRESETS["released"] if k != "bandwidth"} == {
+        k: v for k, v in GP_PRESETS["released"].items() if k != "bandwidth"
+    }
+    idx = np.arange(0, 200, 5)
+    rewards = [np.where(rng.random(8) < 0.4, 1.0, 0.0) for _ in idx]
+    for model in (gp, wide):
+        model.update(idx, rewards)
+    np.testing.assert_allclose(wide.predict(np.arange(200)), gp.predict(np.arange(200)), rtol=1e-4)
+    assert predictor.released_gp(x, eps=0.05).eps == 0.05
 
 
 def test_math_prompts_and_their_world():

@@ -8,6 +8,7 @@ from scipy import special
 
 from theory.predictor import (
     AMPLIFICATION_LIMIT,
+    GP_PRESETS,
     GPSuccessPredictor,
     LastObservedPredictor,
     MovingAveragePredictor,
@@ -189,7 +190,144 @@ def test_ridge_recovers_a_linear_rate():
     assert np.mean(np.abs(ridge.predict(idx) - p)) < 0.02
 
 
-@pytest.mark.parametrize("make", [lambda x: GPSuccessPredictor(x), lambda x: RidgePredictor(x, window=30)])
+# --- the released preset (VIP's released GP) -------------------------------------------------
+
+# Eight prompts, distances of 0.1-0.8 (the scale of the released length scale 0.27), and two
+# steps of 4 rollouts each: (prompt indices, successes).
+PIN_X = np.array(
+    [
+        [0.00, 0.00, 0.00],
+        [0.10, 0.05, 0.00],
+        [0.20, -0.10, 0.05],
+        [0.45, 0.00, 0.10],
+        [0.30, 0.25, -0.05],
+        [-0.15, 0.20, 0.10],
+        [0.60, 0.30, 0.00],
+        [0.05, -0.30, 0.20],
+    ]
+)
+PIN_STEPS = [(np.array([0, 2, 5]), np.array([4, 1, 0])), (np.array([1, 2, 6, 7]), np.array([2, 3, 4, 0]))]
+# p_hat of the 8 prompts after each step, printed by the released code: class GPR of
+# src/vip/success_rate_prediction/gaussian_process.py at commit
+# dc365c3af3f5ce24dbe9126c81e4fe52fe640b44 of github.com/HieuNT91/VIP, run outside this
+# repository on the Euclidean distance matrix of PIN_X with gpr.fit(indices, successes / 4)
+# and gpr.predict(range(8)). RELEASED_TRAINER: GPR(D, reuse_mean=True, prior_value=-5), as
+# train/vip/vip_ray_trainer.py@87bedf7 builds it; RELEASED_CLASS_DEFAULT: GPR(D) (prior -1,
+# the mean reset at every fit).
+RELEASED_TRAINER = [
+    [0.999999, 0.9998548963962695, 0.25, 4.914300038374754e-06, 0.041598235379278904]
+    + [1.0000000000000008e-06, 0.0016622017744740306, 0.13159511481414649],
+    [0.7102440038805761, 0.5, 0.75, 0.9565565132272531, 0.7513513005558734]
+    + [5.451768298092475e-12, 0.999999, 1.0000000000000008e-06],
+]
+RELEASED_CLASS_DEFAULT = [
+    [0.999999, 0.9998421592703443, 0.25, 2.7448300945314793e-05, 0.2639459718064297]
+    + [1.0000000000000008e-06, 0.05535206598035424, 0.4729410551747115],
+    [0.025499239756051954, 0.5, 0.75, 0.9999238713077225, 0.9992815463487502]
+    + [0.022942399031374728, 0.999999, 1.0000000000000008e-06],
+]
+
+
+def pin_run(gp):
+    """p_hat of every prompt after each of PIN_STEPS."""
+    out = []
+    for idx, successes in PIN_STEPS:
+        gp.update_counts(idx, successes, np.full(idx.size, 4))
+        out.append(gp.predict(np.arange(len(PIN_X))))
+    return np.array(out)
+
+
+@pytest.mark.parametrize(
+    "settings, released",
+    [({}, RELEASED_TRAINER), ({"prior_mean": -1.0, "reset_mean": True}, RELEASED_CLASS_DEFAULT)],
+    ids=["as-trained", "class-default"],
+)
+def test_released_preset_reproduces_the_released_gp(settings, released):
+    """The released preset (with the class default's prior and reset where it is that case) gives
+    the released code's p_hat: to 1e-12 relative in float64, 1e-5 with the float32 cross block."""
+    gp = GPSuccessPredictor.preset("released", PIN_X, precision="float64", **settings)
+    prior = settings.get("prior_mean", GP_PRESETS["released"]["prior_mean"])
+    np.testing.assert_allclose(gp.predict(np.arange(8)), special.expit(prior))  # before any update
+    np.testing.assert_allclose(pin_run(gp), released, rtol=1e-12, atol=0)
+    fast = GPSuccessPredictor.preset("released", PIN_X, **settings)
+    np.testing.assert_allclose(pin_run(fast), released, rtol=1e-5, atol=0)
+
+
+def test_other_settings_miss_the_released_numbers():
+    """Negative controls on the same instance: the paper's settings, and the released ones
+    with the mean reset (the class default's behaviour, not the trainer's), both miss."""
+    paper = pin_run(GPSuccessPredictor.preset("paper", PIN_X, precision="float64"))
+    assert np.max(np.abs(paper - RELEASED_TRAINER)) > 0.1
+    reset = pin_run(GPSuccessPredictor.preset("released", PIN_X, precision="float64", reset_mean=True))
+    assert np.max(np.abs(reset - RELEASED_TRAINER)) > 0.1
+
+
+def test_paper_preset_is_the_class_default():
+    _, x = world(q=30, d=4)
+    default, paper = GPSuccessPredictor(x), GPSuccessPredictor.preset("paper", x)
+    assert paper.bandwidth == default.bandwidth and paper.prior_mean == 0.0 and not paper.reset_mean
+    for idx in (np.arange(10), np.arange(5, 15)):
+        rewards = [np.array([1.0, 0.0, 1.0])] * idx.size
+        default.update(idx, rewards)
+        paper.update(idx, rewards)
+    np.testing.assert_array_equal(paper.predict(np.arange(30)), default.predict(np.arange(30)))
+
+
+def test_reset_mean_forgets_earlier_batches():
+    """With reset_mean the second update conditions on its own batch only: a prompt seen in the
+    first batch alone falls back to the prior plus the second batch's influence."""
+    x = np.array([[0.0], [20.0], [40.0]])  # far apart: no sharing at bandwidth 1
+    gp = GPSuccessPredictor(x, bandwidth=1.0, prior_mean=-1.0, reset_mean=True, precision="float64")
+    gp.update(np.array([0]), [np.ones(4)])
+    assert gp.predict(np.array([0]))[0] > 0.9
+    gp.update(np.array([2]), [np.ones(4)])
+    np.testing.assert_allclose(gp.predict(np.array([0, 1])), special.expit(-1.0), rtol=1e-9)
+    kept = GPSuccessPredictor(x, bandwidth=1.0, prior_mean=-1.0, precision="float64")
+    for q in (0, 2):
+        kept.update(np.array([q]), [np.ones(4)])
+    assert kept.predict(np.array([0]))[0] > 0.9  # negative control: Algorithm 1 keeps it
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"prior_mean": float("nan")}, r"prior_mean must be a finite real number .*got nan"),
+        ({"prior_mean": float("inf")}, "prior_mean must be a finite real number"),
+        ({"prior_mean": "-5"}, r"prior_mean must be a finite real number .*got '-5'"),
+        ({"prior_mean": True}, "prior_mean must be a finite real number"),
+        ({"reset_mean": "yes"}, r"reset_mean must be True or False; got 'yes'"),
+        ({"reset_mean": 1}, "reset_mean must be True or False; got 1"),
+        ({"bandwidth": "mean"}, r"bandwidth must be a positive finite number or 'median'; got 'mean'"),
+        ({"bandwidth": 0.0}, "bandwidth must be a positive finite number"),
+        ({"bandwidth": float("inf")}, "bandwidth must be a positive finite number"),
+        ({"jitter": -1e-4}, "jitter must be >= 0"),
+        ({"eps": 0.0}, r"eps must lie in \(0, 0.5\)"),
+    ],
+)
+def test_bad_gp_settings_are_refused_by_name(kwargs, match):
+    _, x = world()
+    with pytest.raises(ValueError, match=match):
+        GPSuccessPredictor(x, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        GPSuccessPredictor.preset("released", x, **kwargs)
+
+
+def test_unknown_preset_is_refused_by_name():
+    _, x = world()
+    with pytest.raises(ValueError, match="preset must be one of paper, released; got 'relased'"):
+        GPSuccessPredictor.preset("relased", x)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda x: GPSuccessPredictor(x),
+        lambda x: GPSuccessPredictor.preset("released", x, bandwidth=1.0),
+        lambda x: GPSuccessPredictor.preset("released", x, bandwidth=1.0, reset_mean=True),
+        lambda x: RidgePredictor(x, window=30),
+    ],
+    ids=["gp", "gp-released", "gp-released-reset", "ridge"],
+)
 def test_state_dict_round_trip_continues_identically(make):
     """A predictor restored from state_dict predicts and updates like the original (resume)."""
     rng, x = world(q=40, d=3)

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import tiny_config
+from theory.predictor import GP_PRESETS
 from theory.variance import group_advantages
 from trainer import rewards
 from trainer.advantages import rollout_advantages, zero_variance_fraction
@@ -15,6 +17,7 @@ from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoi
 from trainer.config import TrainConfig
 from trainer.data import VIP_MATH_TEMPLATE, arithmetic_task, format_prompt, load_examples
 from trainer.logs import JsonlLog, read_jsonl
+from trainer.loop import Trainer
 from trainer.metrics import maj_at_k, pass_at_k, summarise
 from trainer.models import tiny_model, tiny_tokenizer
 from trainer.rollout import Sampling, TransformersEngine, completion_logprobs
@@ -206,8 +209,32 @@ def test_allocator_metrics_report_the_gp_fit(predictor, near_singular):
     assert RolloutAllocator("vip", texts, 48, 3, 12, "rloo", embedding="hashed", predictor="ridge").metrics() == {}
 
 
+def test_a_tiny_run_uses_the_released_gp_and_checkpoints_it():
+    """predictor=gp_released in a tiny run: the run's GP has the released settings, its first
+    p_hat is sigmoid(-5) (the released prior), the step's rewards move it, and the trainer's
+    state carries it: an allocator loaded from it predicts as the run's; negative control: the
+    same allocator before loading does not."""
+    tok = tiny_tokenizer()
+    sizes = dict(prompts_per_step=4, budget=16, min_rollouts=3, max_rollouts=8, max_new_tokens=2)
+    config = tiny_config(**sizes, micro_batch_size=8, allocation="vip", predictor="gp_released")
+    config.validate()
+    task = arithmetic_task(16, np.random.default_rng(0))
+    trainer = Trainer(config, tiny_model("qwen2", len(tok)), tok, task, rewards.get_reward("first_number"))
+    gp = trainer.allocator.predictor
+    assert {k: getattr(gp, k) for k in GP_PRESETS["released"]} == GP_PRESETS["released"]
+    _, rows = trainer.train_step()
+    assert [r["p_hat"] for r in rows] == pytest.approx([1 / (1 + math.exp(5))] * len(rows))
+    assert np.any(gp.mean != -5.0)  # the step's rewards moved the posterior
+    texts = [e.question for e in task]
+    restored = RolloutAllocator("vip", texts, 16, 3, 8, "rloo", embedding="hashed", predictor="gp_released")
+    everything = np.arange(len(texts))
+    assert not np.array_equal(restored.predictor.predict(everything), gp.predict(everything))
+    restored.load_state_dict(trainer.state_dict()["allocator"])
+    np.testing.assert_array_equal(restored.predictor.predict(everything), gp.predict(everything))
+
+
 def test_allocator_rejects_an_unknown_predictor():
-    with pytest.raises(ValueError, match="predictor must be one of gp_binomial, gp, ridge; got 'lasso'"):
+    with pytest.raises(ValueError, match="predictor must be one of gp_binomial, gp, gp_released, ridge; got 'lasso'"):
         RolloutAllocator("vip", ["a", "b"], 8, 3, 5, "rloo", embedding="hashed", predictor="lasso")
 
 

@@ -8,6 +8,11 @@ next prior (the prior covariance stays fixed). No Q x Q matrix is formed: the ke
 blocks K(X_Bc, X_B) and K(X_B, X_B) are computed from the embeddings at each step, so
 memory is O(Q d + Q B).
 
+GP_PRESETS names two settings of the GP: ``paper`` (the class defaults: Algorithm 1 with
+the median-heuristic bandwidth of §5.1 and m_1 = 0) and ``released`` (the settings with which
+VIP's released code trains; see GP_PRESETS). ``GPSuccessPredictor.preset(name, embeddings)``
+builds one.
+
 Baselines with the same interface (``predict(indices)``, ``update(indices, rewards)``):
 :class:`MovingAveragePredictor`, :class:`RidgePredictor`, :class:`LastObservedPredictor`.
 
@@ -18,6 +23,7 @@ the success links (anything else raises), real-valued rewards for ``link="softpl
 
 from __future__ import annotations
 
+import numbers
 from collections import deque
 
 import numpy as np
@@ -41,6 +47,31 @@ EPS = 0.05
 # 0.03 apart with opposite outcomes in a batch of 16 gives 6.2 (condition number 4.7e4) and sends
 # every other prompt's p_hat into [3e-8, 1 - 1e-8] (tests/test_theory_predictor.py).
 AMPLIFICATION_LIMIT = 4.0
+
+# Keyword arguments of GPSuccessPredictor for each named setting (GPSuccessPredictor.preset).
+# ``released``: VIP's released GP (github.com/HieuNT91/VIP; the repository's head holds only a README,
+# its earlier commits the code) as its trainer builds it. Read at
+# src/vip/success_rate_prediction/gaussian_process.py@dc365c3af3f5ce24dbe9126c81e4fe52fe640b44 ("gp.py")
+# and train/vip/vip_ray_trainer.py@87bedf7f874f1d61741268de28b4f48d39605b84 ("trainer"):
+# - prior mean -5: trainer:458 passes prior_value=-5 (the same at commits bcc8a25 and d056478). The class
+#   default -1 (gp.py:47) is what no training run uses; the prediction benchmarks pass -1 at d4b5732
+#   (experiments/benchmark_prediction/run_benchmark.py:23) and d056478 (run_prediction.py:24), -5 at
+#   5ab6aa1 (run_prediction.py:24) and 71d8029 (experiments/math/benchmark_prediction.py:24).
+# - no reset of the mean: trainer:455 passes reuse_mean=True, so each fit starts from the last posterior
+#   mean, as Algorithm 1 does; the class default reuse_mean=False (gp.py:44) resets it to the prior at
+#   every fit (gp.py:69-70), our ``reset_mean=True``.
+# - RBF kernel exp(-d^2 / (2 l^2)) on Euclidean distances (gp.py:8-9, 52; the distances are torch.cdist
+#   with p=2 of unit-length all-MiniLM-L6-v2 embeddings, train/vip/cache_embeddings.py:59@bcc8a25) with a
+#   fixed l = 0.27 (gp.py:48, the default the trainer keeps): our bandwidth h = l. Other commits fix
+#   0.23 (d056478) or 0.5 (d4b5732, ebeec75); the median heuristic is commented out (gp.py:51).
+# - jitter 1e-4 on K_BB (gp.py:74), clip eps = 1e-6 of the observed rate before the logit (gp.py:71).
+# - noiseless observations: the batch's next prior is its observation (gp.py:84), our
+#   ``observation_noise=None``; p_hat = sigmoid(mean), unclipped.
+# The trainer fits on the per-prompt mean accuracy of the last step (trainer:48-55, 506-513).
+GP_PRESETS = {
+    "paper": {"bandwidth": "median", "eps": EPS, "jitter": 1e-6, "prior_mean": 0.0, "reset_mean": False},
+    "released": {"bandwidth": 0.27, "eps": 1e-6, "jitter": 1e-4, "prior_mean": -5.0, "reset_mean": False},
+}
 
 
 # --- rewards -> observations ----------------------------------------------------------------
@@ -207,6 +238,11 @@ class GPSuccessPredictor(_Predictor):
     of the batch), and counts in ``ill_conditioned_fits`` the updates whose amplification
     exceeds AMPLIFICATION_LIMIT: near-duplicate prompts with different outcomes, whose
     disagreement the noiseless update interpolates exactly, swinging every other prompt's p_hat.
+
+    ``prior_mean`` is the constant latent prior m_1 (§5.1: 0, so p_hat = 1/2 before any update).
+    ``reset_mean=True`` starts every update from that constant instead of the last posterior
+    mean: each step then conditions on its own batch only (the released GP class's default,
+    GP_PRESETS). ``bandwidth`` is a fixed kernel bandwidth or "median" (the median heuristic).
     """
 
     def __init__(
@@ -219,8 +255,15 @@ class GPSuccessPredictor(_Predictor):
         jitter: float = 1e-6,
         precision: str = "float32",
         rng=None,
+        prior_mean: float = 0.0,
+        reset_mean: bool = False,
     ):
         super().__init__(embeddings, link, eps)
+        if not _finite_real(prior_mean):
+            raise ValueError(f"prior_mean must be a finite real number (a latent value); got {prior_mean!r}")
+        if not isinstance(reset_mean, bool):
+            raise ValueError(f"reset_mean must be True or False; got {reset_mean!r}")
+        self.prior_mean, self.reset_mean = float(prior_mean), reset_mean
         _checks.choice("precision", precision, PRECISIONS)
         if observation_noise not in (None, "binomial"):
             raise ValueError(f"observation_noise must be None or 'binomial'; got {observation_noise!r}")
@@ -228,12 +271,12 @@ class GPSuccessPredictor(_Predictor):
             raise ValueError("observation_noise='binomial' needs link='sigmoid' (binary rewards)")
         self.observation_noise = observation_noise
         self.jitter = float(_checks.nonnegative("jitter", jitter))
-        if bandwidth == "median":
+        if isinstance(bandwidth, str) and bandwidth == "median":
             bandwidth = median_bandwidth(self.embeddings, rng if rng is not None else np.random.default_rng(0))
+        if not (_finite_real(bandwidth) and bandwidth > 0):
+            raise ValueError(f"bandwidth must be a positive finite number or 'median'; got {bandwidth!r}")
         self.bandwidth = float(bandwidth)
-        if not self.bandwidth > 0 or not np.isfinite(self.bandwidth):
-            raise ValueError(f"bandwidth must be a positive number or 'median'; got {bandwidth!r}")
-        self.mean = np.zeros(self.n_prompts)  # m_1 = 0 (§5.1 initialisation)
+        self.mean = np.full(self.n_prompts, self.prior_mean)  # m_1 (§5.1 initialisation: 0)
         self.condition_number: float | None = None  # of the last update (see the class docstring)
         self.amplification: float | None = None
         self.ill_conditioned_fits = 0
@@ -247,6 +290,13 @@ class GPSuccessPredictor(_Predictor):
             [x, (-scale * self._sq)[:, None].astype(precision), np.ones((len(x), 1), dtype=precision)]
         )
         self._buffer = None
+
+    @classmethod
+    def preset(cls, name: str, embeddings, **overrides) -> GPSuccessPredictor:
+        """The GP with the settings GP_PRESETS[name] (``paper`` or ``released``); ``overrides``
+        set any other keyword (precision, rng, observation_noise, ...)."""
+        settings = GP_PRESETS[_checks.choice("preset", name, tuple(GP_PRESETS))]
+        return cls(embeddings, **(settings | overrides))
 
     def predict(self, indices) -> np.ndarray:
         """p_hat = sigmoid(m_t(x_q)) (or the softplus variance) for the given prompts."""
@@ -265,15 +315,16 @@ class GPSuccessPredictor(_Predictor):
             noise = noise + 1.0 / (n * p * (1 - p))
         matrix = k_bb + np.diag(noise)
         factor = _cholesky(matrix)
-        residual = g_obs - self.mean[idx]
+        prior = np.full(self.n_prompts, self.prior_mean) if self.reset_mean else self.mean
+        residual = g_obs - prior[idx]
         alpha = linalg.cho_solve(factor, residual)  # Sigma_BB^-1 (g_obs - m_B), no inverse
-        new_mean = self.mean.copy()
+        new_mean = prior.copy()
         new_mean += self._cross_kernel_times(idx, alpha, chunk)
         # line 11: the batch's next prior is its observation (noiseless) or its posterior mean
-        new_mean[idx] = g_obs if self.observation_noise is None else self.mean[idx] + k_bb @ alpha
+        new_mean[idx] = g_obs if self.observation_noise is None else prior[idx] + k_bb @ alpha
         largest = float(np.abs(residual).max())
         self.condition_number = _condition_number(factor[0], matrix)
-        self.amplification = float(np.abs(new_mean - self.mean).max()) / largest if largest > 0 else 0.0
+        self.amplification = float(np.abs(new_mean - prior).max()) / largest if largest > 0 else 0.0
         self.ill_conditioned_fits += self.amplification > AMPLIFICATION_LIMIT
         self.mean = new_mean
 
@@ -314,6 +365,11 @@ class GPSuccessPredictor(_Predictor):
             np.minimum(k, 0.0, out=k)  # the exponent is <= 0 up to rounding
             out[start:stop] = np.exp(k, out=k) @ alpha
         return out
+
+
+def _finite_real(value) -> bool:
+    """A finite real scalar (Python or numpy number), not a bool or a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def _cholesky(matrix: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -14,6 +14,9 @@ baselines of App. C.1 use the same p_hat. The predictor learns from each step's 
   swing every other prompt's p_hat to 0 or 1 (tests/test_theory_predictor.py); the noisy
   update averages them (and has the lower MAE in the V9 rows);
 - ``gp``: Algorithm 1 as printed (noiseless observations);
+- ``gp_released``: Algorithm 1 with the settings of VIP's released trainer
+  (theory.predictor.GP_PRESETS["released"]: prior mean -5, so p_hat = 0.007 before a prompt's
+  neighbourhood is observed, length scale 0.27 for unit-length embeddings, jitter 1e-4, clip 1e-6);
 - ``ridge``: theory.predictor.RidgePredictor (VIP Table 3's "Ridge + allocation" ablation).
 
 Every rule other than uniform uses the predictor's p_hat. :meth:`RolloutAllocator.metrics`
@@ -36,19 +39,19 @@ from theory.predictor import GPSuccessPredictor, RidgePredictor
 from trainer.registry import choose
 
 
-def _gp(noise):
+def _gp(preset, noise=None):
     def build(features, rng):
-        return GPSuccessPredictor(
-            features, observation_noise=noise, rng=rng if rng is not None else np.random.default_rng(0)
-        )
+        rng = rng if rng is not None else np.random.default_rng(0)
+        return GPSuccessPredictor.preset(preset, features, observation_noise=noise, rng=rng)
 
     return build
 
 
 # name -> build(features, rng): the p_hat of every rule but uniform
 PREDICTORS = {
-    "gp_binomial": _gp("binomial"),  # Algorithm 1 with binomial observation noise (the default)
-    "gp": _gp(None),  # Algorithm 1 as printed (noiseless)
+    "gp_binomial": _gp("paper", "binomial"),  # Algorithm 1 with binomial observation noise (the default)
+    "gp": _gp("paper"),  # Algorithm 1 as printed (noiseless)
+    "gp_released": _gp("released"),  # Algorithm 1 as VIP's released trainer sets it up
     "ridge": lambda features, rng: RidgePredictor(features),  # VIP Table 3's "Ridge + allocation"
 }
 

@@ -87,7 +87,7 @@ class TrainConfig:
     max_rollouts: int = 32  # U
     allocation: str = "uniform"
     allocation_method: str = "exact"  # theory.allocation.allocate's method
-    predictor: str = "gp_binomial"  # p_hat of every rule but uniform: GP + binomial noise, gp (Algorithm 1), ridge
+    predictor: str = "gp_binomial"  # p_hat of all rules but uniform: GP + binomial noise, gp, gp_released, ridge
     embedding: str = "auto"  # VIP's GP features: sentence-transformers if installed, else hashed words
     rollout_engine: str = "transformers"  # or vllm (the gpu extra; one colocated engine per process)
     vllm_gpu_memory_utilization: float = 0.3
