@@ -239,6 +239,19 @@ def test_released_fixed_clip_mode_is_cum_token_cumprod():
     assert ctpo_released_objective(new, old, mask, adv, **fixed) == pytest.approx(-loss.mean(), rel=1e-12)
 
 
+def test_released_cap_changes_nothing_below_t_40000_with_the_release_defaults():
+    """log rho_t^cum > 10 lies above e^(0.05 sqrt(t)) for t < 40,000, where the clip (A > 0) or the
+    dual clip (A < 0) holds the term constant already: capped and uncapped agree (float64 holds e^600)."""
+    new, old, mask, adv = _drifting(t=240)
+    assert log_cumulative_ratio(new, old, mask).max() > 500
+    args, uncapped = (new, old, mask, adv), {"log_ratio_cap": np.inf}
+    assert ctpo_released_objective(*args) == ctpo_released_objective(*args, **uncapped)
+    gradient = objective_gradient("ctpo_released", *args)
+    np.testing.assert_array_equal(gradient, objective_gradient("ctpo_released", *args, **uncapped))
+    wide = {"eps_high": 1.0, "dual_clip": 1.0}  # e^(sqrt(t)) passes e^10 at t = 100: the cap binds (control)
+    assert ctpo_released_objective(*args, **wide) != ctpo_released_objective(*args, **wide, **uncapped)
+
+
 @pytest.mark.parametrize(
     "keywords, match",
     [
