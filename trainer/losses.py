@@ -162,7 +162,12 @@ class ReleasedCumulativeRatioLoss(CumulativeRatioLoss):
     +-``token_log_ratio_clamp`` and whose log is capped at ``log_ratio_cap``, the gradient flowing
     through the current token only, and for A < 0 the dual clip max(term, A e^(dual_clip t^p)).
     The release hard-codes the clamp (20) and the cap (10); its dual_clip (la_clip_c, 0.05 in
-    ctpo.sh) is a setting of the release that this trainer fixes at that value."""
+    ctpo.sh) is a setting of the release that this trainer fixes at that value. The clip bounds
+    are ``clip_low``, ``clip_high`` and ``ctpo_power`` as for ``ctpo``: their defaults 0.025, 0.05
+    and 0.5 are ctpo.sh's (lines 59-60, 63; the release's own default power, actor.yaml:84, is 0).
+    Not reproduced: the rollout-correction weights ctpo.sh switches on (lines 47-48, 105-106),
+    which multiply each token's loss (core_algos.py:1626-1627) to correct the sampler's log-probs
+    against the trainer's; this trainer's old log-probs are the trainer's own (recompute_old_logprobs)."""
 
     def __init__(
         self,
