@@ -637,6 +637,13 @@ def _dual_clip_mismatch(off: Enumerated, weights: dict) -> tuple[dict, float]:
     return mismatch, float(off.p_b @ dual.mean(axis=1))
 
 
+def _mismatch_row(row, what: str, mismatch: float, cells: dict) -> ClaimResult:
+    """A ``claim`` or ``control`` (``row``) that an estimator departs from Prop 1's form exactly at
+    the dual-clip tokens: holds when the share of tokens that break the rule (``mismatch``) is 0."""
+    rule = "share of tokens where (differs from Prop 1's form) != (dual clip binds) is 0"
+    return row("C9", what, holds=mismatch == 0.0, rule=rule, statistic=mismatch, stat_name="mismatch", details=cells)
+
+
 def _moments_text(moments: dict, regime: str) -> str:
     """Each estimator's bias / variance / cosine in one regime, as text."""
     parts = []
@@ -673,7 +680,6 @@ def _released_rows(config: RunConfig, regimes: dict, rng: np.random.Generator) -
         "max_abs_token_log_ratio": float(np.abs(off.log_r).max()),
         "max_log_cumulative_ratio": float(log_rho.max()),
     }
-    rule = "share of tokens where (differs from Prop 1's form) != (dual clip binds) is 0"
     return [
         _exact_row(
             "C9",
@@ -696,24 +702,18 @@ def _released_rows(config: RunConfig, regimes: dict, rng: np.random.Generator) -
             max_abs_z=float(np.max(np.abs(z["paper surrogate"]))),
             details=cells,
         ),
-        claim(
-            "C9",
+        _mismatch_row(
+            claim,
             "off-policy, the released gradient departs from Prop 1's form (paper's clip) exactly at the "
             f"tokens of its dual clip (A < 0, rho_t^cum > e^(0.05 sqrt t): {dual_share:.1%} of tokens)",
-            holds=mismatch["released"] == 0.0,
-            rule=rule,
-            statistic=mismatch["released"],
-            stat_name="mismatch",
-            details=cells,
+            mismatch["released"],
+            cells,
         ),
-        control(
-            "C9",
+        _mismatch_row(
+            control,
             f"the paper's surrogate's gradient, same rule (mismatch {mismatch['paper surrogate']:.1%} of tokens)",
-            holds=mismatch["paper surrogate"] == 0.0,
-            rule=rule,
-            statistic=mismatch["paper surrogate"],
-            stat_name="mismatch",
-            details=cells,
+            mismatch["paper surrogate"],
+            cells,
         ),
         report(
             "C9",

@@ -238,16 +238,31 @@ def _ctpo_terms(
     power=CTPO_CLIP[2],
     log_ratio_cap=CTPO_LOG_RATIO_CAP,
 ):
+    log_rho = log_cumulative_ratio(logp_new, logp_old, mask)
+    adv = _advantages(advantages, log_rho.shape[0])[:, None]
+    value, own = _cumulative_terms(log_rho, adv, eps_low, eps_high, power, log_ratio_cap)
+    weight = _sequence_mean_weights(np.asarray(mask, dtype=bool))
+    return np.sum(value * weight), own * weight
+
+
+def _cumulative_terms(log_rho, adv, eps_low, eps_high, power, log_ratio_cap, dual_clip=None):
+    """Per-token terms min(rho A, clip(rho, e^(-eps_low t^p), e^(eps_high t^p)) A) with
+    rho = e^(min(log rho, log_ratio_cap)), and each term's derivative with respect to its own
+    token's log-prob: rho A where the kept side is the unclipped one and log rho <= cap (a clamp
+    passes no gradient above it), else 0. With ``dual_clip`` (CTPO's released code), a term
+    with A < 0 is max(term, A e^(dual_clip t^p)), a constant where that binds."""
     if not log_ratio_cap >= 0:
         raise ValueError(f"log_ratio_cap must be >= 0 (inf: no cap); got {log_ratio_cap}")
-    log_rho = log_cumulative_ratio(logp_new, logp_old, mask)
-    mask = np.asarray(mask, dtype=bool)
-    adv = _advantages(advantages, log_rho.shape[0])[:, None]
-    low, high = adaptive_clip_bounds(np.arange(1, log_rho.shape[1] + 1), eps_low, eps_high, power)
+    t = np.arange(1, log_rho.shape[1] + 1)
+    low, high = adaptive_clip_bounds(t, eps_low, eps_high, power)
     rho = np.exp(np.minimum(log_rho, log_ratio_cap))
     value, active = _surrogate(rho, adv, low[None, :], high[None, :])
-    weight = _sequence_mean_weights(mask)
-    return np.sum(value * weight), rho * adv * (active & (log_rho <= log_ratio_cap)) * weight
+    active &= log_rho <= log_ratio_cap
+    if dual_clip is not None:
+        floor = adv * dual_clip_threshold(t, dual_clip, power)[None, :]
+        dual = (adv < 0) & (value < floor)
+        value, active = np.where(dual, floor, value), active & ~dual
+    return value, rho * adv * active
 
 
 def dual_clip_threshold(t, dual_clip: float = RELEASED_DUAL_CLIP, power: float = CTPO_CLIP[2]):
@@ -321,8 +336,6 @@ def _ctpo_released_terms(
     log_ratio_cap=RELEASED_LOG_RATIO_CAP,
     aggregation="token_mean",
 ):
-    if not log_ratio_cap >= 0:
-        raise ValueError(f"log_ratio_cap must be >= 0 (inf: no cap); got {log_ratio_cap}")
     if not token_log_ratio_clamp > 0:
         raise ValueError(f"token_log_ratio_clamp must be > 0 (inf: no clamp); got {token_log_ratio_clamp}")
     _checks.choice("aggregation", aggregation, tuple(AGGREGATIONS))
@@ -330,15 +343,8 @@ def _ctpo_released_terms(
     adv = _advantages(advantages, log_r.shape[0])[:, None]
     clamped = np.clip(log_r, -token_log_ratio_clamp, token_log_ratio_clamp)
     log_rho = np.where(mask, np.cumsum(clamped, axis=1), 0.0)
-    rho = np.exp(np.minimum(log_rho, log_ratio_cap))
-    t = np.arange(1, log_r.shape[1] + 1)
-    low, high = adaptive_clip_bounds(t, eps_low, eps_high, power)
-    value, active = _surrogate(rho, adv, low[None, :], high[None, :])
-    floor = adv * dual_clip_threshold(t, dual_clip, power)[None, :]
-    dual = (adv < 0) & (value < floor)  # the dual clip holds the term at A e^(c t^p), a constant
-    value = np.where(dual, floor, value)
-    # d term_t / d logp_t through the current token only; the cap (a clamp) passes no gradient above it
-    own = rho * adv * (active & ~dual & (log_rho <= log_ratio_cap))
+    # the code's gradient reaches logp_t through the current token only: d term_t / d logp_t
+    value, own = _cumulative_terms(log_rho, adv, eps_low, eps_high, power, log_ratio_cap, dual_clip)
     weight = AGGREGATIONS[aggregation](mask)
     return np.sum(value * weight), own * weight
 
