@@ -52,7 +52,7 @@ class ClipSpec:
     low: float  # eps_low
     high: float  # eps_high
     power: float = 0.5  # CTPO's p
-    log_ratio_cap: float = CTPO_LOG_RATIO_CAP  # CTPO's cap on log rho_t^cum; inf: none
+    log_ratio_cap: float = CTPO_LOG_RATIO_CAP  # ctpo's cap on log rho_t^cum (inf: none); ctpo_released has its own
 
 
 def _token_mean(mask, tokens, sequences, max_new_tokens):
