@@ -7,7 +7,8 @@ it speaks to, on which problems, with which common trainer settings.
   on average (the 8Q / 16Q analogues), RLOO advantages;
 - ``allocation_dr_grpo`` [V10]: the same with Dr. GRPO advantages (objective (6));
 - ``loss`` [C8]: GRPO vs GSPO vs CTPO (adaptive sqrt(t) clip) vs CTPO with a fixed clip
-  (p = 0), with 2 PPO epochs x 4 mini-batches so that the later updates are off-policy;
+  (p = 0) vs CTPO as its released code computes it (C9), with 2 PPO epochs x 4 mini-batches
+  so that the later updates are off-policy;
 - ``loss_long`` [C8]: the same on longer completions: reversal of 8-16 digits (up to 17
   tokens with the end of sequence, against at most 6 in the mixed problems);
 - ``kl`` [R12]: beta = 0.05 with no clip, a fixed tau = 1, and tau*.
@@ -62,6 +63,7 @@ LOSS_METHODS = {
     "gspo": {"loss": "gspo"},
     "ctpo": {"loss": "ctpo"},
     "ctpo_fixed_clip": {"loss": "ctpo", "ctpo_power": 0.0},
+    "ctpo_released": {"loss": "ctpo_released"},
 }
 COMPARISONS = {
     "allocation": {"claim": "V10", "baseline": "uniform@8Q", "methods": ALLOCATION_METHODS},

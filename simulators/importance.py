@@ -1,4 +1,4 @@
-"""Checks of CTPO's importance-ratio claims C1-C8 on token MDPs.
+"""Checks of CTPO's importance-ratio claims C1-C9 on token MDPs.
 
 ``python -m simulators.importance [--full]``.
 
@@ -26,6 +26,11 @@ mod 3, else 0. Gradients are taken with respect to the target policy's logits.
   fixed [0.5, 5] against sqrt(t)-adaptive (eps_low = 0.025, eps_high = 0.05).
 - C8 (§3.3 objectives): theory.importance's gradients chained to the logits against finite
   differences; the direction of each objective's expected gradient against grad J.
+- C9 (CTPO's released loss, theory.importance.ctpo_released_objective), on C8's MDP: exact bias,
+  variance and cosine of its gradient against grad J beside the paper's surrogate, on- and
+  off-policy; unbiased on-policy, exactly and by Monte Carlo (control: the paper's surrogate);
+  off-policy, it departs from Prop 1's form exactly where its dual clip binds (control: the
+  paper's surrogate).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from theory.importance import (
     ctpo_objective,
     cumulative_log_ratio_variance,
     cumulative_ratio_variance,
+    dual_clip_threshold,
     grpo_objective,
     gspo_objective,
     objective_gradient,
@@ -111,6 +117,14 @@ class Enumerated:
         local = chi2_divergence(softmax(self.mdp.logits_theta, axis=-1), softmax(self.mdp.logits_b, axis=-1))
         return self.p_b @ local[self.states]
 
+    def score_norm2(self, weights: np.ndarray) -> np.ndarray:
+        """||sum_t weights_t grad log pi_theta(a_t | s_t)||^2 of every sequence. The positions of one
+        sequence are prefixes of different lengths, so distinct states, and their scores
+        onehot(a_t) - pi(. | s_t) are orthogonal: the square is sum_t weights_t^2 ||score_t||^2."""
+        pi = softmax(self.mdp.logits_theta, axis=-1)[self.states]  # (N, H, V)
+        chosen = np.take_along_axis(pi, self.seqs[..., None], axis=-1)[..., 0]
+        return np.sum(weights**2 * (1.0 - 2.0 * chosen + np.sum(pi**2, axis=-1)), axis=1)
+
 
 def _rel(a, b) -> float:
     return float(np.linalg.norm(np.ravel(a) - np.ravel(b)) / max(np.linalg.norm(np.ravel(b)), 1e-300))
@@ -138,14 +152,14 @@ def _exact_row(claim_id, kind, what, value, threshold, below: bool, details=None
 # --- C1, C2: unbiasedness ------------------------------------------------------------------
 
 
-def _projected_samples(e: Enumerated, idx: np.ndarray, ratio, advantage, directions: np.ndarray) -> np.ndarray:
-    """u_k . (sum_t ratio_t A_t grad log pi(a_t | s_t)) for the sampled sequences ``idx``."""
+def _projected_samples(e: Enumerated, idx: np.ndarray, weights: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """u_k . (sum_t weights_t grad log pi(a_t | s_t)) for the sampled sequences ``idx`` (weights:
+    ratio_t A_t of every enumerated sequence)."""
     pt = softmax(e.mdp.logits_theta, axis=-1)
     # u . score(s, a) = u[s, a] - sum_a' pi(a' | s) u[s, a'], for every direction, state and token
     proj = directions - np.einsum("sa,ksa->ks", pt, directions)[:, :, None]
     states, seqs = e.states[idx], e.seqs[idx]
-    w = ratio[idx] * advantage[idx]
-    return np.einsum("nt,knt->kn", w, proj[:, states, seqs])
+    return np.einsum("nt,knt->kn", weights[idx], proj[:, states, seqs])
 
 
 def run_unbiased(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
@@ -174,14 +188,14 @@ def run_unbiased(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     truth = np.einsum("ksa,sa->k", directions, grad)
     z = {}
     for name, ratio in (("cum", e.cum), ("token", token)):
-        mean, se = mean_se(_projected_samples(e, idx, ratio, q, directions))
+        mean, se = mean_se(_projected_samples(e, idx, ratio * q, directions))
         z[name] = z_score(mean, se, truth)
     # exact variance of each estimator along the same projections (all sequences, weights P_b)
     every = np.arange(len(e.p_b))
     seq_ratio = np.repeat(e.seq_ratio[:, None], horizon, axis=1)
     spread = {}
     for name, ratio in (("token", token), ("cumulative", e.cum), ("sequence", seq_ratio)):
-        proj = _projected_samples(e, every, ratio, q, directions)
+        proj = _projected_samples(e, every, ratio * q, directions)
         spread[name] = float(np.mean(proj**2 @ e.p_b - (proj @ e.p_b) ** 2))
     cells = {
         "rel_errors": {"cum_Q": cum_q, "seq_R": seq_r, "cum_R": cum_r, "token_Q": tok_q},
@@ -468,7 +482,7 @@ def run_long_horizon(config: RunConfig, rng: np.random.Generator) -> list[ClaimR
     ]
 
 
-# --- C8: objectives and their gradients -------------------------------------------------------
+# --- C8, C9: objectives and their gradients ---------------------------------------------------
 
 
 def _logit_gradient(e: Enumerated, idx, dlogp: np.ndarray) -> np.ndarray:
@@ -480,12 +494,36 @@ def _batch_objective(e: Enumerated, idx, logits_theta, name: str, adv) -> float:
     return OBJECTIVES[name](lp_new, e.lp_b[idx], np.ones_like(lp_new, dtype=bool), adv)
 
 
+def _sequence_weights(e: Enumerated, name: str, detach: bool = False, **clip) -> np.ndarray:
+    """(N, H): d/d logp_t of one sequence's objective times |o| (the objectives average over
+    tokens), for every sequence of ``e`` with the outcome advantage A = R - E_b[R]; one
+    sequence's gradient is sum_t weights_t grad log pi(a_t | s_t), Prop 1's form."""
+    mask = np.ones_like(e.lp_t, dtype=bool)
+    d = objective_gradient(name, e.lp_t, e.lp_b, mask, e.reward - e.p_b @ e.reward, detach_prefix=detach, **clip)
+    return d * mask.size  # the weights 1 / (N H) of the batch objective over all N sequences
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _regimes(mdp: TabularTokenMDP) -> dict:
+    """theta = theta_old (on-policy) and the MDP's target policy (off-policy), enumerated."""
+    return {"on-policy": Enumerated(mdp.with_theta(mdp.logits_b)), "off-policy": Enumerated(mdp)}
+
+
 def run_objectives(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
+    """C8 and C9 on one token MDP (V = 3, H = 6, logit perturbation 0.2)."""
+    mdp = TabularTokenMDP.random(rng, vocab=3, horizon=6, delta=0.2)
+    regimes = _regimes(mdp)
+    return _objective_rows(regimes, rng) + _released_rows(config, regimes, rng)
+
+
+def _objective_rows(regimes: dict, rng: np.random.Generator) -> list[ClaimResult]:
     """C8: the three objectives' gradients (chain rule vs finite differences), and the
     direction of their expected gradients against grad J, on-policy and off-policy."""
-    horizon = 6
-    mdp = TabularTokenMDP.random(rng, vocab=3, horizon=horizon, delta=0.2)
-    e = Enumerated(mdp)
+    e = regimes["off-policy"]
+    mdp, horizon = e.mdp, e.mdp.horizon
     idx = rng.choice(len(e.p_b), size=64, p=e.p_b / e.p_b.sum())
     adv = e.reward[idx] - e.p_b @ e.reward
     fd_err = {}
@@ -511,21 +549,14 @@ def run_objectives(config: RunConfig, rng: np.random.Generator) -> list[ClaimRes
         fd_err[label] = float(max(errs))
     detached_err = fd_err.pop("ctpo detached")
     cosines = {}
-    for regime, logits in (("on-policy", mdp.logits_b), ("off-policy", mdp.logits_theta)):
-        ee = Enumerated(mdp.with_theta(logits))
+    for regime, ee in regimes.items():
         grad = ee.true_gradient()
-        baseline = ee.p_b @ ee.reward
-        every = np.arange(len(ee.p_b))
-        mask = np.ones_like(ee.lp_t, dtype=bool)
         for (label, name, detach), clip in itertools.product(VARIANTS, (True, False)):
             if regime == "on-policy" and not clip:
                 continue  # on-policy every ratio is 1: nothing is clipped
-            d = objective_gradient(
-                name, ee.lp_t, ee.lp_b, mask, ee.reward - baseline, detach_prefix=detach, **({} if clip else NO_CLIP)
-            )
-            expected = _logit_gradient(ee, every, d * (len(every) * ee.p_b)[:, None])  # E_b of one sequence's gradient
+            weights = _sequence_weights(ee, name, detach, **({} if clip else NO_CLIP))
             key = f"{regime}{'' if clip else ', no clip'}: {label}"
-            cosines[key] = float(np.sum(expected * grad) / (np.linalg.norm(expected) * np.linalg.norm(grad)))
+            cosines[key] = _cosine(ee.score_sum(ee.p_b[:, None] * weights), grad)
     worst = max(fd_err.values())
     return [
         _exact_row(
@@ -557,6 +588,146 @@ def run_objectives(config: RunConfig, rng: np.random.Generator) -> list[ClaimRes
     ]
 
 
+def _gradient_moments(e: Enumerated, weights: np.ndarray) -> dict:
+    """Bias, variance and cosine of one sequence's gradient sum_t weights_t grad log pi against
+    grad J, exactly over every sequence: relative bias |E_b g - grad J| / |grad J|, variance
+    E_b|g - E_b g|^2 / |grad J|^2 (divide by B for a batch of B sequences), cosine."""
+    grad = e.true_gradient()
+    mean = e.score_sum(e.p_b[:, None] * weights)
+    scale = np.sum(grad**2)
+    return {
+        "bias": float(np.linalg.norm(mean - grad) / np.sqrt(scale)),
+        "variance": float((e.p_b @ e.score_norm2(weights) - np.sum(mean**2)) / scale),
+        "cosine": _cosine(mean, grad),
+    }
+
+
+RELEASED_ESTIMATORS = {  # label -> (objective_gradient's objective, detach_prefix)
+    "released": ("ctpo_released", False),
+    "paper surrogate": ("ctpo", False),
+    "Prop 1 form": ("ctpo", True),  # the paper's clip on the prefix-detached ratio
+}
+
+
+def _on_policy_z(config: RunConfig, on: Enumerated, weights: dict, rng: np.random.Generator) -> tuple[dict, int]:
+    """z of the Monte-Carlo mean of each estimator's gradient (6 random projections, sequences from
+    pi_b = pi_theta) against grad J's projections; and the number of sequences."""
+    n_mc = 200_000 if config.full else 40_000
+    idx = rng.choice(len(on.p_b), size=n_mc, p=on.p_b / on.p_b.sum())
+    directions = rng.standard_normal((6,) + on.mdp.logits_theta.shape)
+    truth = np.einsum("ksa,sa->k", directions, on.true_gradient())
+    z = {}
+    for label in ("released", "paper surrogate"):
+        mean, se = mean_se(_projected_samples(on, idx, weights[label], directions))
+        z[label] = np.asarray(z_score(mean, se, truth))
+    return z, n_mc
+
+
+def _dual_clip_mismatch(off: Enumerated, weights: dict) -> tuple[dict, float]:
+    """The prediction that an estimator's per-token gradient differs from Prop 1's form exactly at the
+    tokens of the release's dual clip (A < 0 and rho_t^cum > e^(0.05 sqrt t)): for "released" and
+    "paper surrogate", the P_b-weighted share of tokens where it fails; and the dual clip's share."""
+    log_rho = np.cumsum(off.log_r, axis=1)
+    adv = (off.reward - off.p_b @ off.reward)[:, None]
+    dual = (adv < 0) & (log_rho > np.log(dual_clip_threshold(np.arange(1, off.mdp.horizon + 1))))
+    mismatch = {}
+    for label in ("released", "paper surrogate"):
+        differs = ~np.isclose(weights[label], weights["Prop 1 form"], rtol=EXACT, atol=0.0)
+        mismatch[label] = float(off.p_b @ np.mean(differs != dual, axis=1))
+    return mismatch, float(off.p_b @ dual.mean(axis=1))
+
+
+def _mismatch_row(row, what: str, mismatch: float, cells: dict) -> ClaimResult:
+    """A ``claim`` or ``control`` (``row``) that an estimator departs from Prop 1's form exactly at
+    the dual-clip tokens: holds when the share of tokens that break the rule (``mismatch``) is 0."""
+    rule = "share of tokens where (differs from Prop 1's form) != (dual clip binds) is 0"
+    return row("C9", what, holds=mismatch == 0.0, rule=rule, statistic=mismatch, stat_name="mismatch", details=cells)
+
+
+def _moments_text(moments: dict, regime: str) -> str:
+    """Each estimator's bias / variance / cosine in one regime, as text."""
+    parts = []
+    for label in RELEASED_ESTIMATORS:
+        m = moments[f"{regime}: {label}"]
+        parts.append(f"{label} {m['bias']:.3f} / {m['variance']:.0f} / {m['cosine']:.3f}")
+    return "; ".join(parts)
+
+
+def _released_rows(config: RunConfig, regimes: dict, rng: np.random.Generator) -> list[ClaimResult]:
+    """C9: the gradient CTPO's released code backpropagates (theory.importance.ctpo_released_objective)
+    against grad J and beside the paper's surrogate, on-policy and off-policy: exact moments, a
+    Monte-Carlo test of its mean on-policy, and the tokens where it departs from Prop 1's form."""
+    weights = {
+        regime: {label: _sequence_weights(e, *spec) for label, spec in RELEASED_ESTIMATORS.items()}
+        for regime, e in regimes.items()
+    }
+    moments = {
+        f"{regime}: {label}": _gradient_moments(regimes[regime], w)
+        for regime, by_label in weights.items()
+        for label, w in by_label.items()
+    }
+    on, off = regimes["on-policy"], regimes["off-policy"]
+    exact = _rel(on.score_sum(on.p_b[:, None] * weights["on-policy"]["released"]), on.true_gradient())
+    z, n_mc = _on_policy_z(config, on, weights["on-policy"], rng)
+    mismatch, dual_share = _dual_clip_mismatch(off, weights["off-policy"])
+    log_rho = np.cumsum(off.log_r, axis=1)
+    cells = {
+        "moments": moments,
+        "z": {label: v.tolist() for label, v in z.items()},
+        "n_mc": n_mc,
+        "mismatch": mismatch,
+        "dual_clip_token_share": dual_share,
+        "max_abs_token_log_ratio": float(np.abs(off.log_r).max()),
+        "max_log_cumulative_ratio": float(log_rho.max()),
+    }
+    return [
+        _exact_row(
+            "C9",
+            "claim",
+            f"on-policy, E_b[released gradient] = grad J with A = R - E_b[R] (exact, rel {exact:.1e})",
+            exact,
+            EXACT,
+            True,
+            cells,
+        ),
+        claim(
+            "C9",
+            f"... by Monte Carlo: 6 random projections, {n_mc} sequences",
+            max_abs_z=float(np.max(np.abs(z["released"]))),
+            details=cells,
+        ),
+        control(
+            "C9",
+            "the paper's surrogate's gradient (through the prefix ratios) in the same Monte-Carlo test",
+            max_abs_z=float(np.max(np.abs(z["paper surrogate"]))),
+            details=cells,
+        ),
+        _mismatch_row(
+            claim,
+            "off-policy, the released gradient departs from Prop 1's form (paper's clip) exactly at the "
+            f"tokens of its dual clip (A < 0, rho_t^cum > e^(0.05 sqrt t): {dual_share:.1%} of tokens)",
+            mismatch["released"],
+            cells,
+        ),
+        _mismatch_row(
+            control,
+            f"the paper's surrogate's gradient, same rule (mismatch {mismatch['paper surrogate']:.1%} of tokens)",
+            mismatch["paper surrogate"],
+            cells,
+        ),
+        report(
+            "C9",
+            "relative bias / variance / cosine of one sequence's gradient against grad J; on-policy: "
+            f"{_moments_text(moments, 'on-policy')}; off-policy: {_moments_text(moments, 'off-policy')} "
+            f"(max |log r_t| {cells['max_abs_token_log_ratio']:.2f}, max log rho_t^cum "
+            f"{cells['max_log_cumulative_ratio']:.2f}: the +-20 clamp and the cap at 10 do not bind)",
+            details=cells,
+            estimate=moments["off-policy: released"]["cosine"],
+            theory=1.0,
+        ),
+    ]
+
+
 CHECKS = [
     Check(
         "importance_unbiased", ("C1", "C2"), run_unbiased, "Prop 1 and the token ratio's bias, exact and Monte Carlo"
@@ -573,7 +744,12 @@ CHECKS = [
         run_long_horizon,
         "Prop 2(ii), t sigma^2 and Fig. 1 clipping at long horizons",
     ),
-    Check("importance_objectives", ("C8",), run_objectives, "GRPO/GSPO/CTPO objectives and their gradients"),
+    Check(
+        "importance_objectives",
+        ("C8", "C9"),
+        run_objectives,
+        "GRPO/GSPO/CTPO objectives and their gradients; CTPO's released loss against grad J",
+    ),
 ]
 
 

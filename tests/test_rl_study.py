@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rl_study.cli import main
+from rl_study.comparisons import COMPARISONS
 from rl_study.tasks import FAMILIES, generate_tasks, split, task_tokenizer
 from rl_study.warmup import supervised_warmup
 from tests.conftest import ROOT
@@ -125,7 +126,7 @@ def test_study_runs_do_not_depend_on_the_number_of_workers(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs = [json.loads(p.read_text()) for p in sorted((tmp_path / str(jobs) / "rl_study" / "loss").glob("*.json"))]
         results[jobs] = [(r["method"], r["seed"], r["reward_curve"], r["test"], r["train"]) for r in runs]
-    assert len(results[1]) == 8 and results[1] == results[2]
+    assert len(results[1]) == 2 * len(COMPARISONS["loss"]["methods"]) and results[1] == results[2]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The token MDPs behind the CTPO checks, and the C1-C8 rows."""
+"""The token MDPs behind the CTPO checks, and the C1-C9 rows."""
 
 import numpy as np
 import pytest
@@ -35,6 +35,18 @@ def test_enumeration_is_a_distribution_and_score_sum_is_the_gradient():
     h = 1e-6
     fd = (value(mdp.logits_theta + h * u) - value(mdp.logits_theta - h * u)) / (2 * h)
     assert np.sum(grad * u) == pytest.approx(fd, rel=1e-6)
+
+
+def test_score_norm2_is_the_squared_norm_of_each_sequences_gradient():
+    """Enumerated.score_norm2 (the C9 variances) against score_sum one sequence at a time."""
+    rng = np.random.default_rng(4)
+    e = importance.Enumerated(TabularTokenMDP.random(rng, vocab=3, horizon=4, delta=0.5))
+    weights = rng.standard_normal(e.lp_t.shape)
+    brute = [
+        np.sum(e.mdp.score_sum(weights[n : n + 1], e.seqs[n : n + 1], e.states[n : n + 1], e.mdp.logits_theta) ** 2)
+        for n in range(len(weights))
+    ]
+    np.testing.assert_allclose(e.score_norm2(weights), brute, rtol=1e-12)
 
 
 def test_independent_kind_makes_token_ratios_independent():

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from theory.importance import (
     adaptive_clip_bounds,
     ctpo_objective,
+    ctpo_released_objective,
     cumulative_log_ratio_variance,
     cumulative_ratio,
     cumulative_ratio_variance,
@@ -193,3 +194,73 @@ def test_ctpo_cap_changes_nothing_where_the_clip_binds_or_the_ratio_is_below_the
 def test_ctpo_cap_is_refused_when_negative():
     with pytest.raises(ValueError, match="log_ratio_cap must be >= 0"):
         ctpo_objective(np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2), bool), [1.0], log_ratio_cap=-1.0)
+
+
+# --- CTPO as released ------------------------------------------------------------------------------
+
+
+@given(batches(spread=0.1))
+@settings(max_examples=40, deadline=None)
+def test_released_gradient_is_prop_1s_estimator_where_the_dual_clip_does_not_bind(batch):
+    """With A > 0 (the dual clip acts on A < 0 only) and with every A on-policy, the released gradient
+    is the prefix-detached gradient of the paper's surrogate, and its on-policy value is the mean A."""
+    new, old, mask, adv = batch
+    new = np.where(mask, new, 0.0)
+    for args in ((new, old, mask, np.abs(adv)), (old, old, mask, adv)):
+        released = objective_gradient("ctpo_released", *args, aggregation="sequence_mean")
+        np.testing.assert_allclose(released, objective_gradient("ctpo", *args, detach_prefix=True), rtol=1e-12)
+    lengths = mask.sum(axis=1)
+    assert ctpo_released_objective(old, old, mask, adv) == pytest.approx(lengths @ adv / lengths.sum(), abs=1e-12)
+
+
+def test_released_dual_clip_holds_negative_advantages_at_its_threshold():
+    """A < 0 with rho_t^cum = e^(0.2 t): above e^(0.05 sqrt(t)), the term is A e^(0.05 sqrt(t)) with no
+    gradient; the paper's surrogate keeps A rho_t^cum and its gradient (negative control)."""
+    old = np.zeros((1, 4))
+    new, mask, adv = np.full((1, 4), 0.2), np.ones((1, 4), dtype=bool), np.array([-1.0])
+    t = np.arange(1, 5)
+    assert ctpo_released_objective(new, old, mask, adv) == pytest.approx(-np.mean(np.exp(0.05 * np.sqrt(t))))
+    assert np.all(objective_gradient("ctpo_released", new, old, mask, adv) == 0.0)
+    assert np.all(objective_gradient("ctpo", new, old, mask, adv, detach_prefix=True) < 0)
+
+
+def test_released_fixed_clip_mode_is_cum_token_cumprod():
+    """power = 0 with eps = -log(0.8), log(1.2) and dual_clip = log 3: the release's cum-token-cumprod
+    mode, clip(rho, 0.8, 1.2) and, for A < 0, min(..., 3) on the loss (core_algos.py:1392-1403)."""
+    rng = np.random.default_rng(5)
+    old = rng.normal(-1.5, 0.5, (6, 7))
+    new, mask = old + 0.4 * rng.standard_normal((6, 7)), np.ones((6, 7), dtype=bool)
+    adv = np.resize([1.5, -0.5, -2.0], 6)
+    rho = np.exp(np.minimum(np.cumsum(new - old, axis=1), 10.0))
+    loss = np.maximum(-adv[:, None] * rho, -adv[:, None] * np.clip(rho, 0.8, 1.2))
+    loss = np.where(adv[:, None] < 0, np.minimum(-adv[:, None] * 3.0, loss), loss)
+    fixed = {"eps_low": -np.log(0.8), "eps_high": np.log(1.2), "power": 0.0, "dual_clip": np.log(3.0)}
+    assert np.any((adv[:, None] < 0) & (rho > 3))  # the dual clip binds somewhere
+    assert ctpo_released_objective(new, old, mask, adv, **fixed) == pytest.approx(-loss.mean(), rel=1e-12)
+
+
+def test_released_cap_changes_nothing_below_t_40000_with_the_release_defaults():
+    """log rho_t^cum > 10 lies above e^(0.05 sqrt(t)) for t < 40,000, where the clip (A > 0) or the
+    dual clip (A < 0) holds the term constant already: capped and uncapped agree (float64 holds e^600)."""
+    new, old, mask, adv = _drifting(t=240)
+    assert log_cumulative_ratio(new, old, mask).max() > 500
+    args, uncapped = (new, old, mask, adv), {"log_ratio_cap": np.inf}
+    assert ctpo_released_objective(*args) == ctpo_released_objective(*args, **uncapped)
+    gradient = objective_gradient("ctpo_released", *args)
+    np.testing.assert_array_equal(gradient, objective_gradient("ctpo_released", *args, **uncapped))
+    wide = {"eps_high": 1.0, "dual_clip": 1.0}  # e^(sqrt(t)) passes e^10 at t = 100: the cap binds (control)
+    assert ctpo_released_objective(*args, **wide) != ctpo_released_objective(*args, **wide, **uncapped)
+
+
+@pytest.mark.parametrize(
+    "keywords, match",
+    [
+        ({"dual_clip": -0.1}, "dual_clip must be >= 0"),
+        ({"token_log_ratio_clamp": 0.0}, "token_log_ratio_clamp must be > 0"),
+        ({"log_ratio_cap": -1.0}, "log_ratio_cap must be >= 0"),
+        ({"aggregation": "constant"}, "aggregation must be one of sequence_mean, token_mean"),
+    ],
+)
+def test_released_bad_input(keywords, match):
+    with pytest.raises(ValueError, match=match):
+        ctpo_released_objective(np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2), bool), [1.0], **keywords)

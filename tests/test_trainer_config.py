@@ -26,6 +26,8 @@ def test_paper_defaults():
     )
     assert c.kl_coef == 0.0
     assert TrainConfig(loss="ctpo").clip_range == (0.025, 0.05)
+    released = TrainConfig(loss="ctpo_released")  # ctpo.sh:59-63: la_clip_low, la_clip_high, la_power
+    assert (*released.clip_range, released.ctpo_power, released.aggregation) == (0.025, 0.05, 0.5, "token_mean")
 
 
 def test_set_coerces_to_the_field_type():
@@ -50,7 +52,7 @@ def test_saved_config_round_trips(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["loss=ppo"], "loss must be one of grpo, gspo, ctpo"),
+        (["loss=ppo"], "loss must be one of grpo, gspo, ctpo, ctpo_released; got 'ppo'"),
         (["advantage=gae"], "advantage must be one of"),
         (["allocation=random"], "allocation must be one of"),
         (["budget=100"], r"budget C = 100 is infeasible for 512 prompts with L = 4, U = 32"),

@@ -63,6 +63,23 @@ def test_every_mode_trains(tmp_path, overrides):
         assert 2 * alpha(8, 8, 0.1) >= 1 and all(m["kl/tau"] == 0 for m in metrics)
 
 
+def test_ctpo_released_trains_and_its_on_policy_update_is_the_token_ratio_gradient(tmp_path):
+    """loss=ctpo_released end to end. On-policy (one epoch, one mini-batch) every ratio is 1, and the
+    released gradient, current token only, is GRPO's; the paper's surrogate ``ctpo``, differentiated
+    through the prefix ratios, is not (negative control). Off-policy updates stay finite and clip."""
+    norms = {loss: _run(tmp_path / loss, "steps=1", f"loss={loss}")[0]["grad_norm"] for loss in ("grpo", "ctpo", LOSS)}
+    assert norms[LOSS] == pytest.approx(norms["grpo"], rel=1e-5)
+    assert abs(norms["ctpo"] - norms["grpo"]) > 0.01 * norms["grpo"]
+    metrics = _run(
+        tmp_path / "off-policy", "steps=4", "save_every=100", f"loss={LOSS}", "ppo_epochs=2", "mini_batches=2"
+    )
+    assert all(np.isfinite([m["loss"], m["grad_norm"]]).all() for m in metrics)
+    assert any(m[f"clip/{LOSS}"] > 0 for m in metrics)
+
+
+LOSS = "ctpo_released"
+
+
 def test_vip_counts_differ_per_prompt_and_respect_bounds(tmp_path):
     metrics = _run(tmp_path, "steps=60", "allocation=vip")
     counts = {int(n) for m in metrics for n in m["allocation/histogram"]}

@@ -7,7 +7,14 @@ import torch
 
 from theory import importance
 from theory.importance import CTPO_CLIP, GRPO_CLIP, GSPO_CLIP
-from trainer.losses import ClipSpec, aggregation_weights, clip_fractions, kl_penalty, policy_loss
+from trainer.losses import (
+    ClipSpec,
+    ReleasedCumulativeRatioLoss,
+    aggregation_weights,
+    clip_fractions,
+    kl_penalty,
+    policy_loss,
+)
 
 CLIPS = {"grpo": ClipSpec(*GRPO_CLIP), "gspo": ClipSpec(*GSPO_CLIP), "ctpo": ClipSpec(*CTPO_CLIP)}
 THEORY = {"grpo": importance.grpo_objective, "gspo": importance.gspo_objective, "ctpo": importance.ctpo_objective}
@@ -158,3 +165,90 @@ def test_ctpo_matches_theory_on_cumulative_log_ratios_up_to_1000(seed):
     assert value == pytest.approx(-importance.ctpo_objective(new, old, mask, adv, **clip), rel=1e-12, abs=1e-12)
     expected = importance.objective_gradient("ctpo", new, old, mask, adv, **clip)
     np.testing.assert_allclose(grad, -expected * mask, rtol=1e-10, atol=1e-12)
+
+
+# --- CTPO as released: theory.importance.ctpo_released_objective ------------------------------------
+
+
+def _released_batch(regime, seed):
+    """Eight rows with both signs of A: on-policy, off-policy, or "extreme": token log ratios drifting
+    by +1.5 (log rho_t^cum passes 10 from t = 7 on) and, in every other row, one of -25 (clamped to -20)."""
+    new, old, mask, _ = _batch(seed, b=8, t=12, scale={"on-policy": 0.0, "off-policy": 0.3, "extreme": 0.3}[regime])
+    adv = np.resize([1.0, -1.0], 8) * np.random.default_rng(seed).uniform(0.2, 2.0, 8)
+    if regime == "extreme":
+        mask[:, :10] = True
+        new = new + 1.5
+        new[::2, 1] = old[::2, 1] - 25.0
+    return new, old, mask, adv
+
+
+def _released_torch(new, old, mask, adv, loss, clip):
+    logp = torch.tensor(new, dtype=torch.float64, requires_grad=True)
+    m = torch.tensor(mask)
+    w = aggregation_weights(m, "token_mean", mask.shape[1], torch.float64)
+    value = loss.loss(logp, torch.tensor(old), m, torch.tensor(adv), w, clip, mask.shape[0])
+    value.backward()
+    return value.item(), logp.grad.numpy()
+
+
+# the release's constants, and wide clips under which the cap at 10 decides whether a term has a gradient
+RELEASED = {"eps_low": CTPO_CLIP[0], "eps_high": CTPO_CLIP[1], "power": CTPO_CLIP[2], "dual_clip": 0.05}
+WIDE = {"eps_low": 5.0, "eps_high": 5.0, "power": 0.5, "dual_clip": 5.0}
+
+
+@pytest.mark.parametrize("regime", ["on-policy", "off-policy", "extreme"])
+@pytest.mark.parametrize("params", [RELEASED, WIDE], ids=["released", "wide"])
+@pytest.mark.parametrize("seed", range(3))
+def test_ctpo_released_loss_and_gradient_match_theory(regime, params, seed):
+    new, old, mask, adv = _released_batch(regime, seed)
+    loss = ReleasedCumulativeRatioLoss(CTPO_CLIP[:2], "test", dual_clip=params["dual_clip"])
+    value, grad = _released_torch(
+        new, old, mask, adv, loss, ClipSpec(params["eps_low"], params["eps_high"], params["power"])
+    )
+    assert value == pytest.approx(-importance.ctpo_released_objective(new, old, mask, adv, **params), rel=1e-12)
+    expected = importance.objective_gradient("ctpo_released", new, old, mask, adv, **params)
+    np.testing.assert_allclose(grad, -expected * mask, rtol=1e-10, atol=1e-14)
+    if params is WIDE or regime != "extreme":  # the release's clip stops every extreme term
+        assert np.any(expected > 0) and np.any(expected < 0)  # both signs of A carry gradient
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_released_clamps_bind_in_the_extreme_regime(seed):
+    """The inputs of the test above reach the clamp at +-20 and, with wide clips, the cap at 10: both
+    change the reference's value and gradient, which the torch loss matches."""
+    new, old, mask, adv = _released_batch("extreme", seed)
+    log_r = np.where(mask, new - old, 0.0)
+    assert np.abs(log_r[mask]).max() > 20
+    for clamp in ({"token_log_ratio_clamp": np.inf}, {"log_ratio_cap": np.inf}):
+        changed = importance.objective_gradient("ctpo_released", new, old, mask, adv, **WIDE, **clamp)
+        assert (
+            np.abs(changed - importance.objective_gradient("ctpo_released", new, old, mask, adv, **WIDE)).max() > 1e-6
+        )
+
+
+def test_ctpo_released_dual_clip_stops_negative_advantages_above_its_threshold():
+    """A < 0 and rho_t^cum = e^0.2 at t = 1 (above e^0.05): the paper's surrogate keeps the gradient
+    A rho, the release holds the term at A e^0.05 with no gradient; A > 0 is clipped by both."""
+    old, new, mask = np.zeros((2, 1)), np.full((2, 1), 0.2), np.ones((2, 1), dtype=bool)
+    adv = np.array([-1.0, 1.0])
+    value, grad = _torch_released(new, old, mask, adv)
+    assert grad.tolist() == [[0.0], [0.0]]
+    assert value == pytest.approx(-(-np.exp(0.05) + np.exp(0.05)) / 2)
+    paper = importance.objective_gradient("ctpo", new, old, mask, adv, detach_prefix=True)
+    assert paper[0, 0] == pytest.approx(-np.exp(0.2) / 2) and paper[1, 0] == 0.0
+
+
+def _torch_released(new, old, mask, adv):
+    return _released_torch(new, old, mask, adv, ReleasedCumulativeRatioLoss(CTPO_CLIP[:2], "test"), CLIPS["ctpo"])
+
+
+@pytest.mark.parametrize("regime", ["on-policy", "off-policy"])
+def test_the_papers_surrogate_gradient_is_not_the_released_one(regime):
+    """Negative control: the ``ctpo`` loss (the paper's surrogate, differentiated through every prefix
+    ratio) on the same batch misses the released reference at every token with a later token."""
+    new, old, mask, adv = _released_batch(regime, 0)
+    _, surrogate = _torch_loss("ctpo", new, old, mask, adv, "token_mean")
+    released = -importance.objective_gradient("ctpo_released", new, old, mask, adv)
+    later = mask & np.roll(mask, -1, axis=1)
+    later[:, -1] = False
+    assert np.abs(surrogate - released)[later].min() > 1e-6

@@ -1,4 +1,5 @@
-"""Importance ratios and clipped surrogate objectives of CTPO (§2-3, App. A), GRPO and GSPO.
+"""Importance ratios and clipped surrogate objectives of CTPO (§2-3, App. A), GRPO and GSPO, and
+the loss of CTPO's released code (:func:`ctpo_released_objective`).
 
 Inputs are per-token log-probabilities of a batch of B sequences padded to length T:
 ``logp_new`` (pi_theta), ``logp_old`` (pi_b) and a boolean ``mask`` of real tokens, which
@@ -25,6 +26,13 @@ GSPO_CLIP = (3e-4, 4e-4)
 # float32 (max 3.4e38) for |A| up to 1e5; CTPO's default upper bound e^(0.05 sqrt(t)) stays below
 # e^30 for t < 360,000 tokens.
 CTPO_LOG_RATIO_CAP = 30.0
+
+# CTPO's released loss: github.com/horizon-llm/CTPO at commit acc40211, the loss mode
+# cum-token-cumprod-la that ctpo.sh:75-76 selects, verl/trainer/ppo/core_algos.py:1532-1630
+# (_compute_policy_loss_cum_token_la_impl). Its clip bounds are CTPO_CLIP (ctpo.sh:59-60 and 63).
+RELEASED_TOKEN_LOG_RATIO_CLAMP = 20.0  # each token's log ratio, clamped to [-20, 20] (core_algos.py:1570)
+RELEASED_LOG_RATIO_CAP = 10.0  # log rho_t^cum capped at 10 after the stop-gradient split (core_algos.py:1583-1584)
+RELEASED_DUAL_CLIP = 0.05  # la_clip_c (ctpo.sh:61, verl/trainer/config/actor/actor.yaml:97)
 
 
 def _log_ratios(logp_new, logp_old, mask) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +146,20 @@ def _advantages(advantages, b: int) -> np.ndarray:
     return adv
 
 
+def _sequence_mean_weights(mask):
+    """1 / (B |o_i|) at real tokens: the papers' 1/G sum_i 1/|o_i| sum_t."""
+    return mask / mask.sum(axis=1, keepdims=True) / mask.shape[0]
+
+
+def _token_mean_weights(mask):
+    """1 / (number of real tokens): every token of the batch weighs the same."""
+    return mask / mask.sum()
+
+
+# how token terms are averaged: name -> weights(mask)
+AGGREGATIONS = {"sequence_mean": _sequence_mean_weights, "token_mean": _token_mean_weights}
+
+
 def _surrogate(ratio, adv, low, high):
     """min(ratio A, clip(ratio, low, high) A) and whether the unclipped term is the active one
     (its gradient flows): False exactly where the clip binds on the side that the min keeps."""
@@ -157,7 +179,7 @@ def _grpo_terms(logp_new, logp_old, mask, advantages, eps_low=GRPO_CLIP[0], eps_
     log_r, mask = _log_ratios(logp_new, logp_old, mask)
     adv = _advantages(advantages, log_r.shape[0])[:, None]
     value, active = _surrogate(np.exp(log_r), adv, 1.0 - eps_low, 1.0 + eps_high)
-    weight = mask / mask.sum(axis=1, keepdims=True) / mask.shape[0]
+    weight = _sequence_mean_weights(mask)
     return np.sum(value * weight), np.exp(log_r) * adv * active * weight
 
 
@@ -216,23 +238,122 @@ def _ctpo_terms(
     power=CTPO_CLIP[2],
     log_ratio_cap=CTPO_LOG_RATIO_CAP,
 ):
+    log_rho = log_cumulative_ratio(logp_new, logp_old, mask)
+    adv = _advantages(advantages, log_rho.shape[0])[:, None]
+    value, own = _cumulative_terms(log_rho, adv, eps_low, eps_high, power, log_ratio_cap)
+    weight = _sequence_mean_weights(np.asarray(mask, dtype=bool))
+    return np.sum(value * weight), own * weight
+
+
+def _cumulative_terms(log_rho, adv, eps_low, eps_high, power, log_ratio_cap, dual_clip=None):
+    """Per-token terms min(rho A, clip(rho, e^(-eps_low t^p), e^(eps_high t^p)) A) with
+    rho = e^(min(log rho, log_ratio_cap)), and each term's derivative with respect to its own
+    token's log-prob: rho A where the kept side is the unclipped one and log rho <= cap (a clamp
+    passes no gradient above it), else 0. With ``dual_clip`` (CTPO's released code), a term
+    with A < 0 is max(term, A e^(dual_clip t^p)), a constant where that binds."""
     if not log_ratio_cap >= 0:
         raise ValueError(f"log_ratio_cap must be >= 0 (inf: no cap); got {log_ratio_cap}")
-    log_rho = log_cumulative_ratio(logp_new, logp_old, mask)
-    mask = np.asarray(mask, dtype=bool)
-    adv = _advantages(advantages, log_rho.shape[0])[:, None]
-    low, high = adaptive_clip_bounds(np.arange(1, log_rho.shape[1] + 1), eps_low, eps_high, power)
+    t = np.arange(1, log_rho.shape[1] + 1)
+    low, high = adaptive_clip_bounds(t, eps_low, eps_high, power)
     rho = np.exp(np.minimum(log_rho, log_ratio_cap))
     value, active = _surrogate(rho, adv, low[None, :], high[None, :])
-    weight = mask / mask.sum(axis=1, keepdims=True) / mask.shape[0]
-    return np.sum(value * weight), rho * adv * (active & (log_rho <= log_ratio_cap)) * weight
+    active &= log_rho <= log_ratio_cap
+    if dual_clip is not None:
+        floor = adv * dual_clip_threshold(t, dual_clip, power)[None, :]
+        dual = (adv < 0) & (value < floor)
+        value, active = np.where(dual, floor, value), active & ~dual
+    return value, rho * adv * active
+
+
+def dual_clip_threshold(t, dual_clip: float = RELEASED_DUAL_CLIP, power: float = CTPO_CLIP[2]):
+    """e^(dual_clip t^p): the ratio above which CTPO's released code holds a negative-advantage term
+    at A e^(dual_clip t^p) (core_algos.py:1597 and 1608-1610); t >= 1 (1-based positions)."""
+    dual_clip = float(_checks.nonnegative("dual_clip", dual_clip))
+    return adaptive_clip_bounds(t, 0.0, dual_clip, power)[1]
+
+
+def ctpo_released_objective(
+    logp_new,
+    logp_old,
+    mask,
+    advantages,
+    eps_low: float = CTPO_CLIP[0],
+    eps_high: float = CTPO_CLIP[1],
+    power: float = CTPO_CLIP[2],
+    dual_clip: float = RELEASED_DUAL_CLIP,
+    token_log_ratio_clamp: float = RELEASED_TOKEN_LOG_RATIO_CLAMP,
+    log_ratio_cap: float = RELEASED_LOG_RATIO_CAP,
+    aggregation: str = "token_mean",
+) -> float:
+    """Minus the policy loss of CTPO's released code (cum-token-cumprod-la; constants above):
+    the aggregate of the per-token terms
+
+        A >= 0:  min(rho_t A, clip(rho_t, e^(-eps_low t^p), e^(eps_high t^p)) A)   (§3.3's J_CTPO term)
+        A < 0:   max(that, A e^(dual_clip t^p))                                    (the dual clip)
+
+    with rho_t = e^(min(log rho_t, log_ratio_cap)) and log rho_t = sum_{t' <= t} clip(log r_t', -c, c),
+    c = ``token_log_ratio_clamp`` (core_algos.py:1569-1585, 1604-1624). ``aggregation``:
+    ``token_mean`` (sum over the batch's real tokens / their number: agg_loss "token-mean",
+    core_algos.py:1056-1063, the loss_agg_mode of actor.yaml:100 that ctpo.sh keeps) or
+    ``sequence_mean`` (the paper's 1/G sum_i 1/|o_i| sum_t).
+
+    The code differentiates log rho_t = sg(log rho_t) + logp_t - sg(logp_t) (core_algos.py:1583):
+    the value is the cumulative log ratio, the gradient that of the current token alone, so
+    the prefix ratio rho_{t-1}^cum is a constant, as in Prop 1's estimator
+    sum_t rho_t^cum A grad log pi(a_t | s_t). That gradient, ``objective_gradient("ctpo_released",
+    ...)``, is therefore not the derivative of this value, which depends on every earlier token.
+    ``eps_low = -log(1 - e_low)``, ``eps_high = log(1 + e_high)``, ``dual_clip = log(c)``, ``power
+    = 0`` give the fixed-clip mode cum-token-cumprod (core_algos.py:1343-1411: ratio-space clip
+    [1 - e_low, 1 + e_high] with e_low = e_high = 0.2 and dual-clip constant c = 3, actor.yaml:36-42, 79).
+    """
+    return float(
+        _ctpo_released_terms(
+            logp_new,
+            logp_old,
+            mask,
+            advantages,
+            eps_low,
+            eps_high,
+            power,
+            dual_clip,
+            token_log_ratio_clamp,
+            log_ratio_cap,
+            aggregation,
+        )[0]
+    )
+
+
+def _ctpo_released_terms(
+    logp_new,
+    logp_old,
+    mask,
+    advantages,
+    eps_low=CTPO_CLIP[0],
+    eps_high=CTPO_CLIP[1],
+    power=CTPO_CLIP[2],
+    dual_clip=RELEASED_DUAL_CLIP,
+    token_log_ratio_clamp=RELEASED_TOKEN_LOG_RATIO_CLAMP,
+    log_ratio_cap=RELEASED_LOG_RATIO_CAP,
+    aggregation="token_mean",
+):
+    if not token_log_ratio_clamp > 0:
+        raise ValueError(f"token_log_ratio_clamp must be > 0 (inf: no clamp); got {token_log_ratio_clamp}")
+    _checks.choice("aggregation", aggregation, tuple(AGGREGATIONS))
+    log_r, mask = _log_ratios(logp_new, logp_old, mask)
+    adv = _advantages(advantages, log_r.shape[0])[:, None]
+    clamped = np.clip(log_r, -token_log_ratio_clamp, token_log_ratio_clamp)
+    log_rho = np.where(mask, np.cumsum(clamped, axis=1), 0.0)
+    # the code's gradient reaches logp_t through the current token only: d term_t / d logp_t
+    value, own = _cumulative_terms(log_rho, adv, eps_low, eps_high, power, log_ratio_cap, dual_clip)
+    weight = AGGREGATIONS[aggregation](mask)
+    return np.sum(value * weight), own * weight
 
 
 def objective_gradient(
     objective: str, logp_new, logp_old, mask, advantages, *, detach_prefix: bool = False, **clip
 ) -> np.ndarray:
-    """dJ/d logp_new (B, T) of ``objective`` in {"grpo", "gspo", "ctpo"}: what autograd gives
-    for the surrogate, and the reference the trainer's torch losses must match.
+    """dJ/d logp_new (B, T) of ``objective`` in {"grpo", "gspo", "ctpo", "ctpo_released"}: what
+    autograd gives for the surrogate, and the reference the trainer's torch losses must match.
 
     GRPO: r_t A / (B |o|) where the clip does not bind. GSPO: every token of sequence i gets
     rho_i A_i / (B |o_i|) (d rho^GSPO / d logp_t = rho / |o|). CTPO: rho_t^cum depends on every
@@ -240,9 +361,14 @@ def objective_gradient(
     a reverse cumulative sum that weights early tokens more. With ``detach_prefix=True``
     the prefix ratio rho_{t-1}^cum is treated as a constant, and token t gets only its own
     term rho_t A / (B |o|): the estimator of Prop 1, sum_t rho_t^cum A grad log pi(a_t | s_t).
+    ctpo_released: the gradient CTPO's released code backpropagates (:func:`ctpo_released_objective`),
+    always of the detached form: rho_t A w_t where neither the clip, the dual clip nor the cap
+    binds, w_t the aggregation weight (1 / number of tokens by default).
     """
-    _checks.choice("objective", objective, ("grpo", "gspo", "ctpo"))
-    terms = {"grpo": _grpo_terms, "gspo": _gspo_terms, "ctpo": _ctpo_terms}[objective]
+    _checks.choice("objective", objective, ("grpo", "gspo", "ctpo", "ctpo_released"))
+    terms = {"grpo": _grpo_terms, "gspo": _gspo_terms, "ctpo": _ctpo_terms, "ctpo_released": _ctpo_released_terms}[
+        objective
+    ]
     own = terms(logp_new, logp_old, mask, advantages, **clip)[1]  # the objective's clip keywords
     if objective != "ctpo" or detach_prefix:
         return own

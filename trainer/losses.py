@@ -7,6 +7,10 @@ come from ``theory.importance.adaptive_clip_bounds``, and its cumulative ratio i
 e^(min(log rho_t^cum, log_ratio_cap)) as in ``theory.importance.ctpo_objective``: the cap keeps the
 loss and every gradient finite on responses of thousands of tokens (float32's exp overflows past
 88) and leaves them unchanged wherever log rho_t^cum <= cap or the clip binds (that docstring).
+``ctpo_released`` is the loss of CTPO's released code, ``theory.importance.ctpo_released_objective``:
+the same clip, token log ratios clamped to +-20, log rho_t^cum capped at 10, a dual clip for
+negative advantages, and a gradient through the current token only (the prefix ratio is held
+constant, Prop 1's estimator); ``ctpo`` is the paper's surrogate J_CTPO (§3.3), differentiated whole.
 
 Aggregation (how token terms are averaged; ``weights``):
 - ``token_mean`` (DAPO, Dr. GRPO's code): every real token of the mini-batch counts equally,
@@ -29,7 +33,17 @@ import numpy as np
 import torch
 
 from theory.bounds import optimal_tau
-from theory.importance import CTPO_CLIP, CTPO_LOG_RATIO_CAP, GRPO_CLIP, GSPO_CLIP, adaptive_clip_bounds
+from theory.importance import (
+    CTPO_CLIP,
+    CTPO_LOG_RATIO_CAP,
+    GRPO_CLIP,
+    GSPO_CLIP,
+    RELEASED_DUAL_CLIP,
+    RELEASED_LOG_RATIO_CAP,
+    RELEASED_TOKEN_LOG_RATIO_CLAMP,
+    adaptive_clip_bounds,
+    dual_clip_threshold,
+)
 from trainer.registry import choose
 
 
@@ -38,7 +52,7 @@ class ClipSpec:
     low: float  # eps_low
     high: float  # eps_high
     power: float = 0.5  # CTPO's p
-    log_ratio_cap: float = CTPO_LOG_RATIO_CAP  # CTPO's cap on log rho_t^cum; inf: none
+    log_ratio_cap: float = CTPO_LOG_RATIO_CAP  # ctpo's cap on log rho_t^cum (inf: none); ctpo_released has its own
 
 
 def _token_mean(mask, tokens, sequences, max_new_tokens):
@@ -103,9 +117,13 @@ class PolicyLoss(ABC):
         rho = self.ratio(log_ratio(logp_new, logp_old, mask), mask, clip)
         low, high = self.bounds(clip, mask.shape[1], logp_new)
         if self.per_sequence:
-            return -_surrogate(rho, advantages, low, high).sum() / sequences
-        terms = _surrogate(rho, advantages[:, None], low, high)
+            return -self.surrogate(rho, advantages, low, high, clip).sum() / sequences
+        terms = self.surrogate(rho, advantages[:, None], low, high, clip)
         return -(torch.where(mask, terms, torch.zeros_like(terms)) * weights).sum()
+
+    def surrogate(self, rho, adv, low, high, clip: ClipSpec):
+        """The terms min(rho A, clip(rho, low, high) A)."""
+        return _surrogate(rho, adv, low, high)
 
     @torch.no_grad()
     def clip_fraction(self, logp_new, logp_old, mask, clip: ClipSpec) -> float:
@@ -138,6 +156,42 @@ class CumulativeRatioLoss(PolicyLoss):
         return like.new_tensor(low)[None, :], like.new_tensor(high)[None, :]
 
 
+class ReleasedCumulativeRatioLoss(CumulativeRatioLoss):
+    """CTPO as its released code computes it (theory.importance.ctpo_released_objective, which cites
+    the release's lines): CTPO's clip on a cumulative ratio whose token log ratios are clamped to
+    +-``token_log_ratio_clamp`` and whose log is capped at ``log_ratio_cap``, the gradient flowing
+    through the current token only, and for A < 0 the dual clip max(term, A e^(dual_clip t^p)).
+    The release hard-codes the clamp (20) and the cap (10); its dual_clip (la_clip_c, 0.05 in
+    ctpo.sh) is a setting of the release that this trainer fixes at that value. The clip bounds
+    are ``clip_low``, ``clip_high`` and ``ctpo_power`` as for ``ctpo``: their defaults 0.025, 0.05
+    and 0.5 are ctpo.sh's (lines 59-60, 63; the release's own default power, actor.yaml:84, is 0).
+    Not reproduced: the rollout-correction weights ctpo.sh switches on (lines 47-48, 105-106),
+    which multiply each token's loss (core_algos.py:1626-1627) to correct the sampler's log-probs
+    against the trainer's; this trainer's old log-probs are the trainer's own (recompute_old_logprobs)."""
+
+    def __init__(
+        self,
+        default_clip,
+        summary,
+        dual_clip: float = RELEASED_DUAL_CLIP,
+        token_log_ratio_clamp: float = RELEASED_TOKEN_LOG_RATIO_CLAMP,
+        log_ratio_cap: float = RELEASED_LOG_RATIO_CAP,
+    ):
+        super().__init__(default_clip, summary)
+        self.dual_clip, self.token_log_ratio_clamp, self.log_ratio_cap = dual_clip, token_log_ratio_clamp, log_ratio_cap
+
+    def ratio(self, log_r, mask, clip):
+        c = self.token_log_ratio_clamp
+        held = log_r.detach().clamp(-c, c).cumsum(1)  # the value: log rho_t^cum of the clamped token log ratios
+        current = log_r - log_r.detach()  # zero, carrying the gradient of log pi(a_t | s_t) alone
+        return (held + current).clamp(max=self.log_ratio_cap).exp()
+
+    def surrogate(self, rho, adv, low, high, clip):
+        terms = _surrogate(rho, adv, low, high)
+        threshold = rho.new_tensor(dual_clip_threshold(np.arange(1, rho.shape[1] + 1), self.dual_clip, clip.power))
+        return torch.where(adv < 0, torch.maximum(terms, adv * threshold), terms)
+
+
 class SequenceRatioLoss(PolicyLoss):
     """GSPO: the length-normalised sequence ratio exp(mean_t log r_t), one term per sequence."""
 
@@ -152,6 +206,9 @@ LOSSES = {
     "grpo": TokenRatioLoss(GRPO_CLIP, "token ratio"),
     "gspo": SequenceRatioLoss(GSPO_CLIP, "length-normalised sequence ratio"),
     "ctpo": CumulativeRatioLoss(CTPO_CLIP[:2], "cumulative ratio, sqrt(t)-adaptive clip"),
+    "ctpo_released": ReleasedCumulativeRatioLoss(
+        CTPO_CLIP[:2], "cumulative ratio as CTPO's released code: current-token gradient, caps, dual clip"
+    ),
 }
 
 
