@@ -19,6 +19,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "comparisons", nargs="*", metavar="COMPARISON", help=f"any of {', '.join(COMPARISONS)} (default: all)"
     )
+    parser.add_argument(
+        "--methods", nargs="+", metavar="METHOD", help="run only these methods of each comparison, and its baseline"
+    )
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--out", default="records")
@@ -31,14 +34,20 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"COMPARISON must be one of {', '.join(COMPARISONS)}; got {', '.join(unknown)}")
     args.comparisons = args.comparisons or list(COMPARISONS)
+    known = {m for c in args.comparisons for m in COMPARISONS[c]["methods"]}
+    if args.methods and not set(args.methods) <= known:
+        missing = ", ".join(sorted(set(args.methods) - known))
+        parser.error(
+            f"--methods must name methods of {', '.join(args.comparisons)} ({', '.join(sorted(known))}); got {missing}"
+        )
     if args.seeds < 2:
         parser.error(f"--seeds must be >= 2 (the intervals and paired tests are over seeds); got {args.seeds}")
     for name in ("steps", "warmup_steps", "jobs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
     out = Path(args.out) / "rl_study"
-    runs = run_study(args.comparisons, args.seeds, args.steps, out, args.warmup_steps, args.jobs)
-    config = {"seeds": args.seeds, "steps": args.steps, "warmup_steps": args.warmup_steps}
+    runs = run_study(args.comparisons, args.seeds, args.steps, out, args.warmup_steps, args.jobs, args.methods)
+    config = {"seeds": args.seeds, "steps": args.steps, "warmup_steps": args.warmup_steps, "methods": args.methods}
     for comparison, comparison_runs in runs.items():
         starts = {s: warm_start(s, problem_set(comparison), out, args.warmup_steps) for s in range(args.seeds)}
         rows = summarise(comparison, comparison_runs, starts)

@@ -136,10 +136,21 @@ def _pool(jobs: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(jobs, mp_context=spawn, initializer=torch.set_num_threads, initargs=(1,))
 
 
-def run_study(comparisons, seeds: int, steps: int, out: Path, warmup_steps: int, jobs: int) -> dict[str, list[dict]]:
+def study_methods(comparison: str, only=None) -> list[str]:
+    """The methods of ``comparison`` to run: all, or those of ``only`` it has plus its baseline."""
+    spec = COMPARISONS[comparison]
+    if only is None:
+        return list(spec["methods"])
+    return [m for m in spec["methods"] if m in only or m == spec["baseline"]]
+
+
+def run_study(
+    comparisons, seeds: int, steps: int, out: Path, warmup_steps: int, jobs: int, methods=None
+) -> dict[str, list[dict]]:
     """Warm-ups first (one per seed, shared by every comparison), then every (comparison,
-    method, seed) run; returns the runs of each comparison."""
-    wanted = [(c, m, s) for c in comparisons for s in range(seeds) for m in COMPARISONS[c]["methods"]]
+    method, seed) run, for the methods :func:`study_methods` selects; returns the runs of each
+    comparison."""
+    wanted = [(c, m, s) for c in comparisons for s in range(seeds) for m in study_methods(c, methods)]
     todo = [job for job in wanted if not run_path(out, *job, steps, warmup_steps).exists()]
     with _pool(jobs) as pool:
         starts = [(s, p) for p in dict.fromkeys(map(problem_set, comparisons)) for s in range(seeds)]

@@ -35,7 +35,8 @@ def summarise(comparison: str, runs: list[dict], starts: dict[int, dict]) -> lis
     """``report`` rows under the comparison's claim id: per method its curve and metrics, the
     paired gain over the warmed-up start ``starts[seed]``, the paired difference to the baseline."""
     spec = COMPARISONS[comparison]
-    by_method = {m: sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"]) for m in spec["methods"]}
+    ran = [m for m in spec["methods"] if any(r["method"] == m for r in runs)]
+    by_method = {m: sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"]) for m in ran}
     base = {s: {r["seed"]: r[s]["mean@8"] for r in by_method[spec["baseline"]]} for s in SPLITS}
     rows = []
     for method, rs in by_method.items():

@@ -93,6 +93,10 @@ def test_study_runs_resumes_and_writes_a_record(tmp_path):
     } == {"R12"}
     assert all(len(r["details"]["reward_curve_mean"]) == 2 for r in rows)
     assert "test/paired_diff_p" in rows[1]["details"] and "train/gain_over_start_ci95" in rows[0]["details"]
+    subset = subprocess.run(cmd + ["--methods", "tau_star"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert subset.returncode == 0 and all(p.stat().st_mtime_ns == stamp[p] for p in runs)
+    record = json.loads(sorted(tmp_path.glob("rl_study_kl-*.json"))[-1].read_text())
+    assert [r["details"]["method"] for r in record["checks"][0]["results"]] == ["no_clip", "tau_star"]
     figures = subprocess.run(
         [sys.executable, "-m", "figures", "--records", str(tmp_path), "--out", str(tmp_path / "fig")],
         cwd=ROOT,
@@ -135,6 +139,7 @@ def test_study_runs_do_not_depend_on_the_number_of_workers(tmp_path):
         (["--seeds", "1"], "--seeds must be >= 2 (the intervals and paired tests are over seeds); got 1"),
         (["kl", "--jobs", "0"], "--jobs must be >= 1; got 0"),
         (["klx"], "COMPARISON must be one of allocation, allocation_dr_grpo, loss, loss_long, kl; got klx"),
+        (["kl", "--methods", "grpo"], "--methods must name methods of kl (fixed_tau, no_clip, tau_star); got grpo"),
     ],
 )
 def test_bad_study_arguments_are_refused_before_any_run(tmp_path, capsys, argv, match):
