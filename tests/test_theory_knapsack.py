@@ -71,8 +71,8 @@ def test_the_marginal_gains_are_the_values_differences_and_decrease():
 
 
 def test_the_released_codes_toy_example():
-    """p = [.5, .1, 0, 1, .9, .05, .3], 8 rollouts each, min_n 2, max_n 128: the counts the
-    released code prints for these prompts (peer spec 1.4 (e), its invalid prompt left out)."""
+    """p = [.5, .1, 0, 1, .9, .05, .3], 8 rollouts each, min_n 2, max_n 128: the counts that
+    sampling_budget_by_knapsack (liziniu/KnapsackRL @ ca5d5f5) returns for these prompts."""
     p = [0.5, 0.1, 0.0, 1.0, 0.9, 0.05, 0.3]
     np.testing.assert_array_equal(knapsack_allocation(p, 56, 2, 128), [7, 18, 2, 2, 3, 13, 11])
 
