@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from theory import _checks, allocation_slsqp
+from theory import _checks, allocation_knapsack, allocation_slsqp
+from theory.allocation_knapsack import KNAPSACK_ALPHA, KNAPSACK_MAX_N, KNAPSACK_MIN_N
 from theory.variance import ESTIMATORS
 
 METHODS = ("exact", "paper", "relaxed")
@@ -70,17 +71,22 @@ def check_problem(a, budget, lower, upper) -> tuple[np.ndarray, int, int, int]:
     a = _checks.nonnegative("a", a)
     if a.ndim != 1 or a.size == 0:
         raise ValueError(f"a must be a non-empty 1-D array (one weight per prompt); got shape {a.shape}")
+    return (a, *_check_box(a.size, budget, lower, upper, 3, "VIP §5.2: the objective is convex only for n >= 3"))
+
+
+def _check_box(b: int, budget, lower, upper, min_lower: int, why: str) -> tuple[int, int, int]:
+    """Budget and bounds of a B-prompt problem as Python ints: min_lower <= L <= U (``why``
+    says where min_lower comes from) and an integer budget with B L <= C <= B U."""
     budget, lower, upper = (_integer(name, v) for name, v in (("budget", budget), ("lower", lower), ("upper", upper)))
-    if lower < 3:
-        raise ValueError(f"lower must be >= 3 (VIP §5.2: the objective is convex only for n >= 3); got {lower}")
+    if lower < min_lower:
+        raise ValueError(f"lower must be >= {min_lower} ({why}); got {lower}")
     if upper < lower:
         raise ValueError(f"upper must be >= lower = {lower}; got {upper}")
-    b = a.size
     if not b * lower <= budget <= b * upper:
         raise ValueError(
             f"budget must lie in [B*lower, B*upper] = [{b * lower}, {b * upper}] for B = {b} prompts; got {budget}"
         )
-    return a, budget, lower, upper
+    return budget, lower, upper
 
 
 def _integer(name: str, value) -> int:
@@ -540,6 +546,51 @@ def _released_literally(p, a, c, budget, lower, upper, estimator, rng) -> np.nda
     return allocation_slsqp.released_rounding(relaxed, a, budget, upper)
 
 
+# --- Knapsack RL (arXiv 2509.25849), as its released code computes it ----------------------
+
+
+def knapsack_allocation(
+    p_hat,
+    budget,
+    lower: int = KNAPSACK_MIN_N,
+    upper: int = KNAPSACK_MAX_N,
+    alpha: float = KNAPSACK_ALPHA,
+    fallback: bool = True,
+) -> np.ndarray:
+    """Knapsack RL's allocation (:mod:`theory.allocation_knapsack`: source, value, proof, choices).
+
+    ``lower`` and ``upper`` are the code's min_n and max_n. Every prompt starts at L; the
+    budget left, C - B L, goes to the prompts with 0 < p_hat < 1 by the exact knapsack
+    maximising sum_i V_i(k_i) (:func:`theory.allocation_knapsack.knapsack_value`), solved by
+    taking its largest marginal gains (each V_i is concave). With ``fallback`` (the code's
+    default, ``alpha`` = 0.9), when est = sum_i floor(min(U, cost_i)) < C - B L the knapsack
+    places est and the rest goes to the p_hat == 0 prompts, then the p_hat == 1 prompts, each
+    up to U; what they cannot take stays with the knapsack. Returns integer counts with sum C
+    and L <= n <= U.
+    """
+    p = _checks.probability("p_hat", p_hat)
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError(f"p_hat must be a non-empty 1-D array (one success rate per prompt); got shape {p.shape}")
+    why = "Knapsack RL's min_n: a group of 2 is the smallest with a non-zero advantage"
+    budget, lower, upper = _check_box(p.size, budget, lower, upper, KNAPSACK_MIN_N, why)
+    try:  # a number in (0, 1); NaN fails the comparison
+        valid = not isinstance(alpha, (str, bytes)) and np.ndim(alpha) == 0 and 0.0 < float(alpha) < 1.0
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"alpha must be a number in (0, 1) (the fallback's confidence level); got {alpha!r}")
+    if not isinstance(fallback, (bool, np.bool_)):
+        raise ValueError(f"fallback must be True or False; got {fallback!r}")
+    _largest_count(p.size, budget, lower, upper)  # refuses a problem too large to rank at once
+    n = np.full(p.size, lower, dtype=np.int64)
+    units = allocation_knapsack.knapsack_units(p, budget - lower * p.size, lower, upper, alpha, bool(fallback))
+    if units > 0:
+        eff = allocation_knapsack.effective(p)
+        scores = allocation_knapsack.log_gain_scores(p[eff], lower, min(upper - lower, units))
+        n[eff] = _take_largest(scores, n[eff], units, lower)
+    return allocation_knapsack.fill_rest(n, p, budget, upper)
+
+
 # --- the rules a run can pick: one table -------------------------------------------------
 
 
@@ -575,6 +626,10 @@ def _vip_released_slsqp_rule(p_hat, budget, lower, upper, estimator, method="exa
     return released_vip_allocation(p_hat, budget, lower, upper, estimator, solver="slsqp", rng=rng)
 
 
+def _knapsack_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
+    return knapsack_allocation(p_hat, budget, lower, upper)
+
+
 def _inverse_accuracy_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
     return inverse_accuracy_allocation(p_hat, budget, lower, upper)
 
@@ -601,6 +656,12 @@ ALLOCATION_RULES = {
         True,
         3,
         "VIP's released code run literally (V13): SLSQP with scipy's defaults, float-noise ties, p_hat to 5 dp",
+    ),
+    "knapsack": AllocationRule(
+        _knapsack_rule,
+        True,
+        KNAPSACK_MIN_N,
+        "Knapsack RL (arXiv 2509.25849) as released: max sum P(mixed group) p (1-p)^2 over the extra rollouts",
     ),
     "inverse_accuracy": AllocationRule(
         _inverse_accuracy_rule, True, 2, "App. C.1: n_q proportional to 1 - p_hat + eps"
