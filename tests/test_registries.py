@@ -69,6 +69,14 @@ def test_the_literal_released_rule_trains_and_draws_with_the_runs_generator():
     assert [r["allocation/histogram"] for r in first] == [r["allocation/histogram"] for r in second]
 
 
+@pytest.mark.parametrize("rule", ["uniform", "inverse_accuracy", "inverse_variance"])
+def test_every_rule_trains_at_its_smallest_lower_bound(rule):
+    """The config accepts min_rollouts down to a rule's ``min_lower``; the rule must then run."""
+    need = alloc.ALLOCATION_RULES[rule].min_lower
+    rows = _step_metrics(allocation=rule, min_rollouts=need, budget=4 * need)
+    assert all(sum(int(n) * c for n, c in r["allocation/histogram"].items()) == 4 * need for r in rows)
+
+
 ISSUE_P_HAT = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 0.999, 0.3, 0.6, 0.7])
 
 

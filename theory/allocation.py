@@ -350,10 +350,19 @@ def allocate(a, budget, lower, upper, estimator: str, method: str = "exact") -> 
 # --- baselines (App. C.1) ---------------------------------------------------------------
 
 
+# The baselines need no convexity beyond that of g = 1/n: their smallest L is the 2 rollouts a
+# group needs for a leave-one-out baseline.
+BASELINE_MIN_LOWER = 2
+BASELINE_WHY = "a group needs 2 rollouts for its baseline"
+
+
 def uniform_allocation(n_prompts: int, budget, lower, upper) -> np.ndarray:
     """floor(C/B) rollouts each; the C mod B left over go to the first prompts (GRPO's default)."""
-    _, budget, _, _ = check_problem(np.ones(int(n_prompts)), budget, lower, upper)
-    n = np.full(int(n_prompts), budget // int(n_prompts), dtype=np.int64)
+    b = _integer("n_prompts", n_prompts)
+    if b < 1:
+        raise ValueError(f"n_prompts must be >= 1; got {b}")
+    budget, _, _ = _check_box(b, budget, lower, upper, BASELINE_MIN_LOWER, BASELINE_WHY)
+    n = np.full(b, budget // b, dtype=np.int64)
     n[: budget - int(n.sum())] += 1
     return n
 
@@ -365,7 +374,10 @@ def proportional_allocation(weights, budget, lower, upper) -> np.ndarray:
     box-clipped proportional split n_q = clip(tau w_q, L, U) with sum n = C, which is the
     minimiser of sum w_q^2 / n_q, rounded by Algorithm 2 on that same objective.
     """
-    w, budget, lower, upper = check_problem(weights, budget, lower, upper)
+    w = _checks.nonnegative("weights", weights)
+    if w.ndim != 1 or w.size == 0:
+        raise ValueError(f"weights must be a non-empty 1-D array (one per prompt); got shape {w.shape}")
+    budget, lower, upper = _check_box(w.size, budget, lower, upper, BASELINE_MIN_LOWER, BASELINE_WHY)
     a = w**2
     return _round(_relaxed(a, budget, lower, upper, "proportional"), a, budget, lower, upper, "proportional")
 
@@ -643,7 +655,9 @@ def _inverse_variance_rule(p_hat, budget, lower, upper, estimator, method="exact
 
 # ``method`` is how VIP's integer problem is solved (:func:`allocate`); the other rules ignore it.
 ALLOCATION_RULES = {
-    "uniform": AllocationRule(_uniform_rule, False, 2, "floor(C/B) each, the rest to the first prompts"),
+    "uniform": AllocationRule(
+        _uniform_rule, False, BASELINE_MIN_LOWER, "floor(C/B) each, the rest to the first prompts"
+    ),
     "vip": AllocationRule(_vip_rule, True, 3, "VIP §5.2: minimise problem (5) with a_q = 4 p_hat (1 - p_hat)"),
     "vip_released": AllocationRule(
         _vip_released_rule,
@@ -664,9 +678,9 @@ ALLOCATION_RULES = {
         "Knapsack RL (arXiv 2509.25849) as released: max sum P(mixed group) p (1-p)^2 over the extra rollouts",
     ),
     "inverse_accuracy": AllocationRule(
-        _inverse_accuracy_rule, True, 2, "App. C.1: n_q proportional to 1 - p_hat + eps"
+        _inverse_accuracy_rule, True, BASELINE_MIN_LOWER, "App. C.1: n_q proportional to 1 - p_hat + eps"
     ),
     "inverse_variance": AllocationRule(
-        _inverse_variance_rule, True, 2, "App. C.1: n_q proportional to 1 / (p_hat (1 - p_hat) + eps)"
+        _inverse_variance_rule, True, BASELINE_MIN_LOWER, "App. C.1: n_q proportional to 1 / (p_hat (1 - p_hat) + eps)"
     ),
 }
