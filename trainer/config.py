@@ -40,6 +40,7 @@ from trainer.losses import AGGREGATIONS, KL_CLIPS, KL_ESTIMATORS, LOSSES
 from trainer.registry import choose
 from trainer.rewards import BUILT_IN as REWARDS
 from trainer.rewards import REWARD_CONVENTIONS, REWARD_TIMEOUT_S
+from trainer.selection import SELECTIONS
 
 # Options without a table of their own elsewhere: how VIP's integer problem is solved
 # (theory.allocation.allocate) and who samples.
@@ -51,6 +52,7 @@ CHOICES = {
     "advantage": ADVANTAGES,
     "allocation": ALLOCATION_RULES,
     "allocation_method": ALLOCATION_METHODS,
+    "selection": SELECTIONS,
     "predictor": PREDICTORS,
     "aggregation": AGGREGATIONS,
     "kl_estimator": KL_ESTIMATORS,
@@ -88,6 +90,8 @@ class TrainConfig:
     allocation: str = "uniform"
     allocation_method: str = "exact"  # theory.allocation.allocate's method
     predictor: str = "gp_binomial"  # p_hat of all rules but uniform: GP + binomial noise, gp, gp_released, ridge
+    selection: str = "none"  # which groups a step trains on: none, dapo, greso (trainer.selection)
+    max_generation_rounds: int = 10  # rounds per step for dapo / greso (verl's run_dapo_qwen2.5_32b.sh)
     embedding: str = "auto"  # VIP's GP features: sentence-transformers if installed, else hashed words
     rollout_engine: str = "transformers"  # or vllm (the gpu extra; one colocated engine per process)
     vllm_gpu_memory_utilization: float = 0.3
@@ -142,8 +146,9 @@ class TrainConfig:
     @property
     def binary_rewards(self) -> bool:
         """Whether the rewards must be 0/1: every allocation but uniform learns p_hat from them
-        (VIP's GP, Algorithm 1, and the ridge predictor model success or failure)."""
-        return ALLOCATION_RULES[self.allocation].uses_p_hat
+        (VIP's GP, Algorithm 1, and the ridge predictor model success or failure), and GRESO's
+        skip reads all-correct and all-wrong groups."""
+        return ALLOCATION_RULES[self.allocation].uses_p_hat or SELECTIONS[self.selection].skips_prompts
 
     @property
     def clip_range(self) -> tuple[float, float]:
@@ -164,6 +169,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an integer >= 0; got {getattr(self, name)}")
         self._validate_budget()
+        self._validate_selection()
         for name in ("temperature", "learning_rate", "max_grad_norm", "reward_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
@@ -213,6 +219,21 @@ class TrainConfig:
                 f"it must lie in [B*L, B*U] = [{b * lo}, {b * hi}]"
             )
 
+    def _validate_selection(self) -> None:
+        """dapo and greso give every rolled-out prompt n = C / B rollouts (trainer.selection)."""
+        if self.selection == "none":
+            return
+        if self.allocation != "uniform":
+            raise ValueError(
+                f"selection={self.selection} needs allocation=uniform (every prompt gets C / B rollouts); "
+                f"got allocation={self.allocation}"
+            )
+        if self.rollout_budget % self.prompts_per_step:
+            raise ValueError(
+                f"selection={self.selection} needs budget C = {self.rollout_budget} to be a multiple of "
+                f"prompts_per_step = {self.prompts_per_step} (n = C / B rollouts per prompt)"
+            )
+
 
 def _field_types() -> dict[str, type]:
     hints = typing.get_type_hints(TrainConfig)
@@ -233,6 +254,7 @@ _AT_LEAST_ONE = (
     "max_prompts",
     "budget",
     "vllm_max_model_len",
+    "max_generation_rounds",
 )
 _TRUE, _FALSE, _NULL = ("true", "yes", "on", "1"), ("false", "no", "off", "0"), ("none", "null", "~")
 _EXPECTED = {int: "an integer", float: "a finite number", bool: "true or false", str: "a non-empty string"}

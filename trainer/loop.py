@@ -15,6 +15,10 @@ One step (``Trainer.train_step``):
 7. the predictor learns the step's rewards; metrics and rollout-log rows are appended; a
    checkpoint every ``save_every`` steps.
 
+With ``selection`` dapo or greso (trainer.selection), steps 1-4 run in generation rounds that
+draw, skip (greso), sample and score prompts until ``prompts_per_step`` groups with unequal
+rewards are kept; the step trains on those groups only, and its rollout log holds their rollouts.
+
 A non-finite loss or gradient norm stops the run before the optimizer step with a
 :class:`DivergenceError` naming the step and the quantity (nothing of that step is logged or
 saved). Rank 0 writes the logs and checkpoints; a write that fails there (trainer.disk.WriteError)
@@ -64,8 +68,16 @@ from trainer.losses import (
     sequence_log_ratio,
 )
 from trainer.rewards import checked_rewards, scaled
-from trainer.rollout import RolloutBatch, Sampling, TransformersEngine, completion_logprobs
+from trainer.rollout import (
+    RolloutBatch,
+    Sampling,
+    TransformersEngine,
+    completion_logprobs,
+    concat_batches,
+    select_groups,
+)
 from trainer.run_folder import record_config
+from trainer.selection import PromptSelector
 
 
 class DivergenceError(ArithmeticError):
@@ -84,7 +96,8 @@ class Experience:
     dataset rows), ``counts`` and ``p_hat`` per prompt, ``prompt_index`` (rollout -> prompt),
     ``rewards``, ``lengths``. This rank's slice: ``batch``, ``advantages``, ``old`` (the
     sampling policy's log-probs), ``ref`` (the reference's, with a KL), ``z_norms``. ``tau``
-    and ``kl_stats``: the KL clip of the whole step.
+    and ``kl_stats``: the KL clip of the whole step; ``selection``: the prompt selection's
+    metrics (trainer.selection).
     """
 
     indices: np.ndarray
@@ -100,6 +113,7 @@ class Experience:
     tau: float | None
     kl_stats: dict
     z_norms: list[float] | None
+    selection: dict
 
 
 class PromptSampler:
@@ -167,6 +181,11 @@ class Trainer:
             )
         if config.log_z_norm and world.size > 1:
             raise ValueError("log_z_norm needs a single process: FSDP averages each backward pass over ranks")
+        if config.selection != "none" and world.size > 1:
+            raise ValueError(
+                f"selection={config.selection} needs a single process (selection=none with torchrun): "
+                "its rounds keep a different number of rollouts on each rank"
+            )
         self.cfg, self.policy, self.tokenizer, self.reference, self.reward_fn, self.world = (
             config,
             policy,
@@ -182,7 +201,7 @@ class Trainer:
         self.device = world.device if world.size > 1 else next(policy.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + world.rank)
         self.comm = distributed.Collectives(world, self.device)
-        self.rng = self.sampler = self.allocator = None
+        self.rng = self.sampler = self.allocator = self.selector = None
         if world.main:  # the prompt order and the predictor live on rank 0
             self.rng = np.random.default_rng(config.seed)
             self.sampler = PromptSampler(len(self.examples), config.prompts_per_step, self.rng)
@@ -198,6 +217,15 @@ class Trainer:
                 self.rng,
                 config.predictor,
             )
+            if config.selection != "none":
+                self.selector = PromptSelector(
+                    config.selection,
+                    len(self.examples),
+                    config.prompts_per_step,
+                    config.rollout_budget // config.prompts_per_step,
+                    config.max_generation_rounds,
+                    config.reward_convention,
+                )
         all_done = lambda flag: distributed.all_true(flag, world, self.device)  # noqa: E731
         self.engine = engine or TransformersEngine(policy, tokenizer, config.generation_batch_size, all_done)
         self.engine.check_prompt_lengths(self.prompts, config.max_new_tokens, [e.prompt_id for e in self.examples])
@@ -230,6 +258,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "allocator": self.allocator.state_dict(),
             "sampler": self.sampler.state_dict(),
+            "selection": {} if self.selector is None else self.selector.state_dict(),
             "numpy_rng": self.rng.bit_generator.state,
             "torch_generators": generators,
         }
@@ -249,6 +278,8 @@ class Trainer:
         if self.world.main:
             self.allocator.load_state_dict(state["allocator"])
             self.sampler.load_state_dict(state["sampler"])
+            if self.selector is not None:
+                self.selector.load_state_dict(state["selection"])
             self.rng.bit_generator.state = state["numpy_rng"]
         self.step = int(state["step"])
 
@@ -347,20 +378,17 @@ class Trainer:
         return self._metrics(exp, token_stats | update | {"lr": lr}, timer.seconds), self._rollout_rows(exp)
 
     def _collect(self, timer) -> Experience:
-        """Plan, generate, reward, advantages, log-probs and tau of one step."""
+        """Plan, generate, reward (or the selection's rounds of them), advantages, log-probs and
+        tau of one step."""
         cfg = self.cfg
-        indices, counts, p_hat = self._plan()
+        if self.selector is None:
+            indices, counts, p_hat, batch, rewards = self._planned_rollouts(timer)
+            selection = {}
+        else:
+            indices, batch, rewards, selection = self._selected_rollouts(timer)
+            counts, p_hat = np.bincount(batch.prompt_index, minlength=len(indices)), None
         prompt_index = np.repeat(np.arange(len(counts)), counts)
-        local_counts, mine = self._my_counts(prompt_index, len(counts))
-        self.policy.eval()
-        with timer("weight_sync"):
-            self.engine.sync_weights(self.policy)
-        with timer("generation"), self._compute():
-            batch = self.engine.generate(
-                [self.prompts[i] for i in indices], local_counts, self.sampling, self.generator
-            )
-        with timer("reward"):
-            rewards = self.comm.concat(self._rewards(indices, batch))
+        _, mine = self._my_counts(prompt_index, len(counts))
         advantages = rollout_advantages(rewards, prompt_index, cfg.advantage)[mine]
         with timer("logprobs"), self._compute():
             old, ref = self._old_and_reference_logprobs(batch)
@@ -379,7 +407,53 @@ class Trainer:
             tau=tau,
             kl_stats=kl_stats,
             z_norms=self._z_norms(batch) if cfg.log_z_norm else None,
+            selection=selection,
         )
+
+    def _planned_rollouts(self, timer):
+        """(indices, counts, p_hat, this rank's rollouts, every rank's rewards) of the step's
+        planned prompts."""
+        indices, counts, p_hat = self._plan()
+        prompt_index = np.repeat(np.arange(len(counts)), counts)
+        local_counts, _ = self._my_counts(prompt_index, len(counts))
+        self._sync_engine(timer)
+        batch = self._generate(timer, indices, local_counts)
+        with timer("reward"):
+            rewards = self.comm.concat(self._rewards(indices, batch))
+        return indices, counts, p_hat, batch, rewards
+
+    def _selected_rollouts(self, timer):
+        """(indices, rollouts, rewards, metrics) of the groups the selection keeps: rounds of
+        draw, generate, reward and filter (trainer.selection) until ``prompts_per_step`` groups
+        are kept, in draw order; one process."""
+        selector = self.selector
+        selector.start()
+        self._sync_engine(timer)
+        kept = []  # (indices, rollouts, rewards) of each round's kept groups
+        while not selector.full:
+            indices = selector.candidates(self.sampler, self.rng)
+            if not indices.size:
+                continue
+            counts = np.full(indices.size, selector.group_size)
+            batch = self._generate(timer, indices, counts)
+            with timer("reward"):
+                rewards = self._rewards(indices, batch)
+            groups = np.split(rewards, np.cumsum(counts)[:-1])  # rollouts are sorted by prompt
+            taken = selector.keep(indices, groups)
+            if taken.size:
+                kept.append((indices[taken], select_groups(batch, taken), np.concatenate([groups[q] for q in taken])))
+        indices, batches, rewards = zip(*kept)
+        batch = concat_batches(list(batches), self.tokenizer.pad_token_id)
+        return np.concatenate(indices), batch, np.concatenate(rewards), selector.finish()
+
+    def _sync_engine(self, timer) -> None:
+        self.policy.eval()
+        with timer("weight_sync"):
+            self.engine.sync_weights(self.policy)
+
+    def _generate(self, timer, indices, counts) -> RolloutBatch:
+        with timer("generation"), self._compute():
+            return self.engine.generate([self.prompts[i] for i in indices], counts, self.sampling, self.generator)
 
     def _observe(self, exp: Experience) -> None:
         """The predictor learns the rewards of the prompts that got rollouts (VIP's released rule
@@ -540,7 +614,7 @@ class Trainer:
         metrics |= {f"time/{k}": v for k, v in seconds.items()}
         metrics["time/allocation"] = self.allocator.seconds
         metrics["time/allocation_fraction"] = self.allocator.seconds / seconds["total"]
-        metrics |= self.allocator.metrics()
+        metrics |= self.allocator.metrics() | exp.selection
         if exp.tau is not None:
             metrics["kl/tau"] = float(exp.tau)
         return metrics

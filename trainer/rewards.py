@@ -174,7 +174,7 @@ def _bad_reward(value, binary: bool) -> str | None:
     if not math.isfinite(number):
         return "rewards must be finite"
     if binary and number not in (0.0, 1.0):
-        return "this allocation learns success rates: rewards must be 0 or 1 (signed maps them to +-1)"
+        return "this run learns success rates: rewards must be 0 or 1 (signed maps them to +-1)"
     return None
 
 

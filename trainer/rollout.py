@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 
 
@@ -46,6 +47,46 @@ class RolloutBatch:
 
     def __len__(self) -> int:
         return len(self.prompt_index)
+
+
+def select_groups(batch: RolloutBatch, prompts) -> RolloutBatch:
+    """The rollouts of the batch's prompts ``prompts`` (positions in its prompt list), those of
+    ``prompts[k]`` renumbered as prompt k, in that order."""
+    renumber = {int(q): k for k, q in enumerate(prompts)}
+    members = {}
+    for r, q in enumerate(batch.prompt_index):
+        members.setdefault(q, []).append(r)
+    rows = [r for q in renumber for r in members.get(q, [])]
+    return RolloutBatch(
+        sequences=batch.sequences[rows],
+        attention_mask=batch.attention_mask[rows],
+        completion_mask=batch.completion_mask[rows],
+        old_logprobs=batch.old_logprobs[rows],
+        prompt_index=[renumber[batch.prompt_index[r]] for r in rows],
+        completions=[batch.completions[r] for r in rows],
+    )
+
+
+def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
+    """One batch of several: prompts left-padded and completions right-padded (``pad_id``,
+    masked out) to the widest; each batch's prompts numbered after the previous batches'."""
+    prompt_width = max(b.prompt_length for b in batches)
+    width = max(b.completion_mask.shape[1] for b in batches)
+
+    def widened(b: RolloutBatch, x: torch.Tensor, value) -> torch.Tensor:
+        left = x.new_full((len(b), prompt_width - b.prompt_length), value)
+        right = x.new_full((len(b), width - b.completion_mask.shape[1]), value)
+        return torch.cat([left, x, right], dim=1)
+
+    offsets = np.cumsum([0] + [max(b.prompt_index) + 1 for b in batches[:-1]])
+    return RolloutBatch(
+        sequences=torch.cat([widened(b, b.sequences, pad_id) for b in batches]),
+        attention_mask=torch.cat([widened(b, b.attention_mask, 0) for b in batches]),
+        completion_mask=torch.cat([_pad(b.completion_mask, width, False) for b in batches]),
+        old_logprobs=torch.cat([_pad(b.old_logprobs, width, 0.0) for b in batches]),
+        prompt_index=[int(o) + q for o, b in zip(offsets, batches) for q in b.prompt_index],
+        completions=[c for b in batches for c in b.completions],
+    )
 
 
 class RolloutEngine(Protocol):

@@ -9,11 +9,12 @@ step: the config (types, ranges, names, budget feasibility, L >= 3 with VIP), th
 --overwrite: trainer.run_folder), all before the model loads; then the tokenizer, the dataset
 (not empty, no null or empty prompt or answer, enough prompts for a step) and the reward function
 (called on a few of the dataset's own answers and on a wrong one: one finite number per
-completion within reward_timeout_s, 0 or 1 when the allocation learns success rates).
+completion within reward_timeout_s, 0 or 1 when the allocation or the selection learns success rates).
 
 Exit status: 0 done; 2 refused before training (bad config, folder, model, data, reward);
 1 stopped during training (a non-finite loss or gradient, a failed write, no usable
-checkpoint to resume from), with the newest checkpoint left as it was.
+checkpoint to resume from, a selection that kept too few groups), with the newest checkpoint
+left as it was.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from trainer.models import (
 )
 from trainer.rewards import checked_rewards, get_reward
 from trainer.run_folder import RunFolderError, claim
+from trainer.selection import SelectionError
 
 PREFLIGHT_WRONG = "I do not know."  # a completion no reward should score as correct
 
@@ -176,7 +178,7 @@ def _claim_and_train(config: TrainConfig, world: World, resume: bool, overwrite:
             return 2
         try:
             return _train(trainer, config, world, resume)
-        except (DivergenceError, WriteError, CheckpointError) as exc:
+        except (DivergenceError, WriteError, CheckpointError, SelectionError) as exc:
             if world.main:
                 newest = latest_checkpoint(config.output_dir)
                 print(f"error: {exc}\nthe newest checkpoint: {newest or 'none'}", file=sys.stderr)
