@@ -376,12 +376,12 @@ _RULES = {
 }
 
 
-def _allocation(kind: str, p_hat: np.ndarray, budget: int, success_variance=None) -> np.ndarray:
+def _allocation(kind: str, p_hat: np.ndarray, budget: int, model=None, idx=None) -> np.ndarray:
     """The loop's allocation ``kind`` (theory.allocation.ALLOCATION_RULES) with RLOO's objective;
-    ``success_variance``: the predictor's posterior E[p (1 - p)], for the rules that use it."""
-    return ALLOCATION_RULES[_RULES[kind]].allocate(
-        p_hat, budget, LOWER, UPPER, "rloo", success_variance=success_variance
-    )
+    a rule that uses the posterior gets ``model``'s E[p (1 - p)] for the prompts ``idx``."""
+    rule = ALLOCATION_RULES[_RULES[kind]]
+    posterior = {"success_variance": model.expected_success_variance(idx)} if rule.uses_posterior else {}
+    return rule.allocate(p_hat, budget, LOWER, UPPER, "rloo", **posterior)
 
 
 def loop_run(seed_seq, q: int, batch: int, steps: int) -> dict:
@@ -403,8 +403,7 @@ def loop_run(seed_seq, q: int, batch: int, steps: int) -> dict:
         for idx in batches(rng, q, batch, steps):
             truth = world.p(idx)
             p_hat = truth if pred == "oracle" else (model.predict(idx) if model is not None else np.full(idx.size, 0.5))
-            posterior = model.expected_success_variance(idx) if ALLOCATION_RULES[_RULES[alloc]].uses_posterior else None
-            n = _allocation(alloc, p_hat, 8 * batch, posterior)
+            n = _allocation(alloc, p_hat, 8 * batch, model, idx)
             rewards = world.rollouts(rng, idx, n)
             variance.append(float(np.sum(gradient_variance("rloo", n, p=truth))))
             wasted.append(float(sum(len(r) for r in rewards if np.ptp(r) == 0) / n.sum()))

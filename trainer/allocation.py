@@ -110,16 +110,11 @@ class RolloutAllocator:
         p_hat = self.predictor.predict(indices) if self.predictor is not None else None
         # a rule without p_hat (uniform) reads only the number of prompts
         shown = p_hat if p_hat is not None else np.zeros(len(indices))
-        posterior = self.predictor.expected_success_variance(indices) if self.rule.uses_posterior else None
+        posterior = (
+            {"success_variance": self.predictor.expected_success_variance(indices)} if self.rule.uses_posterior else {}
+        )
         counts = self.rule.allocate(
-            shown,
-            self.budget,
-            self.lower,
-            self.upper,
-            self.estimator,
-            self.method,
-            rng=self.rng,
-            success_variance=posterior,
+            shown, self.budget, self.lower, self.upper, self.estimator, self.method, rng=self.rng, **posterior
         )
         self.seconds = time.perf_counter() - start
         return np.asarray(counts, dtype=np.int64), p_hat
