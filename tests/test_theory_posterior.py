@@ -173,6 +173,18 @@ def test_softplus_and_bad_variance_scales_are_refused_by_name():
         gp.latent_variance(np.array([30]))
 
 
+def test_a_failed_update_leaves_the_posterior_and_the_scale_fit_as_they_were():
+    x = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [3.0, 3.0]])
+    gp = GPSuccessPredictor(x, bandwidth=1.0, jitter=0.0, variance_scale="fitted")
+    gp.update(np.array([2, 3]), [np.ones(4), np.zeros(4)])
+    before = gp.latent_variance(np.arange(4)), gp.state_dict()["variance_scale_fit"]["batches"]
+    with pytest.raises(ValueError, match=r"K_BB \+ noise is singular"):
+        gp.update(np.array([0, 1]), [np.ones(4), np.zeros(4)])
+    np.testing.assert_array_equal(gp.latent_variance(np.arange(4)), before[0])
+    after = gp.state_dict()["variance_scale_fit"]["batches"]
+    assert len(after) == len(before[1]) == 1 and np.array_equal(after[0][1], before[1][0][1])
+
+
 @pytest.mark.parametrize("true_scale", [1.0, 16.0])
 def test_the_fitted_scale_recovers_the_spread_of_the_latents(true_scale):
     """Latents drawn from N(m, c v) and 8 rollouts each: the predictive likelihood picks c within a

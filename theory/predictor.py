@@ -56,9 +56,10 @@ AMPLIFICATION_LIMIT = 4.0
 # Gauss-Hermite nodes of expected_success_variance. The integrand sigmoid(g)(1 - sigmoid(g)) is analytic in
 # the strip |Im g| < pi (its poles are at g = +-i pi), so the rule converges geometrically in the number of
 # nodes, the faster the smaller the latent sd (the strip is pi / sd wide in the standard normal variable;
-# Trefethen & Weideman, SIAM Review 56(3), 2014, §5). Measured against scipy.integrate.quad over means in
-# [-12, 12]: relative error < 1e-14 for sd <= 1 (the kernel's amplitude, the largest posterior sd),
-# < 5e-9 for sd <= 2, < 7e-6 for sd <= 3 (tests/test_theory_predictor.py checks it against Monte Carlo).
+# Trefethen & Weideman, SIAM Review 56(3), 2014, §5). Measured with 128 nodes against scipy.integrate.quad
+# over means in [-12, 12]: relative error < 1e-14 for sd <= 1 (the unit kernel's largest posterior sd),
+# < 1e-12 for sd <= 2, < 2e-6 for sd <= 4, < 4e-4 for sd <= 6 (a fitted variance_scale can reach these);
+# tests/test_theory_posterior.py checks it against Monte Carlo.
 QUADRATURE_NODES = 128
 _NODES, _WEIGHTS = hermegauss(QUADRATURE_NODES)  # once: numpy finds them by an eigenvalue problem (~10 ms)
 _WEIGHTS = _WEIGHTS / np.sqrt(2.0 * np.pi)  # hermegauss integrates against exp(-t^2/2): now E over N(0, 1)
@@ -351,9 +352,7 @@ class GPSuccessPredictor(_Predictor):
     def update(self, indices, rewards, chunk: int = 16_384) -> None:
         """One step of Algorithm 1 with the batch's rewards (one array per prompt)."""
         idx, values = self._observed(indices, rewards)
-        if self._scale_fit is not None:  # the prediction the rewards test: before conditioning on them
-            trials = np.array([len(r) for r in rewards], dtype=float)
-            self._scale_fit.observe(self.mean[idx], self._unit_variance(idx), np.rint(values * trials), trials)
+        held_out = (self.mean[idx], self._unit_variance(idx)) if self._scale_fit is not None else None
         g_obs = latent_observation(values, self.link, self.eps)
         x_b = self.embeddings[idx]
         k_bb = rbf_block(x_b, x_b, self.bandwidth)  # B x B in float64: it is factorised
@@ -364,6 +363,9 @@ class GPSuccessPredictor(_Predictor):
             noise = noise + 1.0 / (n * p * (1 - p))
         matrix = k_bb + np.diag(noise)
         factor = _cholesky(matrix)
+        if held_out is not None:  # the prediction the rewards test: the one made before conditioning on them
+            trials = np.array([len(r) for r in rewards], dtype=float)
+            self._scale_fit.observe(*held_out, np.rint(values * trials), trials)
         prior = np.full(self.n_prompts, self.prior_mean) if self.reset_mean else self.mean
         residual = g_obs - prior[idx]
         alpha = linalg.cho_solve(factor, residual)  # Sigma_BB^-1 (g_obs - m_B), no inverse
@@ -381,7 +383,7 @@ class GPSuccessPredictor(_Predictor):
     def latent_variance(self, indices) -> np.ndarray:
         """Var(g(x_q)) after the last update: variance_scale x (k(x, x) - k_xB (K_BB + noise)^-1 k_Bx),
         with k(x, x) = 1 (the RBF kernel's amplitude); variance_scale before any update. One (m x B)
-        kernel block and one triangular solve with the stored factor, O(m B (d + B)) for m prompts."""
+        kernel block and one product with the stored L^-1, O(m B (d + B)) for m prompts."""
         return self.variance_scale * self._unit_variance(self._indices(indices))
 
     def _unit_variance(self, idx: np.ndarray) -> np.ndarray:
@@ -408,7 +410,8 @@ class GPSuccessPredictor(_Predictor):
     def state_dict(self) -> dict:
         """What changes with updates: the prior mean (the kernel is fixed by the embeddings), the
         last update's batch and noise diagonal (its factor is recomputed from them on load) and
-        the record of the fits."""
+        the record of the fits; with variance_scale="fitted", the fit's window (a state without it
+        loads as an empty window, scale 1)."""
         fits = {"condition_number": self.condition_number, "amplification": self.amplification}
         last = {
             "last_batch": None if self._last_batch is None else self._last_batch.copy(),
