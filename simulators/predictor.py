@@ -26,7 +26,9 @@ true p.
   variance sum_q Var(G_q) at the true p (RLOO, Prop 4.3) and the share of rollouts spent
   on groups whose rewards all agree (zero advantage, no gradient). The claim: with the
   true p the variance-optimal allocation beats uniform in the loop; every predictor +
-  allocator pair is reported against uniform.
+  allocator pair is reported against uniform, among them our ``vip_posterior`` rule on the
+  GP's posterior E[p (1 - p)] (with the GP's variance as Algorithm 1's model gives it, and
+  with its scale fitted, ``variance_scale="fitted"``).
 - V12 (Table 4, GP rows): wall time of one predict + update at the paper's scale.
 """
 
@@ -66,6 +68,7 @@ PAPER_GP_SECONDS, PAPER_KERNEL_SECONDS = 0.745, 10.652  # VIP Table 4
 MISMATCHED = "GP fed rewards of the wrong prompts"
 RELEASED = "GP, released settings"
 RELEASED_WIDER_CLIP = "GP, released settings but eps = 0.05"  # the ablation: our clip instead of 1e-6
+FITTED = "variance scale fitted"  # GPSuccessPredictor(variance_scale="fitted")
 # Median pairwise Euclidean distance of unit-length all-MiniLM-L6-v2 embeddings of 1,500 generated
 # math problems (simulators.math_prompts; measured 1.153-1.154 over seeds 0-2): the scale on which
 # the released length scale 0.27 was chosen (VIP's embeddings are MiniLM's too).
@@ -355,6 +358,10 @@ COMBOS = {  # name: (predictor, allocator)
     "GP + binomial noise + optimal": ("gp-noise", "optimal"),
     f"{RELEASED} + optimal": ("gp-released", "optimal"),
     f"{RELEASED_WIDER_CLIP} + optimal": ("gp-released-wider-clip", "optimal"),
+    "GP + posterior optimal": ("gp", "posterior-optimal"),
+    "GP + binomial noise + posterior optimal": ("gp-noise", "posterior-optimal"),
+    f"GP, {FITTED} + posterior optimal": ("gp-fitted", "posterior-optimal"),
+    f"GP + binomial noise, {FITTED} + posterior optimal": ("gp-noise-fitted", "posterior-optimal"),
     "ridge + optimal": ("ridge", "optimal"),
     "oracle p + optimal": ("oracle", "optimal"),
 }
@@ -365,12 +372,16 @@ _RULES = {
     "inverse-accuracy": "inverse_accuracy",
     "inverse-variance": "inverse_variance",
     "optimal": "vip",
+    "posterior-optimal": "vip_posterior",
 }
 
 
-def _allocation(kind: str, p_hat: np.ndarray, budget: int) -> np.ndarray:
-    """The loop's allocation ``kind`` (theory.allocation.ALLOCATION_RULES) with RLOO's objective."""
-    return ALLOCATION_RULES[_RULES[kind]].allocate(p_hat, budget, LOWER, UPPER, "rloo")
+def _allocation(kind: str, p_hat: np.ndarray, budget: int, model=None, idx=None) -> np.ndarray:
+    """The loop's allocation ``kind`` (theory.allocation.ALLOCATION_RULES) with RLOO's objective;
+    a rule that uses the posterior gets ``model``'s E[p (1 - p)] for the prompts ``idx``."""
+    rule = ALLOCATION_RULES[_RULES[kind]]
+    posterior = {"success_variance": model.expected_success_variance(idx)} if rule.uses_posterior else {}
+    return rule.allocate(p_hat, budget, LOWER, UPPER, "rloo", **posterior)
 
 
 def loop_run(seed_seq, q: int, batch: int, steps: int) -> dict:
@@ -382,6 +393,8 @@ def loop_run(seed_seq, q: int, batch: int, steps: int) -> dict:
         model = {
             "gp": GPSuccessPredictor,
             "gp-noise": lambda x: GPSuccessPredictor(x, observation_noise="binomial"),
+            "gp-fitted": lambda x: GPSuccessPredictor(x, variance_scale="fitted"),
+            "gp-noise-fitted": lambda x: GPSuccessPredictor(x, observation_noise="binomial", variance_scale="fitted"),
             "gp-released": released_gp,
             "gp-released-wider-clip": lambda x: released_gp(x, eps=EPS),
             "ridge": RidgePredictor,
@@ -390,7 +403,7 @@ def loop_run(seed_seq, q: int, batch: int, steps: int) -> dict:
         for idx in batches(rng, q, batch, steps):
             truth = world.p(idx)
             p_hat = truth if pred == "oracle" else (model.predict(idx) if model is not None else np.full(idx.size, 0.5))
-            n = _allocation(alloc, p_hat, 8 * batch)
+            n = _allocation(alloc, p_hat, 8 * batch, model, idx)
             rewards = world.rollouts(rng, idx, n)
             variance.append(float(np.sum(gradient_variance("rloo", n, p=truth))))
             wasted.append(float(sum(len(r) for r in rewards if np.ptp(r) == 0) / n.sum()))
@@ -422,6 +435,15 @@ def run_loop(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
     z = float((1 - oracle.mean()) / (oracle.std(ddof=1) / np.sqrt(seeds)))
     details = {"summary": summary, "seeds": seeds, "Q": q, "B": batch}
     vip, released = summary["VIP (GP + optimal)"], summary[f"{RELEASED} + optimal"]
+    posterior = {  # ours (theory.allocation vip_posterior) beside VIP's rule on the same predictor
+        "GP": ("GP + posterior optimal", "VIP (GP + optimal)"),
+        "GP + binomial noise": ("GP + binomial noise + posterior optimal", "GP + binomial noise + optimal"),
+        f"GP, {FITTED}": (f"GP, {FITTED} + posterior optimal", "VIP (GP + optimal)"),
+        f"GP + binomial noise, {FITTED}": (
+            f"GP + binomial noise, {FITTED} + posterior optimal",
+            "GP + binomial noise + optimal",
+        ),
+    }
     return [
         claim(
             "V10",
@@ -448,6 +470,19 @@ def run_loop(config: RunConfig, rng: np.random.Generator) -> list[ClaimResult]:
             "x uniform's realised variance",
             details=details,
             estimate=released["variance_vs_uniform"],
+            theory=1.0,
+        ),
+        report(
+            "V10",
+            "VIP's problem on the predictor's posterior E[p (1 - p)] (ours, vip_posterior), x uniform's realised "
+            "variance, against VIP's rule on the same predictor: "
+            + "; ".join(
+                f"{label} {summary[ours]['variance_vs_uniform']:.3f} +- {summary[ours]['se']:.3f} "
+                f"(VIP {summary[theirs]['variance_vs_uniform']:.3f})"
+                for label, (ours, theirs) in posterior.items()
+            ),
+            details=details,
+            estimate=summary["GP + binomial noise + posterior optimal"]["variance_vs_uniform"],
             theory=1.0,
         ),
         report(

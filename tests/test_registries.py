@@ -1,8 +1,11 @@
 """One table per extension point: each is the only list of its names (config validation reads
 it), adding an entry is one definition, and the ledger and the trainer allocate by the same rule."""
 
+import dataclasses
+
 import numpy as np
 import pytest
+from scipy import integrate, special, stats
 
 from tests.conftest import tiny_config
 from theory import allocation as alloc
@@ -48,7 +51,9 @@ def test_a_new_loss_is_one_table_entry(monkeypatch):
 
 
 def test_a_new_allocation_rule_is_one_table_entry(monkeypatch):
-    def everything_to_the_first(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
+    def everything_to_the_first(
+        p_hat, budget, lower, upper, estimator, method="exact", rng=None, success_variance=None
+    ):
         n = np.full(len(p_hat), lower)
         n[0] += budget - n.sum()
         return n
@@ -57,6 +62,40 @@ def test_a_new_allocation_rule_is_one_table_entry(monkeypatch):
     monkeypatch.setitem(alloc.ALLOCATION_RULES, "first", rule)
     rows = _step_metrics(allocation="first")
     assert all(r["allocation/max"] == 16 - 3 * 3 and r["allocation/min"] == 3 for r in rows)
+
+
+def test_vip_posterior_trains_on_the_gps_posterior(monkeypatch):
+    """allocation=vip_posterior: the rule receives the GP's E[p (1 - p)] for the step's prompts; at
+    the first step every prompt has the prior N(0, 1), so each value is E[sigmoid(g)(1 - sigmoid(g))]
+    under N(0, 1) (scipy's quad here), and after an update they differ."""
+    seen = []
+    real = alloc.ALLOCATION_RULES["vip_posterior"]
+
+    def recording(*args, success_variance=None, **kwargs):
+        seen.append(success_variance)
+        return real.allocate(*args, success_variance=success_variance, **kwargs)
+
+    monkeypatch.setitem(alloc.ALLOCATION_RULES, "vip_posterior", dataclasses.replace(real, allocate=recording))
+    rows = _step_metrics(allocation="vip_posterior", predictor="gp")
+    prior, _ = integrate.quad(lambda g: special.expit(g) * special.expit(-g) * stats.norm.pdf(g), -40, 40)
+    assert len(seen) == 2 and all(v.shape == (4,) for v in seen)
+    np.testing.assert_allclose(seen[0], prior, rtol=1e-10)
+    assert not np.allclose(seen[1], prior)
+    assert all(sum(int(n) * c for n, c in r["allocation/histogram"].items()) == 16 for r in rows)
+
+
+def test_vip_posterior_without_a_posterior_is_refused_at_config_time(tmp_path):
+    """ridge keeps no posterior: the config names both options and the predictors that have one,
+    before anything is built or written."""
+    out = tmp_path / "run"
+    with pytest.raises(
+        ValueError,
+        match=r"predictor=ridge has no posterior, and allocation=vip_posterior .*"
+        r"predictor must be one of gp_binomial, gp, gp_released",
+    ):
+        load_config(None, ["allocation=vip_posterior", "predictor=ridge", f"output_dir={out}"])
+    assert not out.exists()
+    assert load_config(None, ["allocation=vip", "predictor=ridge"]).predictor == "ridge"  # VIP's rule needs none
 
 
 def test_the_literal_released_rule_trains_and_draws_with_the_runs_generator():

@@ -61,6 +61,18 @@ def success_variance_weights(p_hat, sigma_z2=1.0) -> np.ndarray:
     return 4.0 * sigma_z2 * p_hat * (1.0 - p_hat)
 
 
+def posterior_success_variance_weights(success_variance, sigma_z2=1.0) -> np.ndarray:
+    """a_q = 4 sigma_Z^2 E[p_q (1 - p_q)], the posterior expectation of §5.2's weight (the
+    ``vip_posterior`` rule, ours); ``success_variance`` is E[p_q (1 - p_q)], in [0, 1/4]."""
+    v = _checks.as_float_array("success_variance", success_variance)
+    if np.any((v < 0.0) | (v > 0.25 * (1.0 + 1e-12))):  # 1e-12: quadrature rounding at p = 1/2
+        raise ValueError(
+            f"success_variance must lie in [0, 1/4] (E[p (1 - p)] of a probability p); "
+            f"got values in [{v.min()}, {v.max()}]"
+        )
+    return 4.0 * _checks.nonnegative("sigma_z2", sigma_z2) * v
+
+
 def check_problem(a, budget, lower, upper) -> tuple[np.ndarray, int, int, int]:
     """Validate an allocation problem; return ``a`` as a 1-D float array and the budget and
     bounds as Python ints (so that B L and C - B L cannot overflow a fixed-width integer).
@@ -609,44 +621,75 @@ def knapsack_allocation(
 @dataclass(frozen=True)
 class AllocationRule:
     """A per-prompt allocation rule: ``allocate(p_hat, budget, lower, upper, estimator,
-    method, rng)`` -> integer counts; ``rng`` is a numpy Generator for the rules that draw.
+    method, rng, success_variance)`` -> integer counts; ``rng`` is a numpy Generator for the
+    rules that draw; ``success_variance`` the predictor's posterior E[p (1 - p)] per prompt
+    (None for a predictor without a posterior).
     ``uses_p_hat``: the rule needs predicted success rates (a predictor, binary rewards);
-    ``min_lower``: the smallest L it is defined for."""
+    ``min_lower``: the smallest L it is defined for; ``uses_posterior``: the rule needs
+    ``success_variance`` (a predictor with a posterior)."""
 
     allocate: Callable[..., np.ndarray]
     uses_p_hat: bool
     min_lower: int
     summary: str
+    uses_posterior: bool = False
 
 
-def _uniform_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
+def _uniform_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None, success_variance=None):
     return uniform_allocation(len(p_hat), budget, lower, upper)
 
 
-def _vip_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
+def _vip_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None, success_variance=None):
     return allocate(success_variance_weights(p_hat), budget, lower, upper, estimator, method)
 
 
-def _vip_released_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
+def _vip_posterior_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None, success_variance=None):
+    """Ours, not a paper's: problem (5) with a_q = 4 E[p_q (1 - p_q)] under the predictor's posterior.
+
+    Why these weights. For +-1 rewards Var(G_q) = 4 sigma_Z^2 p_q (1 - p_q) g(n_q) with
+    g(n) = (n - 1)/n^2 (Dr. GRPO, Prop 4.2) or 1/(n - 1) (RLOO, Prop 4.3): linear in
+    p_q (1 - p_q) for fixed n_q. The counts are chosen before the rollouts, so given the
+    predictor's posterior over p the expected loss of an allocation n is
+    E[sum_q Var(G_q)] = sum_q 4 sigma_Z^2 E[p_q (1 - p_q)] g(n_q): the expectation passes inside
+    the sum and the Bayes decision (the allocation minimising the posterior expected gradient
+    variance) is VIP's problem (5) with the expected weights. VIP's rule (``_vip_rule``) is the
+    special case of zero posterior variance, where E[p (1 - p)] = p_hat (1 - p_hat); with
+    posterior spread the weights of confident-looking prompts (p_hat near 0 or 1) rise and
+    those near 1/2 fall, so the allocation moves toward uniform where the predictor is unsure.
+    """
+    if success_variance is None:
+        raise ValueError(
+            "success_variance: the vip_posterior rule allocates on the predictor's posterior E[p (1 - p)] "
+            "per prompt (theory.predictor.GPSuccessPredictor.expected_success_variance); got None"
+        )
+    a = posterior_success_variance_weights(success_variance)
+    if a.shape != np.shape(p_hat):
+        raise ValueError(
+            f"success_variance must hold one value per prompt ({np.shape(p_hat)}, as p_hat); got shape {a.shape}"
+        )
+    return allocate(a, budget, lower, upper, estimator, method)
+
+
+def _vip_released_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None, success_variance=None):
     return released_vip_allocation(p_hat, budget, lower, upper, estimator)
 
 
-def _vip_released_slsqp_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
+def _vip_released_slsqp_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None, success_variance=None):
     """What VIP's released trainer runs: p_hat rounded to 5 decimals (``np.round(mean_pred, 5)``
     before its call of ``allocate_rollout``), then the released rule with SLSQP."""
     p_hat = np.round(_checks.probability("p_hat", p_hat), RELEASED_DECIMALS)
     return released_vip_allocation(p_hat, budget, lower, upper, estimator, solver="slsqp", rng=rng)
 
 
-def _knapsack_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
+def _knapsack_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None, success_variance=None):
     return knapsack_allocation(p_hat, budget, lower, upper)
 
 
-def _inverse_accuracy_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
+def _inverse_accuracy_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None, success_variance=None):
     return inverse_accuracy_allocation(p_hat, budget, lower, upper)
 
 
-def _inverse_variance_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None):
+def _inverse_variance_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None, success_variance=None):
     """App. C.1's answer variance sigma^2 of a correct/incorrect answer, p (1 - p): on the scale
     of the accuracy the inverse-accuracy rule uses, with the same eps."""
     p_hat = _checks.probability("p_hat", p_hat)
@@ -659,6 +702,13 @@ ALLOCATION_RULES = {
         _uniform_rule, False, BASELINE_MIN_LOWER, "floor(C/B) each, the rest to the first prompts"
     ),
     "vip": AllocationRule(_vip_rule, True, 3, "VIP §5.2: minimise problem (5) with a_q = 4 p_hat (1 - p_hat)"),
+    "vip_posterior": AllocationRule(
+        _vip_posterior_rule,
+        True,
+        3,
+        "ours: problem (5) with a_q = 4 E[p (1 - p)] under the predictor's posterior (Bayes decision)",
+        uses_posterior=True,
+    ),
     "vip_released": AllocationRule(
         _vip_released_rule,
         True,

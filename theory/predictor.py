@@ -16,6 +16,10 @@ builds one.
 Baselines with the same interface (``predict(indices)``, ``update(indices, rewards)``):
 :class:`MovingAveragePredictor`, :class:`RidgePredictor`, :class:`LastObservedPredictor`.
 
+The GP also keeps the latent posterior variance of its last update (``latent_variance``) and
+the posterior expectation E[p (1 - p)] it implies (``expected_success_variance``): the input of
+the posterior allocation rule of theory.allocation (``vip_posterior``, ours).
+
 Rewards passed to ``update`` are one array per prompt of the batch: +-1 or 0/1 rewards for
 the success links (anything else raises), real-valued rewards for ``link="softplus"``;
 ``update_counts(indices, successes, trials)`` takes success counts instead.
@@ -27,6 +31,7 @@ import numbers
 from collections import deque
 
 import numpy as np
+from numpy.polynomial.hermite_e import hermegauss
 from scipy import linalg, special
 
 from theory import _checks
@@ -47,6 +52,22 @@ EPS = 0.05
 # 0.03 apart with opposite outcomes in a batch of 16 gives 6.2 (condition number 4.7e4) and sends
 # every other prompt's p_hat into [3e-8, 1 - 1e-8] (tests/test_theory_predictor.py).
 AMPLIFICATION_LIMIT = 4.0
+
+# Gauss-Hermite nodes of expected_success_variance. The integrand sigmoid(g)(1 - sigmoid(g)) is analytic in
+# the strip |Im g| < pi (its poles are at g = +-i pi), so the rule converges geometrically in the number of
+# nodes, the faster the smaller the latent sd (the strip is pi / sd wide in the standard normal variable;
+# Trefethen & Weideman, SIAM Review 56(3), 2014, §5). Measured with 128 nodes against scipy.integrate.quad
+# over means in [-12, 12]: relative error < 1e-14 for sd <= 1 (the unit kernel's largest posterior sd),
+# < 1e-12 for sd <= 2, < 2e-6 for sd <= 4, < 4e-4 for sd <= 6 (a fitted variance_scale can reach these);
+# tests/test_theory_posterior.py checks it against Monte Carlo.
+QUADRATURE_NODES = 128
+_NODES, _WEIGHTS = hermegauss(QUADRATURE_NODES)  # once: numpy finds them by an eigenvalue problem (~10 ms)
+_WEIGHTS = _WEIGHTS / np.sqrt(2.0 * np.pi)  # hermegauss integrates against exp(-t^2/2): now E over N(0, 1)
+_LOG_WEIGHTS = np.log(_WEIGHTS)
+# variance_scale="fitted" (VarianceScaleFit): the scales c searched, 1/4 to 1024 in factors of 2, and how
+# many of the most recent prompts' predictive likelihoods choose c (the window of Ridge and moving average).
+SCALE_GRID = 2.0 ** np.arange(-2, 11)
+SCALE_WINDOW = 1024
 
 # Keyword arguments of GPSuccessPredictor for each named setting (GPSuccessPredictor.preset).
 # ``released``: VIP's released GP (github.com/HieuNT91/VIP; the repository's head holds only a README,
@@ -243,6 +264,17 @@ class GPSuccessPredictor(_Predictor):
     ``reset_mean=True`` starts every update from that constant instead of the last posterior
     mean: each step then conditions on its own batch only (the released GP class's default,
     GP_PRESETS). ``bandwidth`` is a fixed kernel bandwidth or "median" (the median heuristic).
+
+    ``latent_variance(indices)`` is the posterior variance of g that Algorithm 1's model gives
+    after its last update on batch B: each update conditions the fixed prior covariance k on B
+    alone, so k(x, x) - k_xB (K_BB + noise)^-1 k_Bx (the jitter alone for the paper's noiseless
+    update), k(x, x) = 1 before any update. Only B's indices and the inverse of the Cholesky
+    factor of K_BB + noise are kept (B x B). ``expected_success_variance(indices)`` is E[p (1 - p)] under
+    g ~ N(mean, latent variance), p = sigmoid(g). ``variance_scale`` multiplies the latent
+    variance: 1 is the model above; ``"fitted"`` (ours) chooses it from the rewards by
+    VarianceScaleFit. For the noiseless update a scale c is the posterior variance of the GP with
+    kernel amplitude c (jitter scaled alike), whose mean is Algorithm 1's; with binomial noise it
+    calibrates the variance and leaves the mean as it is.
     """
 
     def __init__(
@@ -257,8 +289,15 @@ class GPSuccessPredictor(_Predictor):
         rng=None,
         prior_mean: float = 0.0,
         reset_mean: bool = False,
+        variance_scale=1.0,
     ):
         super().__init__(embeddings, link, eps)
+        self._scale_fit = VarianceScaleFit() if isinstance(variance_scale, str) and variance_scale == "fitted" else None
+        if self._scale_fit is None and not (_finite_real(variance_scale) and variance_scale > 0):
+            raise ValueError(f"variance_scale must be a positive finite number or 'fitted'; got {variance_scale!r}")
+        if self._scale_fit is not None and link != "sigmoid":
+            raise ValueError("variance_scale='fitted' needs link='sigmoid' (it fits on success counts)")
+        self._fixed_scale = 1.0 if self._scale_fit is not None else float(variance_scale)
         if not _finite_real(prior_mean):
             raise ValueError(f"prior_mean must be a finite real number (a latent value); got {prior_mean!r}")
         if not isinstance(reset_mean, bool):
@@ -280,6 +319,9 @@ class GPSuccessPredictor(_Predictor):
         self.condition_number: float | None = None  # of the last update (see the class docstring)
         self.amplification: float | None = None
         self.ill_conditioned_fits = 0
+        # the last update's batch, its noise diagonal and the inverse L^-1 of the lower Cholesky
+        # factor L of K_BB + noise (latent_variance)
+        self._last_batch, self._last_noise, self._last_whitener = None, None, None
         # The (Q x B) cross-kernel block is the step's whole cost; in float32 it is ~10x faster
         # (matrix product and exp) and its entries are accurate to ~1e-7 relative. Rows are
         # stored augmented, [x, -s|x|^2, 1] with s = 1/(2 h^2): see _cross_kernel_times.
@@ -302,9 +344,15 @@ class GPSuccessPredictor(_Predictor):
         """p_hat = sigmoid(m_t(x_q)) (or the softplus variance) for the given prompts."""
         return link_function(self.mean[self._indices(indices)], self.link)
 
+    @property
+    def variance_scale(self) -> float:
+        """The factor of latent_variance: the fixed one, or VarianceScaleFit's current choice."""
+        return self._fixed_scale if self._scale_fit is None else self._scale_fit.scale
+
     def update(self, indices, rewards, chunk: int = 16_384) -> None:
         """One step of Algorithm 1 with the batch's rewards (one array per prompt)."""
         idx, values = self._observed(indices, rewards)
+        held_out = (self.mean[idx], self._unit_variance(idx)) if self._scale_fit is not None else None
         g_obs = latent_observation(values, self.link, self.eps)
         x_b = self.embeddings[idx]
         k_bb = rbf_block(x_b, x_b, self.bandwidth)  # B x B in float64: it is factorised
@@ -315,6 +363,9 @@ class GPSuccessPredictor(_Predictor):
             noise = noise + 1.0 / (n * p * (1 - p))
         matrix = k_bb + np.diag(noise)
         factor = _cholesky(matrix)
+        if held_out is not None:  # the prediction the rewards test: the one made before conditioning on them
+            trials = np.array([len(r) for r in rewards], dtype=float)
+            self._scale_fit.observe(*held_out, np.rint(values * trials), trials)
         prior = np.full(self.n_prompts, self.prior_mean) if self.reset_mean else self.mean
         residual = g_obs - prior[idx]
         alpha = linalg.cho_solve(factor, residual)  # Sigma_BB^-1 (g_obs - m_B), no inverse
@@ -327,12 +378,47 @@ class GPSuccessPredictor(_Predictor):
         self.amplification = float(np.abs(new_mean - prior).max()) / largest if largest > 0 else 0.0
         self.ill_conditioned_fits += self.amplification > AMPLIFICATION_LIMIT
         self.mean = new_mean
+        self._last_batch, self._last_noise, self._last_whitener = idx.copy(), noise, _whitener(factor)
+
+    def latent_variance(self, indices) -> np.ndarray:
+        """Var(g(x_q)) after the last update: variance_scale x (k(x, x) - k_xB (K_BB + noise)^-1 k_Bx),
+        with k(x, x) = 1 (the RBF kernel's amplitude); variance_scale before any update. One (m x B)
+        kernel block and one product with the stored L^-1, O(m B (d + B)) for m prompts."""
+        return self.variance_scale * self._unit_variance(self._indices(indices))
+
+    def _unit_variance(self, idx: np.ndarray) -> np.ndarray:
+        """latent_variance with variance_scale 1, for checked indices."""
+        if self._last_whitener is None:
+            return np.ones(idx.size)
+        k_xb = rbf_block(self.embeddings[idx], self.embeddings[self._last_batch], self.bandwidth)
+        half = self._last_whitener @ k_xb.T  # L^-1 k_Bx, so k_xB (K_BB + noise)^-1 k_Bx = |half|^2
+        return np.maximum(1.0 - np.einsum("ij,ij->j", half, half), 0.0)  # >= 0 up to rounding
+
+    def expected_success_variance(self, indices) -> np.ndarray:
+        """E[p (1 - p)] with p = sigmoid(g), g ~ N(mean, latent_variance) for each prompt, by
+        Gauss-Hermite quadrature with QUADRATURE_NODES nodes (numpy's hermegauss: weight exp(-t^2/2),
+        so g = m + sd t); equal to p_hat (1 - p_hat) when the variance is 0."""
+        if self.link != "sigmoid":
+            raise ValueError(
+                "expected_success_variance needs link='sigmoid' (p = sigmoid(g), binary rewards); "
+                f"got link={self.link!r}, whose latent is a reward variance"
+            )
+        idx = self._indices(indices)
+        g = _latent_nodes(self.mean[idx], self.latent_variance(idx))
+        return (special.expit(g) * special.expit(-g)) @ _WEIGHTS
 
     def state_dict(self) -> dict:
-        """What changes with updates: the prior mean (the kernel is fixed by the embeddings)
-        and the record of the fits."""
+        """What changes with updates: the prior mean (the kernel is fixed by the embeddings), the
+        last update's batch and noise diagonal (its factor is recomputed from them on load) and
+        the record of the fits; with variance_scale="fitted", the fit's window (a state without it
+        loads as an empty window, scale 1)."""
         fits = {"condition_number": self.condition_number, "amplification": self.amplification}
-        return {"mean": self.mean.copy(), **fits, "ill_conditioned_fits": self.ill_conditioned_fits}
+        last = {
+            "last_batch": None if self._last_batch is None else self._last_batch.copy(),
+            "last_noise": None if self._last_noise is None else self._last_noise.copy(),
+        }
+        scale = {} if self._scale_fit is None else {"variance_scale_fit": self._scale_fit.state_dict()}
+        return {"mean": self.mean.copy(), **last, **scale, **fits, "ill_conditioned_fits": self.ill_conditioned_fits}
 
     def load_state_dict(self, state: dict) -> None:
         mean = np.asarray(state["mean"], dtype=float)
@@ -340,9 +426,31 @@ class GPSuccessPredictor(_Predictor):
             raise ValueError(
                 f"state['mean'] must have shape {self.mean.shape} (one entry per prompt); got {mean.shape}"
             )
+        last = self._last_update(state.get("last_batch"), state.get("last_noise"))
+        if self._scale_fit is not None:
+            self._scale_fit.load_state_dict(state.get("variance_scale_fit", {"batches": []}))
         self.mean = mean.copy()
+        self._last_batch, self._last_noise, self._last_whitener = last
         self.condition_number, self.amplification = state.get("condition_number"), state.get("amplification")
         self.ill_conditioned_fits = int(state.get("ill_conditioned_fits", 0))
+
+    def _last_update(self, batch, noise) -> tuple:
+        """(batch, noise, L^-1) of a state's last update, checked; all None for a state without
+        one (no update yet, or a state saved without it: the variance is then the prior's)."""
+        if batch is None or noise is None:
+            return None, None, None
+        try:
+            batch = self._indices(batch)
+        except ValueError as exc:
+            raise ValueError(f"state['last_batch']: {exc}") from None
+        noise = np.asarray(noise, dtype=float)
+        if noise.shape != batch.shape or not np.all(np.isfinite(noise) & (noise >= 0)):
+            raise ValueError(
+                f"state['last_noise'] must hold one finite value >= 0 per index of state['last_batch'] "
+                f"({batch.size}); got shape {noise.shape}"
+            )
+        x_b = self.embeddings[batch]
+        return batch.copy(), noise.copy(), _whitener(_cholesky(rbf_block(x_b, x_b, self.bandwidth) + np.diag(noise)))
 
     def _cross_kernel_times(self, idx: np.ndarray, alpha: np.ndarray, chunk: int) -> np.ndarray:
         """K(X, X_B) alpha for every prompt. The exponent -s ||x - y||^2 (s = 1/(2 h^2)) is one
@@ -367,6 +475,55 @@ class GPSuccessPredictor(_Predictor):
         return out
 
 
+def _latent_nodes(mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """The Gauss-Hermite nodes of g ~ N(mean, variance), one row per prompt: mean + sd t_i."""
+    return mean[:, None] + np.sqrt(variance)[:, None] * _NODES[None, :]
+
+
+class VarianceScaleFit:
+    """The scale c of a GP's latent variance, by maximum one-step-ahead predictive likelihood (ours).
+
+    Before an update the GP predicts each batch prompt's latent as g_q ~ N(m_q, c v_q); the rewards
+    then give s_q successes of n_q, whose predictive probability is E[p^s (1 - p)^(n - s)] (times
+    a binomial coefficient free of c), p = sigmoid(g), by the Gauss-Hermite rule of
+    expected_success_variance. ``scale`` is the c of SCALE_GRID that maximises the summed log
+    probability over the batches of the last ``window`` prompts (1 before any): an empirical-Bayes
+    choice of the variance's scale on observations the GP had not yet conditioned on.
+    """
+
+    def __init__(self, window: int = SCALE_WINDOW):
+        self.window = int(window)
+        self._batches: deque = deque()  # (prompts, summed log-likelihood at each SCALE_GRID value)
+
+    @property
+    def scale(self) -> float:
+        if not self._batches:
+            return 1.0
+        return float(SCALE_GRID[np.argmax(sum(ll for _, ll in self._batches))])
+
+    def observe(self, mean, variance, successes, trials) -> None:
+        """Add one batch: its predictive means and unit-scale variances, success and trial counts."""
+        g = _latent_nodes(np.repeat(mean, SCALE_GRID.size), np.outer(variance, SCALE_GRID).ravel())
+        k, n = (np.repeat(c, SCALE_GRID.size)[:, None] for c in (successes, trials))
+        log_sigmoid = special.log_expit(g)
+        log_prob = n * log_sigmoid - (n - k) * g  # log p^k (1 - p)^(n - k), log(1 - p) = log p - g
+        ll = special.logsumexp(log_prob + _LOG_WEIGHTS, axis=1).reshape(len(mean), SCALE_GRID.size).sum(axis=0)
+        self._batches.append((len(mean), ll))
+        while sum(size for size, _ in self._batches) - self._batches[0][0] >= self.window:
+            self._batches.popleft()
+
+    def state_dict(self) -> dict:
+        return {"batches": [(size, ll.copy()) for size, ll in self._batches]}
+
+    def load_state_dict(self, state: dict) -> None:
+        batches = [(int(size), np.asarray(ll, dtype=float)) for size, ll in state["batches"]]
+        if any(ll.shape != SCALE_GRID.shape for _, ll in batches):
+            raise ValueError(
+                f"state['variance_scale_fit'] must hold one log-likelihood per SCALE_GRID value ({SCALE_GRID.size})"
+            )
+        self._batches = deque(batches)
+
+
 def _finite_real(value) -> bool:
     """A finite real scalar (Python or numpy number), not a bool or a string."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and bool(np.isfinite(value))
@@ -381,6 +538,20 @@ def _cholesky(matrix: np.ndarray) -> tuple[np.ndarray, bool]:
             "K_BB + noise is singular (identical embeddings in one batch with jitter = 0?); "
             "use jitter > 0 or observation_noise='binomial'"
         ) from None
+
+
+def _whitener(factor: tuple[np.ndarray, bool]) -> np.ndarray:
+    """L^-1 for the lower Cholesky factor L of cho_factor (LAPACK dtrtri), kept instead of L so that
+    latent_variance is one matrix product.
+
+    Not scipy's solve_triangular against k_Bx at each call: its multi-column solve wakes scipy's
+    BLAS threads, which then compete with numpy's for the cores; in the V10 loop on 2 shared cores
+    that made every step's Q x B product ~25x slower. One dtrtri per update does not (measured).
+    cho_factor leaves L's upper triangle undefined (scipy/linalg/_decomp_cholesky.py:143-144) and
+    dtrtri (LAPACK) leaves the strictly upper triangle unreferenced, so it is zeroed here. A Cholesky
+    factor's diagonal is positive, so the inverse exists (dtrtri's info is 0)."""
+    inverse, _ = linalg.lapack.dtrtri(factor[0], lower=1)
+    return np.tril(inverse)
 
 
 def _condition_number(lower_factor: np.ndarray, matrix: np.ndarray) -> float:

@@ -1,5 +1,6 @@
 """Per-prompt rollout counts for a step, by a rule of theory.allocation.ALLOCATION_RULES
-(uniform, VIP as published or as released, inverse accuracy, inverse variance).
+(uniform, VIP as published or as released, inverse accuracy, inverse variance, our rule on the
+predictor's posterior).
 
 VIP (§5): the GP predictor (theory.predictor.GPSuccessPredictor, Algorithm 1) gives p_hat for
 the step's prompts, a_q = 4 p_hat (1 - p_hat) (theory.allocation.success_variance_weights)
@@ -19,7 +20,9 @@ baselines of App. C.1 use the same p_hat. The predictor learns from each step's 
   neighbourhood is observed, length scale 0.27 for unit-length embeddings, jitter 1e-4, clip 1e-6);
 - ``ridge``: theory.predictor.RidgePredictor (VIP Table 3's "Ridge + allocation" ablation).
 
-Every rule other than uniform uses the predictor's p_hat. :meth:`RolloutAllocator.metrics`
+Every rule other than uniform uses the predictor's p_hat; ``vip_posterior`` (ours) also its
+posterior E[p (1 - p)] (GPSuccessPredictor.expected_success_variance), which the GPs have and
+ridge has not (trainer.config refuses that pair). :meth:`RolloutAllocator.metrics`
 reports the GP's conditioning (theory.predictor.AMPLIFICATION_LIMIT) for the step's metrics.
 
 Features for the GP: prompt_features.prompt_features, by ``embedding``: sentence-transformers
@@ -30,6 +33,8 @@ hashed bag of words for ``hashed``, and for ``auto`` the first when installed, e
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,12 +52,27 @@ def _gp(preset, noise=None):
     return build
 
 
-# name -> build(features, rng): the p_hat of every rule but uniform
+@dataclass(frozen=True)
+class Predictor:
+    """``build(features, rng)`` makes a predictor of class ``kind``."""
+
+    build: Callable
+    kind: type
+
+    @property
+    def has_posterior(self) -> bool:
+        """Whether it gives E[p (1 - p)] under its posterior (the rules with ``uses_posterior`` need it)."""
+        return hasattr(self.kind, "expected_success_variance")
+
+
+# name -> Predictor: the p_hat of every rule but uniform
 PREDICTORS = {
-    "gp_binomial": _gp("paper", "binomial"),  # Algorithm 1 with binomial observation noise (the default)
-    "gp": _gp("paper"),  # Algorithm 1 as printed (noiseless)
-    "gp_released": _gp("released"),  # Algorithm 1 as VIP's released trainer sets it up
-    "ridge": lambda features, rng: RidgePredictor(features),  # VIP Table 3's "Ridge + allocation"
+    # Algorithm 1 with binomial observation noise (the default)
+    "gp_binomial": Predictor(_gp("paper", "binomial"), GPSuccessPredictor),
+    "gp": Predictor(_gp("paper"), GPSuccessPredictor),  # Algorithm 1 as printed (noiseless)
+    "gp_released": Predictor(_gp("released"), GPSuccessPredictor),  # as VIP's released trainer sets it up
+    # VIP Table 3's "Ridge + allocation"
+    "ridge": Predictor(lambda features, rng: RidgePredictor(features), RidgePredictor),
 }
 
 
@@ -75,7 +95,7 @@ class RolloutAllocator:
         predictor="gp_binomial",
     ):
         self.rule = choose(alloc.ALLOCATION_RULES, mode, "allocation")
-        build = choose(PREDICTORS, predictor, "predictor")
+        build = choose(PREDICTORS, predictor, "predictor").build
         self.budget, self.lower, self.upper, self.method = int(budget), int(lower), int(upper), method
         self.estimator, self.rng = estimator, rng  # rng: for the rules that draw (saved with the run)
         self.predictor, self.features = None, None
@@ -90,8 +110,11 @@ class RolloutAllocator:
         p_hat = self.predictor.predict(indices) if self.predictor is not None else None
         # a rule without p_hat (uniform) reads only the number of prompts
         shown = p_hat if p_hat is not None else np.zeros(len(indices))
+        posterior = (
+            {"success_variance": self.predictor.expected_success_variance(indices)} if self.rule.uses_posterior else {}
+        )
         counts = self.rule.allocate(
-            shown, self.budget, self.lower, self.upper, self.estimator, self.method, rng=self.rng
+            shown, self.budget, self.lower, self.upper, self.estimator, self.method, rng=self.rng, **posterior
         )
         self.seconds = time.perf_counter() - start
         return np.asarray(counts, dtype=np.int64), p_hat

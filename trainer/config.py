@@ -159,6 +159,12 @@ class TrainConfig:
         """Every check that needs no model or data: a bad config fails before anything loads."""
         for name, table in CHOICES.items():
             choose(table, getattr(self, name), name)
+        if ALLOCATION_RULES[self.allocation].uses_posterior and not PREDICTORS[self.predictor].has_posterior:
+            with_posterior = ", ".join(name for name, entry in PREDICTORS.items() if entry.has_posterior)
+            raise ValueError(
+                f"predictor={self.predictor} has no posterior, and allocation={self.allocation} allocates on the "
+                f"predictor's posterior E[p (1 - p)]: with it, predictor must be one of {with_posterior}"
+            )
         if self.reward not in REWARDS and ":" not in self.reward:
             raise ValueError(f"reward must be one of {', '.join(REWARDS)} or 'module:function'; got {self.reward!r}")
         for name in _AT_LEAST_ONE:
