@@ -16,6 +16,7 @@ FIGURE_MODULES = (
     "figures.stats_tests",
     "figures.importance",
     "figures.predictor",
+    "figures.allocation_peers",
     "figures.bounds",
     "figures.rl_study",
 )

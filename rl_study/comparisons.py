@@ -3,8 +3,10 @@ it speaks to, on which problems, with which common trainer settings.
 
 - ``allocation`` [V10]: uniform vs VIP as published (GP + exact allocation) vs VIP as released
   (V13: its objective solved exactly, and its code run literally with SLSQP) vs inverse
-  accuracy vs ridge + allocation (VIP Table 3's ablation), at C = 8 and 16 rollouts per prompt
-  on average (the 8Q / 16Q analogues), RLOO advantages;
+  accuracy vs ridge + allocation (VIP Table 3's ablation) vs Knapsack RL (its reward-buffer
+  estimate, L = 2) vs DAPO dynamic sampling (uniform, all-equal groups replaced by new prompts'
+  groups: it spends more rollouts than C) vs our VIP on the GP's posterior (V14), at C = 8 and
+  16 rollouts per prompt on average (the 8Q / 16Q analogues), RLOO advantages;
 - ``allocation_dr_grpo`` [V10]: the same with Dr. GRPO advantages (objective (6));
 - ``loss`` [C8]: GRPO vs GSPO vs CTPO (adaptive sqrt(t) clip) vs CTPO with a fixed clip
   (p = 0) vs CTPO as its released code computes it (C9), with 2 PPO epochs x 4 mini-batches
@@ -51,6 +53,9 @@ ALLOCATION_RULES = {  # method name -> config fields; the GP rules use the paper
     "vip_released": {"allocation": "vip_released", "predictor": "gp"},
     "vip_released_slsqp": {"allocation": "vip_released_slsqp", "predictor": "gp"},
     "inverse_accuracy": {"allocation": "inverse_accuracy", "predictor": "gp"},
+    "knapsack": {"allocation": "knapsack", "predictor": "reward_buffer", "min_rollouts": 2},
+    "dapo": {"allocation": "uniform", "selection": "dapo"},
+    "vip_posterior": {"allocation": "vip_posterior", "predictor": "gp_fitted"},
     "ridge": {"allocation": "vip", "predictor": "ridge"},
 }
 ALLOCATION_METHODS = {

@@ -100,7 +100,9 @@ def run_one(comparison: str, method: str, seed: int, steps: int, out: Path, warm
         metrics, _ = trainer.train_step()
         curve.append(metrics["reward/mean"])
         zero_var.append(metrics["zero_variance_groups"])
-        rollouts.append(config.rollout_budget * metrics["step"])
+        # rollouts generated so far: C per step, more under a selection that rolls out again (DAPO)
+        generated = metrics.get("selection/rollouts_generated", config.rollout_budget)
+        rollouts.append((rollouts[-1] if rollouts else 0) + generated)
         clips.append({key.removeprefix("clip/"): value for key, value in metrics.items() if key.startswith("clip/")})
     return {
         "comparison": comparison,

@@ -45,7 +45,7 @@ def summarise(comparison: str, runs: list[dict], starts: dict[int, dict]) -> lis
             "method": method,
             "baseline": spec["baseline"],
             "seeds": [r["seed"] for r in rs],
-            "rollouts_consumed": rs[0]["rollouts_consumed"],
+            "rollouts_consumed": np.mean([r["rollouts_consumed"] for r in rs], axis=0).tolist(),  # mean over seeds
             "reward_curve_mean": curves.mean(0).tolist(),
             "reward_curve_se": (curves.std(0, ddof=1) / np.sqrt(len(rs))).tolist(),
             "zero_variance_mean": float(np.mean([np.mean(r["zero_variance_groups"]) for r in rs])),

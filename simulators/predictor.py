@@ -384,21 +384,24 @@ def _allocation(kind: str, p_hat: np.ndarray, budget: int, model=None, idx=None)
     return rule.allocate(p_hat, budget, LOWER, UPPER, "rloo", **posterior)
 
 
+LOOP_PREDICTORS = {  # name in COMBOS -> build(embeddings); None (uniform) and "oracle" use none
+    "gp": GPSuccessPredictor,
+    "gp-noise": lambda x: GPSuccessPredictor(x, observation_noise="binomial"),
+    "gp-fitted": lambda x: GPSuccessPredictor(x, variance_scale="fitted"),
+    "gp-noise-fitted": lambda x: GPSuccessPredictor(x, observation_noise="binomial", variance_scale="fitted"),
+    "gp-released": released_gp,
+    "gp-released-wider-clip": lambda x: released_gp(x, eps=EPS),
+    "ridge": RidgePredictor,
+}
+
+
 def loop_run(seed_seq, q: int, batch: int, steps: int) -> dict:
     """Every combination on the same world and batches (common random numbers)."""
     out = {}
     for name, (pred, alloc) in COMBOS.items():
         rng = np.random.default_rng(seed_seq)
         world = DriftingWorld.random(rng, q, steps=steps)
-        model = {
-            "gp": GPSuccessPredictor,
-            "gp-noise": lambda x: GPSuccessPredictor(x, observation_noise="binomial"),
-            "gp-fitted": lambda x: GPSuccessPredictor(x, variance_scale="fitted"),
-            "gp-noise-fitted": lambda x: GPSuccessPredictor(x, observation_noise="binomial", variance_scale="fitted"),
-            "gp-released": released_gp,
-            "gp-released-wider-clip": lambda x: released_gp(x, eps=EPS),
-            "ridge": RidgePredictor,
-        }.get(pred, lambda x: None)(world.embeddings)
+        model = LOOP_PREDICTORS[pred](world.embeddings) if pred in LOOP_PREDICTORS else None
         variance, wasted = [], []
         for idx in batches(rng, q, batch, steps):
             truth = world.p(idx)

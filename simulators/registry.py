@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-TOPICS = ("variance", "allocation", "stats_calibration", "importance", "predictor", "bounds")
+TOPICS = ("variance", "allocation", "stats_calibration", "importance", "predictor", "allocation_peers", "bounds")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -116,6 +116,19 @@ def test_every_rule_trains_at_its_smallest_lower_bound(rule):
     assert all(sum(int(n) * c for n, c in r["allocation/histogram"].items()) == 4 * need for r in rows)
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"allocation": "knapsack", "predictor": "reward_buffer", "min_rollouts": 2},
+        {"allocation": "vip_posterior", "predictor": "gp_fitted"},
+    ],
+    ids=["knapsack-buffer", "posterior-fitted"],
+)
+def test_the_peer_rules_train_with_their_predictors(fields):
+    rows = _step_metrics(**fields, steps=3)
+    assert all(sum(int(n) * c for n, c in r["allocation/histogram"].items()) == 16 for r in rows)
+
+
 ISSUE_P_HAT = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 0.999, 0.3, 0.6, 0.7])
 
 

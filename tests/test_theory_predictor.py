@@ -380,3 +380,31 @@ def test_bad_construction():
         GPSuccessPredictor(x, eps=0.7)
     with pytest.raises(ValueError, match="at least 2 reward"):
         GPSuccessPredictor(x, link="softplus").update(np.array([0]), [np.ones(1)])
+
+
+def test_reward_buffer_is_knapsack_rls_estimate():
+    """The mean of the last 16 rewards across visits, or the last visit's rate when it had 16
+    or more; unclipped; unseen prompts get the seen prompts' mean; the state round-trips."""
+    from theory.predictor import RewardBufferPredictor
+
+    x = np.zeros((3, 2))
+    buffer = RewardBufferPredictor(x)
+    assert buffer.predict([0, 1]).tolist() == [0.5, 0.5]
+    buffer.update([0], [np.array([1.0] * 8)])
+    buffer.update([1], [np.array([-1.0] * 8)])
+    assert buffer.predict([0, 1, 2]).tolist() == [1.0, 0.0, 0.5]  # exact 0 and 1, not clipped
+    buffer.update([0], [np.array([0.0] * 8)])
+    assert buffer.predict([0])[0] == 0.5  # the last 16 rewards: 8 ones and 8 zeros
+    buffer.update([0], [np.array([0.0] * 6 + [1.0] * 2)])
+    assert buffer.predict([0])[0] == pytest.approx(2 / 16)  # the oldest 8 dropped out
+    buffer.update([0], [np.array([1.0] * 20)])
+    assert buffer.predict([0])[0] == 1.0  # a visit of >= 16 rollouts: its own rate
+    copy = RewardBufferPredictor(x)
+    copy.load_state_dict(buffer.state_dict())
+    buffer.update([0], [np.array([0.0] * 4)])
+    copy.update([0], [np.array([0.0] * 4)])
+    assert copy.predict([0, 1, 2]).tolist() == buffer.predict([0, 1, 2]).tolist() == [0.75, 0.0, 0.375]
+    with pytest.raises(ValueError, match="buffer must be an integer >= 1; got 0"):
+        RewardBufferPredictor(x, buffer=0)
+    with pytest.raises(ValueError, match="another number of prompts"):
+        RewardBufferPredictor(np.zeros((4, 2))).load_state_dict(buffer.state_dict())

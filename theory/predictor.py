@@ -597,6 +597,44 @@ class LastObservedPredictor(_Predictor):
         self.last[idx] = values
 
 
+class RewardBufferPredictor(_Predictor):
+    """Knapsack RL's success-rate estimate (liziniu/KnapsackRL @ca5d5f5,
+    ``verl/utils/dataset/rl_dataset.py`` lines 180-195, its defaults): a prompt's rate at its
+    last visit when that visit had at least ``buffer`` (16) rollouts, else the mean of its last
+    ``buffer`` rewards across visits. Not clipped: exact 0s and 1s are what Knapsack RL's
+    fallback acts on. A prompt never rolled out gets the mean of the seen prompts' estimates
+    (0.5 before any), where the released code gives it 8 rollouts outside the knapsack."""
+
+    def __init__(self, embeddings, buffer: int = 16):
+        super().__init__(embeddings)
+        if isinstance(buffer, bool) or not isinstance(buffer, (int, np.integer)) or buffer < 1:
+            raise ValueError(f"buffer must be an integer >= 1; got {buffer!r}")
+        self.buffer = int(buffer)
+        self.recent = [deque(maxlen=self.buffer) for _ in range(self.n_prompts)]
+        self.estimate = np.full(self.n_prompts, np.nan)
+
+    def predict(self, indices) -> np.ndarray:
+        idx = self._indices(indices)
+        seen = self.estimate[~np.isnan(self.estimate)]
+        return np.where(np.isnan(self.estimate[idx]), seen.mean() if seen.size else 0.5, self.estimate[idx])
+
+    def update(self, indices, rewards) -> None:
+        idx, rates = self._observed(indices, rewards)
+        for q, rate, group in zip(idx.tolist(), rates, rewards):
+            successes = np.asarray(group, dtype=float) > 0  # 0/1 and +-1 alike (success_rates checked them)
+            self.recent[q].extend(successes.tolist())
+            self.estimate[q] = rate if successes.size >= self.buffer else np.mean(self.recent[q])
+
+    def state_dict(self) -> dict:
+        return {"recent": [list(d) for d in self.recent], "estimate": self.estimate.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["recent"]) != self.n_prompts or len(state["estimate"]) != self.n_prompts:
+            raise ValueError(f"the buffer's state holds another number of prompts than this run's {self.n_prompts}")
+        self.recent = [deque(map(bool, r), maxlen=self.buffer) for r in state["recent"]]
+        self.estimate = np.asarray(state["estimate"], dtype=float).copy()
+
+
 class RidgePredictor(_Predictor):
     """Ridge regression of the observed rate on the embedding (with intercept), refitted on
     the last ``window`` observations (VIP's ablation, Table 3 / Fig. 3); predictions clipped

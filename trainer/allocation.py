@@ -1,6 +1,6 @@
 """Per-prompt rollout counts for a step, by a rule of theory.allocation.ALLOCATION_RULES
-(uniform, VIP as published or as released, inverse accuracy, inverse variance, our rule on the
-predictor's posterior).
+(uniform, VIP as published or as released, Knapsack RL, inverse accuracy, inverse variance, our
+rule on the predictor's posterior).
 
 VIP (§5): the GP predictor (theory.predictor.GPSuccessPredictor, Algorithm 1) gives p_hat for
 the step's prompts, a_q = 4 p_hat (1 - p_hat) (theory.allocation.success_variance_weights)
@@ -18,6 +18,12 @@ baselines of App. C.1 use the same p_hat. The predictor learns from each step's 
 - ``gp_released``: Algorithm 1 with the settings of VIP's released trainer
   (theory.predictor.GP_PRESETS["released"]: prior mean -5, so p_hat = 0.007 before a prompt's
   neighbourhood is observed, length scale 0.27 for unit-length embeddings, jitter 1e-4, clip 1e-6);
+- ``gp_fitted``: ``gp`` with its latent posterior variance scaled by the factor that best
+  predicts each new batch's rewards before the update (``variance_scale="fitted"``); it changes
+  only what ``vip_posterior`` reads (V14: 0.986 x uniform's variance against VIP's 1.047 x on
+  the same GP);
+- ``reward_buffer``: theory.predictor.RewardBufferPredictor, Knapsack RL's estimate (the mean
+  of a prompt's last 16 rewards, unclipped, so that exact 0s and 1s reach its fallback);
 - ``ridge``: theory.predictor.RidgePredictor (VIP Table 3's "Ridge + allocation" ablation).
 
 Every rule other than uniform uses the predictor's p_hat; ``vip_posterior`` (ours) also its
@@ -40,14 +46,14 @@ import numpy as np
 
 from prompt_features import prompt_features
 from theory import allocation as alloc
-from theory.predictor import GPSuccessPredictor, RidgePredictor
+from theory.predictor import GPSuccessPredictor, RewardBufferPredictor, RidgePredictor
 from trainer.registry import choose
 
 
-def _gp(preset, noise=None):
+def _gp(preset, noise=None, **settings):
     def build(features, rng):
         rng = rng if rng is not None else np.random.default_rng(0)
-        return GPSuccessPredictor.preset(preset, features, observation_noise=noise, rng=rng)
+        return GPSuccessPredictor.preset(preset, features, observation_noise=noise, rng=rng, **settings)
 
     return build
 
@@ -71,6 +77,10 @@ PREDICTORS = {
     "gp_binomial": Predictor(_gp("paper", "binomial"), GPSuccessPredictor),
     "gp": Predictor(_gp("paper"), GPSuccessPredictor),  # Algorithm 1 as printed (noiseless)
     "gp_released": Predictor(_gp("released"), GPSuccessPredictor),  # as VIP's released trainer sets it up
+    # Algorithm 1 with its latent variance scaled to predict each batch's rewards (for vip_posterior)
+    "gp_fitted": Predictor(_gp("paper", variance_scale="fitted"), GPSuccessPredictor),
+    # Knapsack RL's estimate: the mean of each prompt's last 16 rewards, unclipped
+    "reward_buffer": Predictor(lambda features, rng: RewardBufferPredictor(features), RewardBufferPredictor),
     # VIP Table 3's "Ridge + allocation"
     "ridge": Predictor(lambda features, rng: RidgePredictor(features), RidgePredictor),
 }
