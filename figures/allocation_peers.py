@@ -8,22 +8,29 @@ from figures.records import rows_of
 
 
 def rules_benchmark(check: dict):
-    """Every arm on one chart: realised variance / uniform against the useful-rollout share
-    (+-2 SE bars, over seeds), and each arm's allocation time per step at B = 512."""
+    """Every arm on one chart: realised variance / uniform against the useful-rollout share's
+    difference to uniform's (+-2 SE bars, paired over seeds), and each arm's allocation time
+    per step at B = 512."""
     details = rows_of(check, "V14", "claim")[0]["details"]
     summary, seconds = details["summary"], details["seconds"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [3, 2]})
-    for name, s in summary.items():
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [3, 2]})
+    markers = "osD^v<>pXh*P"
+    for k, (name, s) in enumerate(summary.items()):
         left.errorbar(
-            s["useful"], s["variance_vs_uniform"], xerr=2 * s["useful_se"], yerr=2 * s["se"], fmt="o", capsize=2
-        )
-        left.annotate(
-            name, (s["useful"], s["variance_vs_uniform"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
+            s["useful_vs_uniform"],
+            s["variance_vs_uniform"],
+            xerr=2 * s["useful_vs_uniform_se"],
+            yerr=2 * s["se"],
+            fmt=markers[k % len(markers)],
+            capsize=2,
+            label=name,
         )
     left.axhline(1.0, color="black", lw=0.8)
-    left.set_xlabel("useful rollouts / rollouts generated")
+    left.axvline(0.0, color="black", lw=0.8)
+    left.set_xlabel("useful rollouts / rollouts generated, minus uniform's (paired)")
     left.set_ylabel("Σ Var(G_q) / uniform")
     left.set_title(f"drifting loop, Q = {details['Q']}, B = {details['B']}, {details['seeds']} seeds", fontsize=9)
+    left.legend(fontsize=6, frameon=False, loc="upper left")
     names = list(seconds)
     right.barh(range(len(names)), [1e3 * seconds[n] for n in names], color="#1f77b4")
     right.set_yticks(range(len(names)), names, fontsize=7)

@@ -205,11 +205,18 @@ def arm_run(seed_seq, arm: Arm, q: int, batch: int, steps: int) -> dict:
 
 
 def _summary(runs: list[dict]) -> dict:
-    """Per arm: variance / uniform (mean over seeds, SE) and the other metrics' means and SEs."""
+    """Per arm: variance / uniform (mean over seeds, SE), the useful share's difference to
+    uniform's on the same seeds (paired, SE), and the other metrics' means and SEs."""
     out = {}
     for name in ARMS:
         ratio = np.array([r[name]["variance"] / r["uniform"]["variance"] for r in runs])
-        out[name] = {"variance_vs_uniform": float(ratio.mean()), "se": float(ratio.std(ddof=1) / np.sqrt(ratio.size))}
+        gain = np.array([r[name]["useful"] - r["uniform"]["useful"] for r in runs])
+        out[name] = {
+            "variance_vs_uniform": float(ratio.mean()),
+            "se": float(ratio.std(ddof=1) / np.sqrt(ratio.size)),
+            "useful_vs_uniform": float(gain.mean()),
+            "useful_vs_uniform_se": float(gain.std(ddof=1) / np.sqrt(gain.size)),
+        }
         for key in ("wasted", "useful", "generated", "trained_all_equal"):
             values = np.array([r[name][key] for r in runs])
             out[name][key], out[name][f"{key}_se"] = (
