@@ -30,7 +30,7 @@ def rules_benchmark(check: dict):
     left.set_xlabel("useful rollouts / rollouts generated, minus uniform's (paired)")
     left.set_ylabel("Σ Var(G_q) / uniform")
     left.set_title(f"drifting loop, Q = {details['Q']}, B = {details['B']}, {details['seeds']} seeds", fontsize=9)
-    left.legend(fontsize=6, frameon=False, loc="upper left")
+    left.legend(fontsize=6, frameon=False, loc="upper right")
     names = list(seconds)
     right.barh(range(len(names)), [1e3 * seconds[n] for n in names], color="#1f77b4")
     right.set_yticks(range(len(names)), names, fontsize=7)
