@@ -12,7 +12,7 @@ from theory.predictor import GP_PRESETS
 from theory.variance import group_advantages
 from trainer import rewards
 from trainer.advantages import rollout_advantages, zero_variance_fraction
-from trainer.allocation import RolloutAllocator
+from trainer.allocation import PREDICTORS, RolloutAllocator
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import VIP_MATH_TEMPLATE, arithmetic_task, format_prompt, load_examples
@@ -234,7 +234,9 @@ def test_a_tiny_run_uses_the_released_gp_and_checkpoints_it():
 
 
 def test_allocator_rejects_an_unknown_predictor():
-    with pytest.raises(ValueError, match="predictor must be one of gp_binomial, gp, gp_released, ridge; got 'lasso'"):
+    names = ", ".join(PREDICTORS)
+    assert names.startswith("gp_binomial, gp, gp_released") and "reward_buffer" in names
+    with pytest.raises(ValueError, match=f"predictor must be one of {names}; got 'lasso'"):
         RolloutAllocator("vip", ["a", "b"], 8, 3, 5, "rloo", embedding="hashed", predictor="lasso")
 
 
