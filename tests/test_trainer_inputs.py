@@ -130,12 +130,22 @@ def test_deadline_at_the_call_duration_either_returns_or_expires_and_restores_th
 
 
 def test_ctrl_c_during_a_reward_is_still_a_keyboard_interrupt():
+    """With Python's own SIGINT handler in place (as in ``trainer/run.py``'s process), a Ctrl-C
+    during the reward reaches it. The test sets that handler and unblocks SIGINT itself: a
+    pytest-xdist worker's signal state depends on what ran before in it."""
+
     def interrupted(prompts, completions, answers):
         signal.raise_signal(signal.SIGINT)
         return [1.0]
 
-    with pytest.raises(KeyboardInterrupt):
-        checked_rewards(interrupted, ["q"], ["c"], ["a"], timeout_s=30)
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            checked_rewards(interrupted, ["q"], ["c"], ["a"], timeout_s=30)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        signal.signal(signal.SIGINT, handler)
 
 
 def test_a_reward_failing_on_one_completion_names_it_and_its_row():
