@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainer.rollout import Sampling, TransformersEngine
+from trainer.rollout import Sampling, sample_tokens
 
 VERSIONS = ((0, 22), (0, 23), (0, 24), (0, 27), (0, 28), (0, 29), (0, 30), (0, 31))
 TAGS = frozenset({"weights", "kv_cache"})
@@ -206,10 +206,17 @@ class LLM:
         room = min(
             params.max_tokens, self.max_model_len - len(prompt)
         )  # the rest is cut silently (finish_reason "length")
-        ids = torch.tensor([prompt] * params.n)
-        sampler = TransformersEngine(self.model, self.tokenizer or _ids_only(self.model))
-        tokens, logps, masks = sampler._sample(
-            ids, torch.ones_like(ids), Sampling(params.temperature, room), self.generator
+        ids = torch.tensor([prompt])
+        ids_of = self.tokenizer or _ids_only(self.model)
+        tokens, logps, masks = sample_tokens(
+            self.model,
+            ids,
+            torch.ones_like(ids),
+            Sampling(params.temperature, room),
+            self.generator,
+            ids_of.pad_token_id,
+            ids_of.eos_token_id,
+            rollouts=[0] * params.n,  # one prefill per request, as vLLM's prefix cache does
         )
         outputs = []
         for row, lp, mask in zip(tokens, logps, masks):

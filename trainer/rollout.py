@@ -14,6 +14,7 @@ sample at 1.0 with no top-p/top-k). The vLLM engine (gpu extra) is trainer.vllm_
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -123,22 +124,108 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 def completion_logprobs(model, batch: RolloutBatch, temperature: float, rows=None) -> torch.Tensor:
     """log pi(o_t | q, o_<t) of the completion tokens (R, T) at ``temperature`` by one forward
-    pass; 0 at padding. ``rows`` selects rollouts (a micro-batch)."""
+    pass; 0 at padding. ``rows`` selects rollouts (a micro-batch). The language-model head runs on
+    the T positions that predict completion tokens only (``logits_to_keep``), not on the prompt."""
     rows = slice(None) if rows is None else rows
     seq, att = batch.sequences[rows], batch.attention_mask[rows]
-    start = batch.prompt_length
-    logits = model(input_ids=seq, attention_mask=att, position_ids=position_ids(att)).logits[:, start - 1 : -1]
-    taken = logits.gather(-1, seq[:, start:, None]).squeeze(-1).float() / temperature
+    width = batch.completion_mask.shape[1]
+    logits = model(
+        input_ids=seq, attention_mask=att, position_ids=position_ids(att), **_last_logits(model, width + 1)
+    ).logits[:, -width - 1 : -1]
+    taken = logits.gather(-1, seq[:, -width:, None]).squeeze(-1).float() / temperature
     # log-normaliser row by row: a float32 copy of all (rows, T, vocab) logits would double the
     # peak memory of long completions with large vocabularies
     log_z = torch.stack([torch.logsumexp(row.float() / temperature, dim=-1) for row in logits])
     return (taken - log_z) * batch.completion_mask[rows]
 
 
-class TransformersEngine:
-    """Sampling with a ``transformers`` causal LM (CPU or one GPU)."""
+def _forward_parameters(model) -> frozenset:
+    return frozenset(inspect.signature(model.forward).parameters)
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, all_done=None):
+
+def _last_logits(model, k: int) -> dict:
+    """``logits_to_keep=k`` where the model's forward takes it (transformers >= 4.50): the
+    vocabulary projection of only the last ``k`` positions."""
+    return {"logits_to_keep": k} if "logits_to_keep" in _forward_parameters(model) else {}
+
+
+def _cache_argument(model) -> str:
+    """The name ``forward`` takes the KV cache by: ``cache`` from transformers 5.x (whose
+    ``deprecate_kwarg`` maps ``past_key_values`` to it with a warning on every call, and drops
+    the old name in 5.40: models/llama/modeling_llama.py of 5.24, ``@deprecate_kwarg(
+    "past_key_values", "5.40.0", new_name="cache")``), ``past_key_values`` before."""
+    return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
+
+
+def _returned_cache(out):
+    """The KV cache a forward pass returns (``cache`` in transformers 5.x outputs,
+    ``past_key_values`` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def sample_tokens(
+    model,
+    ids: torch.Tensor,
+    att: torch.Tensor,
+    sampling: Sampling,
+    generator: torch.Generator,
+    pad_id: int,
+    eos_id: int,
+    rollouts=None,
+    all_done=lambda flag: flag,
+):
+    """Sample completions of the left-padded prompts ``ids`` (P, L) with the model's KV cache.
+
+    ``rollouts[r]`` is the prompt row that rollout r continues (default: one rollout per
+    row). Each prompt is run through the model once and its cache is copied to its rollouts
+    (``batch_select_indices``), so a prompt with n rollouts costs one prefill rather than n.
+    Returns tokens (R, t), their log-probabilities at ``sampling.temperature`` and the
+    completion mask (R, t), t <= max_new_tokens; the draws consume ``generator`` row by row in
+    rollout order, whichever prompts share a prefill.
+    """
+    cache_argument = _cache_argument(model)
+    rows = torch.arange(ids.shape[0], device=ids.device) if rollouts is None else torch.as_tensor(rollouts)
+    rows = rows.to(ids.device)
+    out = model(
+        input_ids=ids, attention_mask=att, position_ids=position_ids(att), use_cache=True, **_last_logits(model, 1)
+    )
+    cache = _returned_cache(out)
+    if rollouts is not None:
+        cache.batch_select_indices(rows)
+    att, logits = att[rows], out.logits[:, -1][rows]
+    pos = position_ids(att)[:, -1:]
+    done = torch.zeros(len(rows), dtype=torch.bool, device=ids.device)
+    tokens, logps, masks = [], [], []
+    for _ in range(sampling.max_new_tokens):
+        logp = torch.log_softmax(logits.float() / sampling.temperature, dim=-1)
+        tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+        tok = torch.where(done, pad_id, tok)
+        tokens.append(tok)
+        logps.append(logp.gather(-1, tok[:, None]).squeeze(-1))
+        masks.append(~done)
+        done = done | (tok == eos_id)
+        if all_done(bool(done.all())):
+            break
+        att = torch.cat([att, att.new_ones(att.shape[0], 1)], dim=1)  # finished rows' padding is masked out later
+        pos = pos + 1
+        out = model(
+            input_ids=tok[:, None], attention_mask=att, position_ids=pos, use_cache=True, **{cache_argument: cache}
+        )
+        cache, logits = _returned_cache(out), out.logits[:, -1]
+    return torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(masks, 1)
+
+
+class TransformersEngine:
+    """Sampling with a ``transformers`` causal LM (CPU or one GPU).
+
+    Rollouts are sampled in chunks of ``batch_size``; within a chunk each prompt is prefilled
+    once and its KV cache shared by its rollouts (:func:`sample_tokens`).
+    ``share_prompt_cache=False`` prefills every rollout's prompt on its own: the same draws from
+    the same generator (the benchmark's and the tests' reference).
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int = 64, all_done=None, share_prompt_cache: bool = True):
         """``all_done(flag)`` tells whether every process has finished its chunk (FSDP needs every
         rank to run the same forward passes); by default this process alone decides."""
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
@@ -147,6 +234,7 @@ class TransformersEngine:
             )
         self.model, self.tokenizer, self.batch_size = model, tokenizer, int(batch_size)
         self.all_done = all_done or (lambda flag: flag)
+        self.share_prompt_cache = share_prompt_cache
 
     def sync_weights(self, policy) -> None:
         """Nothing to do: this engine samples with the policy itself."""
@@ -172,16 +260,10 @@ class TransformersEngine:
         if not index:
             raise ValueError("counts must allocate at least one rollout")
         device = next(self.model.parameters()).device
-        enc = self.tokenizer(
-            [prompts[q] for q in index],
-            return_tensors="pt",
-            padding=True,
-            padding_side="left",
-            add_special_tokens=False,
-        )
-        ids, att = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        prompt_ids, prompt_att = enc["input_ids"].to(device), enc["attention_mask"].to(device)
         chunks = [
-            self._sample(ids[i : i + self.batch_size], att[i : i + self.batch_size], sampling, generator)
+            self._chunk(prompt_ids, prompt_att, index[i : i + self.batch_size], sampling, generator)
             for i in range(0, len(index), self.batch_size)
         ]
         width = max(c[0].shape[1] for c in chunks)
@@ -192,40 +274,32 @@ class TransformersEngine:
             torch.where(mask, tokens, self.tokenizer.pad_token_id), skip_special_tokens=True
         )
         return RolloutBatch(
-            sequences=torch.cat([ids, tokens], dim=1),
-            attention_mask=torch.cat([att, mask.long()], dim=1),
+            sequences=torch.cat([prompt_ids[index], tokens], dim=1),
+            attention_mask=torch.cat([prompt_att[index], mask.long()], dim=1),
             completion_mask=mask,
             old_logprobs=logps * mask,
             prompt_index=index,
             completions=completions,
         )
 
-    def _sample(self, ids, att, sampling: Sampling, generator):
-        """Tokens (b, t), their log-probs and the completion mask, t <= max_new_tokens."""
-        pos = position_ids(att)
-        out = self.model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True)
-        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-        tokens, logps, masks = [], [], []
-        for _ in range(sampling.max_new_tokens):
-            logp = torch.log_softmax(out.logits[:, -1].float() / sampling.temperature, dim=-1)
-            tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
-            tok = torch.where(done, self.tokenizer.pad_token_id, tok)
-            tokens.append(tok)
-            logps.append(logp.gather(-1, tok[:, None]).squeeze(-1))
-            masks.append(~done)
-            done = done | (tok == self.tokenizer.eos_token_id)
-            if self.all_done(bool(done.all())):
-                break
-            att = torch.cat([att, att.new_ones(att.shape[0], 1)], dim=1)  # finished rows' padding is masked out later
-            pos = pos[:, -1:] + 1
-            out = self.model(
-                input_ids=tok[:, None],
-                attention_mask=att,
-                position_ids=pos,
-                past_key_values=out.past_key_values,
-                use_cache=True,
-            )
-        return torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(masks, 1)
+    def _chunk(self, prompt_ids, prompt_att, index: list[int], sampling: Sampling, generator):
+        """Tokens, log-probs and mask of the rollouts ``index`` (their prompts' rows)."""
+        if self.share_prompt_cache:
+            rows = sorted(set(index))
+            rollouts = [rows.index(q) for q in index]
+        else:
+            rows, rollouts = index, None
+        ids, att = _trim_padding(prompt_ids[rows], prompt_att[rows])
+        tok = self.tokenizer
+        return sample_tokens(
+            self.model, ids, att, sampling, generator, tok.pad_token_id, tok.eos_token_id, rollouts, self.all_done
+        )
+
+
+def _trim_padding(ids: torch.Tensor, att: torch.Tensor):
+    """Drop the left-padding columns that every row of the chunk has."""
+    first = int((att.sum(0) > 0).float().argmax()) if att.any() else 0
+    return ids[:, first:], att[:, first:]
 
 
 def _pad(x: torch.Tensor, width: int, value) -> torch.Tensor:

@@ -1,0 +1,161 @@
+"""The transformers rollout engine: one prefill per prompt shared by its rollouts, the KV cache
+passed by the name the model's forward takes, the vocabulary head on completion positions only,
+and CPU bfloat16 compute (trainer.precision)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from trainer.config import TrainConfig
+from trainer.models import tiny_model, tiny_tokenizer
+from trainer.precision import compute_context, compute_dtype, cpu_has_native_bf16, logprob_gap
+from trainer.rollout import Sampling, TransformersEngine, completion_logprobs
+
+PROMPTS = ["1+2=", "33+4=", "0+0=", "12+9="]
+COUNTS = [3, 0, 5, 2]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = tiny_tokenizer()
+    return tiny_model("qwen2", len(tok)).eval(), tok
+
+
+class PrefillCounter:
+    """Counts the prompt rows the model's forward passes prefill (calls with more than one
+    input position)."""
+
+    def __init__(self, model):
+        self.rows = 0
+        model.register_forward_pre_hook(self.hook, with_kwargs=True)
+
+    def hook(self, module, args, kwargs):
+        ids = kwargs["input_ids"]
+        if ids.shape[1] > 1:
+            self.rows += ids.shape[0]
+
+
+class OldCacheApi(torch.nn.Module):
+    """A model whose forward takes the cache as ``past_key_values`` and returns it under that
+    name (transformers before 5.x), with no ``logits_to_keep``; records the keywords it gets."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config, self.seen = model, model.config, []
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
+        self.seen.append({"past_key_values"} if past_key_values is not None else set())
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=past_key_values,
+            use_cache=use_cache,
+        )
+        return type("Output", (), {"logits": out.logits, "past_key_values": out.cache})()
+
+
+def _generate(model, tok, share: bool, batch_size: int = 4, seed: int = 0):
+    engine = TransformersEngine(model, tok, batch_size=batch_size, share_prompt_cache=share)
+    return engine.generate(PROMPTS, COUNTS, Sampling(1.0, 5), torch.Generator().manual_seed(seed))
+
+
+def test_shared_prefill_gives_the_unshared_engines_samples_and_logprobs(tiny):
+    """Counts 3, 0, 5, 2 in chunks of 4 split prompt 2's rollouts over two chunks: the samples are
+    those of the engine that prefills every rollout (same generator stream), the log-probs
+    agree to float32 rounding and with a forward pass over the finished sequences."""
+    model, tok = tiny
+    shared, alone = _generate(model, tok, True), _generate(model, tok, False)
+    assert shared.prompt_index == alone.prompt_index == [0, 0, 0, 2, 2, 2, 2, 2, 3, 3]
+    assert torch.equal(shared.sequences, alone.sequences)
+    assert torch.equal(shared.completion_mask, alone.completion_mask)
+    assert (shared.old_logprobs - alone.old_logprobs).abs().max() < 1e-5
+    with torch.no_grad():
+        recomputed = completion_logprobs(model, shared, 1.0)
+    assert (recomputed - shared.old_logprobs).abs().max() < 1e-5
+    other_seed = _generate(model, tok, True, seed=1)  # control: the comparison can tell samples apart
+    assert not torch.equal(other_seed.sequences, shared.sequences)
+
+
+def test_each_prompt_is_prefilled_once_per_chunk(tiny):
+    model, tok = tiny
+    counter = PrefillCounter(model)
+    _generate(model, tok, True, batch_size=64)
+    assert counter.rows == 3  # prompts 0, 2 and 3; prompt 1 has no rollouts
+    counter.rows = 0
+    _generate(model, tok, True, batch_size=4)  # chunks {0,0,0,2} {2,2,2,2} {3,3}: prompt 2 twice
+    assert counter.rows == 4
+    counter.rows = 0
+    _generate(model, tok, False, batch_size=64)  # control: one prefill per rollout
+    assert counter.rows == sum(COUNTS)
+
+
+def test_the_cache_goes_by_the_name_the_forward_takes(tiny):
+    """transformers 5.x: ``cache`` (``past_key_values`` warns on every call and goes in 5.40);
+    a forward that only knows ``past_key_values`` gets that, with the same samples."""
+    model, tok = tiny
+    assert "cache" in inspect.signature(model.forward).parameters
+    calls = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: calls.append(set(kw)), with_kwargs=True)
+    current = _generate(model, tok, True)
+    hook.remove()
+    assert all("past_key_values" not in kw for kw in calls) and any("cache" in kw for kw in calls)
+    old_api = OldCacheApi(model)
+    legacy = _generate(old_api, tok, True)
+    assert any(old_api.seen) and torch.equal(legacy.sequences, current.sequences)
+    assert (legacy.old_logprobs - current.old_logprobs).abs().max() < 1e-5
+
+
+def test_completion_logprobs_project_only_completion_positions(tiny):
+    """``logits_to_keep`` gives the full forward's log-probs; a model without it still works."""
+    model, tok = tiny
+    batch = _generate(model, tok, True)
+    calls = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: calls.append(kw.get("logits_to_keep")), with_kwargs=True)
+    with torch.no_grad():
+        kept = completion_logprobs(model, batch, 0.7)
+        full = completion_logprobs(OldCacheApi(model), batch, 0.7)
+    hook.remove()
+    assert calls[0] == batch.completion_mask.shape[1] + 1
+    assert (kept - full).abs().max() < 1e-5 and full.abs().sum() > 0
+
+
+def test_cpu_bf16_modes():
+    cpu = torch.device("cpu")
+    assert compute_dtype(cpu, "off") == torch.float32
+    assert compute_dtype(cpu, "on") == torch.bfloat16
+    assert compute_dtype(cpu, "auto") == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert compute_dtype(torch.device("cuda"), "off") == torch.bfloat16
+    with pytest.raises(ValueError, match="cpu_bf16 must be one of off, on, auto; got 'yes'"):
+        TrainConfig(cpu_bf16="yes")
+
+
+def test_bf16_autocast_samples_near_float32_and_its_gap_is_measured(tiny):
+    """bfloat16 compute keeps float32 weights; its log-probs sit within bfloat16's resolution of
+    float32's (the gap the trainer logs), and the gap is not zero (control: it measures)."""
+    model, tok = tiny
+    with compute_context(torch.device("cpu"), "on"):
+        batch = _generate(model, tok, True)
+        with torch.no_grad():
+            reduced = completion_logprobs(model, batch, 1.0)
+    assert next(model.parameters()).dtype == torch.float32
+    with torch.no_grad():
+        exact = completion_logprobs(model, batch, 1.0)
+    gap = logprob_gap(reduced, exact, batch.completion_mask)
+    assert 0 < gap["precision/bf16_logprob_gap_mean"] <= gap["precision/bf16_logprob_gap_max"] < 0.1
+    assert (batch.old_logprobs - reduced).abs().max() < 0.1
+
+
+def test_a_cpu_bf16_run_logs_the_gap_and_a_float32_run_does_not(tmp_path):
+    """cpu_bf16=on trains with float32 weights and logs the bfloat16 log-prob gap each step."""
+    from tests.conftest import run_trainer
+    from trainer.logs import read_jsonl
+
+    assert run_trainer(tmp_path / "bf16", "steps=3", "cpu_bf16=on") == 0
+    rows = read_jsonl(tmp_path / "bf16" / "metrics.jsonl")
+    assert all(0 < r["precision/bf16_logprob_gap_mean"] <= r["precision/bf16_logprob_gap_max"] < 0.5 for r in rows)
+    assert run_trainer(tmp_path / "fp32", "steps=3") == 0
+    assert not any("precision/bf16_logprob_gap_mean" in r for r in read_jsonl(tmp_path / "fp32" / "metrics.jsonl"))

@@ -1,0 +1,49 @@
+"""Compute precision: bfloat16 autocast over float32 weights.
+
+On a GPU the forward and backward passes always run in bfloat16 (trainer.models.resolve_dtype).
+On a CPU, ``cpu_bf16`` decides: ``off`` (float32, the default: runs reproduce bit for bit across
+CPUs), ``on`` (bfloat16 autocast), ``auto`` (bfloat16 where oneDNN reports native bfloat16
+support, e.g. avx512_bf16 or AMX; elsewhere autocast would emulate it and run slower than
+float32). The weights and AdamW's state stay float32 either way: a step at lr 1e-6 is below
+bfloat16's resolution. The trainer logs the log-prob gap bfloat16 introduces
+(:func:`logprob_gap`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+CPU_BF16 = ("off", "on", "auto")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (torch's own check)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def compute_dtype(device: torch.device, cpu_bf16: str = "off") -> torch.dtype:
+    """The dtype the forward and backward passes compute in on ``device``."""
+    if cpu_bf16 not in CPU_BF16:
+        raise ValueError(f"cpu_bf16 must be one of {', '.join(CPU_BF16)}; got {cpu_bf16!r}")
+    if device.type == "cuda":
+        return torch.bfloat16
+    if device.type == "cpu" and (cpu_bf16 == "on" or (cpu_bf16 == "auto" and cpu_has_native_bf16())):
+        return torch.bfloat16
+    return torch.float32
+
+
+def compute_context(device: torch.device, cpu_bf16: str = "off"):
+    """Autocast to :func:`compute_dtype` (a no-op context when that is float32)."""
+    if compute_dtype(device, cpu_bf16) == torch.bfloat16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def logprob_gap(reduced: torch.Tensor, exact: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Mean and max |log pi_bf16 - log pi_fp32| over the completion tokens ``mask``."""
+    gap = (reduced.float() - exact.float())[mask].abs()
+    if not gap.numel():
+        return {}
+    return {"precision/bf16_logprob_gap_mean": float(gap.mean()), "precision/bf16_logprob_gap_max": float(gap.max())}
