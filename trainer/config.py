@@ -37,6 +37,7 @@ from trainer.advantages import ADVANTAGES
 from trainer.allocation import PREDICTORS
 from trainer.data import TEMPLATES
 from trainer.losses import AGGREGATIONS, KL_CLIPS, KL_ESTIMATORS, LOSSES
+from trainer.precision import CPU_BF16
 from trainer.registry import choose
 from trainer.rewards import BUILT_IN as REWARDS
 from trainer.rewards import REWARD_CONVENTIONS, REWARD_TIMEOUT_S
@@ -61,6 +62,7 @@ CHOICES = {
     "template": TEMPLATES,
     "embedding": EMBEDDINGS,
     "rollout_engine": ENGINES,
+    "cpu_bf16": CPU_BF16,
 }
 
 
@@ -71,13 +73,15 @@ class TrainConfig:
     ref_model: str | None = None  # reference policy when kl_coef > 0; None: the initial model
     dtype: str = "auto"  # trainable weights; auto: float32 (bf16 compute on GPU; trainer.models.resolve_dtype)
     device: str = "auto"
-    dataset: str = "synthetic:arithmetic"  # hub name, a .jsonl/.json/.parquet file, or synthetic:arithmetic
+    cpu_bf16: str = "off"  # bfloat16 autocast on a CPU: off, on, auto (where native; trainer.precision)
+    dataset: str = "synthetic:arithmetic"  # hub name, a .jsonl/.json/.parquet file, or synthetic:<task> (trainer.data)
     split: str = "train"
     prompt_column: str = "prompt"  # dotted paths reach nested fields (reward_model.ground_truth)
     answer_column: str = "answer"
     max_prompts: int | None = None
     template: str = "vip_math"  # VIP App. C.2 Fig. 4, or plain (the question as is)
     chat_template: bool = True  # wrap in the tokenizer's chat template when it has one
+    system_prompt: str = "default"  # default: the chat template's own; none: an empty one; else its text
     # --- rewards ----------------------------------------------------------------------------
     reward: str = "answer_line"  # or "module:function" for your own callable
     reward_convention: str = "binary"  # binary: 0/1; signed: -1/+1 (VIP's propositions)

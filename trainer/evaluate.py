@@ -20,9 +20,10 @@ import torch
 
 from trainer.checkpoint import load_checkpoint
 from trainer.config import load_config
-from trainer.data import format_prompt, load_examples
+from trainer.data import load_examples, prompt_text
 from trainer.metrics import summarise
 from trainer.models import inference_dtype, load_policy, load_tokenizer, resolve_device
+from trainer.precision import compute_context
 from trainer.rewards import EXTRACTORS, answer_line, boxed, checked_rewards, get_reward
 from trainer.rollout import Sampling, TransformersEngine
 
@@ -46,7 +47,7 @@ def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, pro
         engine = colocated_engine(config, tokenizer, next(policy.parameters()).device)
     else:
         engine = TransformersEngine(policy, tokenizer, config.generation_batch_size)
-    every_prompt = [format_prompt(e.question, config.template, tokenizer, config.chat_template) for e in examples]
+    every_prompt = [prompt_text(e, config, tokenizer) for e in examples]
     engine.check_prompt_lengths(every_prompt, config.max_new_tokens, [e.prompt_id for e in examples])
     engine.sync_weights(policy)  # vLLM: the checkpoint's weights, not the hub's (a no-op for transformers)
     generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(seed)
@@ -56,7 +57,8 @@ def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, pro
     for start in range(0, len(examples), prompts_per_batch):
         chunk = examples[start : start + prompts_per_batch]
         prompts = every_prompt[start : start + prompts_per_batch]
-        batch = engine.generate(prompts, [n] * len(chunk), sampling, generator)
+        with compute_context(generator.device, config.cpu_bf16):
+            batch = engine.generate(prompts, [n] * len(chunk), sampling, generator)
         gold = [chunk[q].answer for q in batch.prompt_index]
         values = (
             np.asarray(checked_rewards(reward_fn, [prompts[q] for q in batch.prompt_index], batch.completions, gold))
@@ -66,7 +68,8 @@ def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, pro
             rows = [r for r, p in enumerate(batch.prompt_index) if p == q]
             correct.append(values[rows])
             answers.append([extract(config.reward, batch.completions[r]) for r in rows])
-    return {"problems": len(examples), "samples_per_problem": n} | summarise(correct, answers, ks)
+    per_problem = {"mean_per_problem": [float(c.mean()) for c in correct]}  # for paired comparisons
+    return {"problems": len(examples), "samples_per_problem": n} | summarise(correct, answers, ks) | per_problem
 
 
 def main(argv=None) -> int:

@@ -31,7 +31,6 @@ the work is split over several ranks: the :class:`Trainer` docstring.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from contextlib import contextmanager
@@ -54,7 +53,7 @@ from trainer.advantages import ADVANTAGES, rollout_advantages, zero_variance_fra
 from trainer.allocation import RolloutAllocator
 from trainer.checkpoint import load_checkpoint, load_newest_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
-from trainer.data import format_prompt
+from trainer.data import prompt_text
 from trainer.distributed import World
 from trainer.logs import RunLogs
 from trainer.losses import (
@@ -67,6 +66,7 @@ from trainer.losses import (
     policy_loss,
     sequence_log_ratio,
 )
+from trainer.precision import compute_context, compute_dtype, logprob_gap
 from trainer.rewards import checked_rewards, scaled
 from trainer.rollout import (
     RolloutBatch,
@@ -96,7 +96,8 @@ class Experience:
     dataset rows), ``counts`` and ``p_hat`` per prompt, ``prompt_index`` (rollout -> prompt),
     ``rewards``, ``lengths``. This rank's slice: ``batch``, ``advantages``, ``old`` (the
     sampling policy's log-probs), ``ref`` (the reference's, with a KL), ``z_norms``. ``tau``
-    and ``kl_stats``: the KL clip of the whole step; ``selection``: the prompt selection's
+    and ``kl_stats``: the KL clip of the whole step; ``precision``: the bfloat16 log-prob gap
+    (CPU bfloat16 compute, trainer.precision); ``selection``: the prompt selection's
     metrics (trainer.selection).
     """
 
@@ -112,6 +113,7 @@ class Experience:
     ref: torch.Tensor | None
     tau: float | None
     kl_stats: dict
+    precision: dict
     z_norms: list[float] | None
     selection: dict
 
@@ -195,9 +197,7 @@ class Trainer:
             world,
         )
         self.examples = list(examples)
-        self.prompts = [
-            format_prompt(e.question, config.template, tokenizer, config.chat_template) for e in self.examples
-        ]
+        self.prompts = [prompt_text(e, config, tokenizer) for e in self.examples]
         self.device = world.device if world.size > 1 else next(policy.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + world.rank)
         self.comm = distributed.Collectives(world, self.device)
@@ -230,6 +230,11 @@ class Trainer:
         self.engine = engine or TransformersEngine(policy, tokenizer, config.generation_batch_size, all_done)
         self.engine.check_prompt_lengths(self.prompts, config.max_new_tokens, [e.prompt_id for e in self.examples])
         self.sampling = Sampling(config.temperature, config.max_new_tokens)
+        self.measure_bf16_gap = (
+            world.size == 1
+            and self.device.type == "cpu"
+            and compute_dtype(self.device, config.cpu_bf16) != torch.float32
+        )
         self.clip = ClipSpec(*config.clip_range, config.ctpo_power)
         self.optimizer = torch.optim.AdamW(
             policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -392,6 +397,8 @@ class Trainer:
         advantages = rollout_advantages(rewards, prompt_index, cfg.advantage)[mine]
         with timer("logprobs"), self._compute():
             old, ref = self._old_and_reference_logprobs(batch)
+        with timer("precision_check"):
+            precision = self._bf16_gap(old, batch)
         tau, kl_stats = self._kl_tau(old, ref, batch)
         return Experience(
             indices=indices,
@@ -406,6 +413,7 @@ class Trainer:
             ref=ref,
             tau=tau,
             kl_stats=kl_stats,
+            precision=precision,
             z_norms=self._z_norms(batch) if cfg.log_z_norm else None,
             selection=selection,
         )
@@ -466,10 +474,19 @@ class Trainer:
     # --- pieces of a step -------------------------------------------------------------------
 
     def _compute(self):
-        """bfloat16 compute on a GPU for float32 weights (trainer.models.resolve_dtype)."""
-        if self.device.type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """bfloat16 compute for float32 weights on a GPU, and on a CPU as ``cpu_bf16`` says
+        (trainer.precision)."""
+        return compute_context(self.device, self.cfg.cpu_bf16)
+
+    def _bf16_gap(self, old: torch.Tensor, batch: RolloutBatch) -> dict:
+        """The log-prob gap of CPU bfloat16 compute: the step's first micro-batch recomputed in
+        float32 against ``old`` (one process; under FSDP the shards' precision is its own)."""
+        if not self.measure_bf16_gap:
+            return {}
+        rows = slice(0, self.cfg.micro_batch_size)
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, enabled=False):
+            exact = completion_logprobs(self.policy, batch, self.cfg.temperature, rows)
+        return logprob_gap(old[rows], exact, batch.completion_mask[rows])
 
     def _rewards(self, indices, batch) -> np.ndarray:
         prompts = [self.prompts[indices[q]] for q in batch.prompt_index]
@@ -610,7 +627,7 @@ class Trainer:
             "response_length/mean": float(exp.lengths.mean()),
             "response_length/max": int(exp.lengths.max()),
         }
-        metrics |= update | exp.kl_stats
+        metrics |= update | exp.kl_stats | exp.precision
         metrics |= {f"time/{k}": v for k, v in seconds.items()}
         metrics["time/allocation"] = self.allocator.seconds
         metrics["time/allocation_fraction"] = self.allocator.seconds / seconds["total"]
