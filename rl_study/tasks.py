@@ -63,7 +63,7 @@ def generate_tasks(n: int, rng: np.random.Generator, families=FAMILIES, sizes: d
         question, answer = _problem(family, size, rng)
         if question not in seen:
             seen.add(question)
-            tasks.append(Task(len(tasks), question, answer, family, size))
+            tasks.append(Task(len(tasks), question, answer, family=family, size=size))
             if len(tasks) == n:
                 return tasks
     raise ValueError(f"could not draw {n} distinct problems from {families}")
@@ -77,7 +77,10 @@ def split(tasks: list[Task], test_fraction: float, rng: np.random.Generator) -> 
     cut = int(round(len(tasks) * (1 - test_fraction)))
 
     def renumber(ids):
-        return [Task(i, tasks[j].question, tasks[j].answer, tasks[j].family, tasks[j].size) for i, j in enumerate(ids)]
+        return [
+            Task(i, tasks[j].question, tasks[j].answer, family=tasks[j].family, size=tasks[j].size)
+            for i, j in enumerate(ids)
+        ]
 
     return renumber(order[:cut]), renumber(order[cut:])
 

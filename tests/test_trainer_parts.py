@@ -87,6 +87,42 @@ def test_vip_template_and_plain():
     assert format_prompt("2+2=", "plain") == "2+2="
 
 
+# ChatML with a default system message, as SmolLM2-135M-Instruct's template has it
+CHATML = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are helpful.<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_chat_prompts_with_a_system_prompt_choice_and_a_prefill():
+    tok = tiny_tokenizer()
+    tok.chat_template = CHATML
+    user = "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n"
+    assert format_prompt("What is 2 + 3?", "plain", tok) == "<|im_start|>system\nYou are helpful.<|im_end|>\n" + user
+    none = format_prompt("What is 2 + 3?", "plain", tok, system_prompt="none", prefill="2 + 3 =")
+    assert none == "<|im_start|>system\n<|im_end|>\n" + user + "2 + 3 ="
+    own = format_prompt("What is 2 + 3?", "plain", tok, system_prompt="Be brief.")
+    assert own.startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    assert format_prompt("2+2=", "plain", tok, chat_template=False, prefill=" x") == "2+2= x"
+
+
+def test_mixed_arithmetic_spreads_five_families_with_right_answers():
+    examples = load_examples("synthetic:mixed_arithmetic", max_prompts=50, rng=np.random.default_rng(3))
+    assert len(examples) == 50 and [e.prompt_id for e in examples] == list(range(50))
+    signs = [e.prefill.split()[1] for e in examples]
+    assert signs[:5] == ["+", "-", "*", "+", "*"] and signs.count("*") == 20
+    for e in examples:
+        a, sign, b, equals = e.prefill.split()
+        assert equals == "=" and e.question == f"What is {a} {sign} {b}?"
+        assert int(e.answer) == {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[sign]
+    again = load_examples("synthetic:mixed_arithmetic", max_prompts=50, rng=np.random.default_rng(3))
+    other = load_examples("synthetic:mixed_arithmetic", max_prompts=50, rng=np.random.default_rng(4))
+    assert again == examples and other != examples
+    with pytest.raises(ValueError, match="synthetic task of dataset synthetic:<task> must be one of arithmetic, mix"):
+        load_examples("synthetic:algebra")
+
+
 def test_arithmetic_task_answers_are_sums():
     examples = arithmetic_task(20, np.random.default_rng(1))
     assert all(int(e.answer) == sum(map(int, e.question.rstrip("=").split("+"))) for e in examples)

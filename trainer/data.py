@@ -1,5 +1,7 @@
 """Prompts and answers: datasets by hub name or local file, a synthetic arithmetic task, and the
-prompt templates (VIP App. C.2 Fig. 4, or the question as is).
+prompt templates (VIP App. C.2 Fig. 4, or the question as is), wrapped in the tokenizer's chat
+template with a chosen system prompt and, for the generated chat tasks, a pre-filled start of the
+assistant's turn.
 
 A dataset yields :class:`Example` rows (``prompt_id``, ``question``, ``answer``). Hub datasets
 need the network (``datasets.load_dataset(name, split=...)``); local ``.jsonl``, ``.json`` and
@@ -42,9 +44,13 @@ LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 @dataclass(frozen=True)
 class Example:
+    """A problem: its dataset row, the question, the answer, and ``prefill``, text the
+    assistant's turn starts with (empty for datasets; the generated chat tasks set it)."""
+
     prompt_id: int
     question: str
     answer: str
+    prefill: str = ""
 
 
 def arithmetic_task(n: int, rng: np.random.Generator, max_operand: int = 4) -> list[Example]:
@@ -54,6 +60,40 @@ def arithmetic_task(n: int, rng: np.random.Generator, max_operand: int = 4) -> l
         raise ValueError(f"n must be >= 1 and max_operand >= 0; got {n}, {max_operand}")
     a, b = rng.integers(0, max_operand + 1, size=(2, n))
     return [Example(i, f"{x}+{y}=", str(x + y)) for i, (x, y) in enumerate(zip(a.tolist(), b.tolist()))]
+
+
+# name -> (sign, operand ranges a and b): the families of synthetic:mixed_arithmetic, easiest
+# first. SmolLM2-135M-Instruct's zero-shot success over 8 samples, measured with the pre-filled
+# assistant turn: about 0.8, 0.3, 0.6, 0.05 and 0.1.
+ARITHMETIC_FAMILIES = {
+    "add_1x1": ("+", (0, 9), (0, 9)),
+    "sub_1x1": ("-", (0, 9), (0, 9)),
+    "mul_1x1": ("*", (2, 9), (2, 9)),
+    "add_2x2": ("+", (10, 99), (10, 99)),
+    "mul_2x1": ("*", (10, 29), (2, 9)),
+}
+_OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+def mixed_arithmetic_task(n: int, rng: np.random.Generator) -> list[Example]:
+    """``n`` chat problems "What is a + b?" drawn evenly from :data:`ARITHMETIC_FAMILIES` (in
+    turn, operands uniform), each with the assistant's turn pre-filled with "a + b =" so that a
+    chat model answers with the number first (the ``first_number`` reward reads it): a spread of
+    difficulty that leaves many prompts with 0 < p < 1 for a small pretrained model."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n}")
+    families = list(ARITHMETIC_FAMILIES.values())
+    examples = []
+    for i in range(n):
+        sign, (a_low, a_high), (b_low, b_high) = families[i % len(families)]
+        a, b = int(rng.integers(a_low, a_high + 1)), int(rng.integers(b_low, b_high + 1))
+        expression = f"{a} {sign} {b}"
+        examples.append(Example(i, f"What is {expression}?", str(_OPERATIONS[sign](a, b)), f"{expression} ="))
+    return examples
+
+
+# name -> task(n, rng): the datasets ``synthetic:<name>`` generates
+SYNTHETIC_TASKS = {"arithmetic": arithmetic_task, "mixed_arithmetic": mixed_arithmetic_task}
 
 
 def _field(row: dict, path: str, i: int):
@@ -112,9 +152,8 @@ def load_examples(
 ) -> list[Example]:
     """The examples of ``dataset`` (see the module docstring); raises on an empty dataset."""
     if dataset.startswith("synthetic:"):
-        if dataset.split(":", 1)[1] != "arithmetic":
-            raise ValueError(f"dataset {dataset!r}: the synthetic tasks are synthetic:arithmetic")
-        examples = arithmetic_task(max_prompts or 64, rng if rng is not None else np.random.default_rng(0))
+        task = choose(SYNTHETIC_TASKS, dataset.split(":", 1)[1], "the synthetic task of dataset synthetic:<task>")
+        examples = task(max_prompts or 64, rng if rng is not None else np.random.default_rng(0))
     else:
         examples = [
             _example(row, i, prompt_column, answer_column)
@@ -130,12 +169,34 @@ def load_examples(
 TEMPLATES = {"vip_math": VIP_MATH_TEMPLATE, "plain": "{question}"}
 
 
-def format_prompt(question: str, template: str, tokenizer=None, chat_template: bool = True) -> str:
+# system_prompt values that are not a system message's text
+SYSTEM_PROMPTS = {"default": "the chat template's own (none given)", "none": "an empty system message"}
+
+
+def format_prompt(
+    question: str,
+    template: str,
+    tokenizer=None,
+    chat_template: bool = True,
+    system_prompt: str = "default",
+    prefill: str = "",
+) -> str:
     """The text the policy sees: the template filled in, wrapped in the tokenizer's chat template
-    when it has one and ``chat_template`` is set."""
+    when it has one and ``chat_template`` is set, then ``prefill`` (the start of the
+    assistant's turn). ``system_prompt``: ``default`` gives no system message (the chat
+    template's own default applies: SmolLM2's adds one of 17 tokens), ``none`` an empty one,
+    anything else is the system message."""
     text = choose(TEMPLATES, template, "template").replace("{question}", question)
     if chat_template and tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-        )
-    return text
+        messages = [{"role": "user", "content": text}]
+        if system_prompt != "default":
+            messages.insert(0, {"role": "system", "content": "" if system_prompt == "none" else system_prompt})
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return text + prefill
+
+
+def prompt_text(example: Example, config, tokenizer) -> str:
+    """:func:`format_prompt` of ``example`` with a TrainConfig's template settings."""
+    return format_prompt(
+        example.question, config.template, tokenizer, config.chat_template, config.system_prompt, example.prefill
+    )
