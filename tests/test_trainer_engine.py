@@ -116,8 +116,8 @@ def test_completion_logprobs_project_only_completion_positions(tiny):
     calls = []
     hook = model.register_forward_pre_hook(lambda m, a, kw: calls.append(kw.get("logits_to_keep")), with_kwargs=True)
     with torch.no_grad():
-        kept = completion_logprobs(model, batch, 0.7)
-        full = completion_logprobs(OldCacheApi(model), batch, 0.7)
+        kept = completion_logprobs(model, batch, 0.7, share_prompts=False)
+        full = completion_logprobs(OldCacheApi(model), batch, 0.7, share_prompts=False)
     hook.remove()
     assert calls[0] == batch.completion_mask.shape[1] + 1
     assert (kept - full).abs().max() < 1e-5 and full.abs().sum() > 0
@@ -159,3 +159,31 @@ def test_a_cpu_bf16_run_logs_the_gap_and_a_float32_run_does_not(tmp_path):
     assert all(0 < r["precision/bf16_logprob_gap_mean"] <= r["precision/bf16_logprob_gap_max"] < 0.5 for r in rows)
     assert run_trainer(tmp_path / "fp32", "steps=3") == 0
     assert not any("precision/bf16_logprob_gap_mean" in r for r in read_jsonl(tmp_path / "fp32" / "metrics.jsonl"))
+
+
+@pytest.mark.parametrize("new_tokens", [1, 5])
+def test_shared_prompt_passes_give_the_full_passes_logprobs_and_gradient(tiny, new_tokens):
+    """One pass per distinct prompt, its cache indexed out to the rollouts: the log-probs and
+    the gradient of a loss on them equal one pass over each full sequence (the rows here are
+    out of order and repeat prompts); a perturbed rollout-to-prompt map (control) does not."""
+    model, tok = tiny
+    engine = TransformersEngine(model, tok)
+    batch = engine.generate(PROMPTS, COUNTS, Sampling(1.0, new_tokens), torch.Generator().manual_seed(2))
+    rows = torch.tensor([8, 0, 3, 1, 9, 4])
+    weights = torch.linspace(-1, 1, batch.completion_mask.shape[1])
+
+    def value_and_gradient(share: bool, prompt_index=None):
+        model.zero_grad()
+        copy = batch if prompt_index is None else type(batch)(**{**batch.__dict__, "prompt_index": prompt_index})
+        logp = completion_logprobs(model, copy, 1.0, rows, share_prompts=share)
+        (logp * weights).sum().backward()
+        return logp.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    full, full_grad = value_and_gradient(False)
+    shared, shared_grad = value_and_gradient(True)
+    assert (full - shared).abs().max() < 1e-5 and full.abs().sum() > 0
+    assert (full_grad - shared_grad).abs().max() < 1e-5 * full_grad.abs().max()
+    wrong = [0 if q == 3 else q for q in batch.prompt_index]  # prompt 3's rollouts read prompt 0's cache
+    wrong_value, _ = value_and_gradient(True, wrong)
+    assert (wrong_value - full).abs().max() > 1e-3
+    model.zero_grad()

@@ -230,6 +230,8 @@ class Trainer:
         self.engine = engine or TransformersEngine(policy, tokenizer, config.generation_batch_size, all_done)
         self.engine.check_prompt_lengths(self.prompts, config.max_new_tokens, [e.prompt_id for e in self.examples])
         self.sampling = Sampling(config.temperature, config.max_new_tokens)
+        # each prompt's forward pass shared by its rollouts, but where checkpointing turns the cache off
+        self.share_prompts = not config.activation_checkpointing
         self.measure_bf16_gap = (
             world.size == 1
             and self.device.type == "cpu"
@@ -485,7 +487,7 @@ class Trainer:
             return {}
         rows = slice(0, self.cfg.micro_batch_size)
         with torch.no_grad(), torch.autocast(device_type=self.device.type, enabled=False):
-            exact = completion_logprobs(self.policy, batch, self.cfg.temperature, rows)
+            exact = completion_logprobs(self.policy, batch, self.cfg.temperature, rows, self.share_prompts)
         return logprob_gap(old[rows], exact, batch.completion_mask[rows])
 
     def _rewards(self, indices, batch) -> np.ndarray:
@@ -501,7 +503,7 @@ class Trainer:
         size = self.cfg.micro_batch_size
         with torch.no_grad():
             parts = [
-                completion_logprobs(model, batch, self.cfg.temperature, slice(i, i + size))
+                completion_logprobs(model, batch, self.cfg.temperature, slice(i, i + size), self.share_prompts)
                 for i in range(0, len(batch), size)
             ]
         return torch.cat(parts).float()
@@ -531,7 +533,7 @@ class Trainer:
         norms = []
         params = [p for p in self.policy.parameters() if p.requires_grad]
         for r in range(len(batch)):
-            logp = completion_logprobs(self.policy, batch, self.cfg.temperature, slice(r, r + 1))
+            logp = completion_logprobs(self.policy, batch, self.cfg.temperature, slice(r, r + 1), self.share_prompts)
             mean = logp.sum() / batch.completion_mask[r].sum()
             grads = torch.autograd.grad(mean, params, allow_unused=True)
             norms.append(float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))))
@@ -552,6 +554,9 @@ class Trainer:
         for epoch in range(cfg.ppo_epochs):
             order = torch.randperm(len(exp.batch), generator=self.generator, device=self.device)
             for mini_batch, rows in enumerate(torch.tensor_split(order, cfg.mini_batches)):
+                # in batch order (grouped by prompt) within the mini-batch: its gradient is the same
+                # sum, and a micro-batch shares each prompt's forward pass among more rollouts
+                rows = rows.sort().values
                 tokens, sequences = self.comm.total(mask[rows].sum()), int(self.comm.total(len(rows)))
                 weights = aggregation_weights(
                     mask[rows], cfg.aggregation, cfg.max_new_tokens, tokens=tokens, sequences=sequences
@@ -593,7 +598,7 @@ class Trainer:
     def _micro_loss(self, exp: Experience, rows, weights, sequences):
         """The loss of the rollouts ``rows`` (and its KL term) and their log-probs, detached."""
         cfg, mask = self.cfg, exp.batch.completion_mask[rows]
-        logp = completion_logprobs(self.policy, exp.batch, cfg.temperature, rows).float()
+        logp = completion_logprobs(self.policy, exp.batch, cfg.temperature, rows, self.share_prompts).float()
         loss = policy_loss(cfg.loss, logp, exp.old[rows], mask, exp.advantages[rows], weights, self.clip, sequences)
         if exp.ref is not None:
             kl = kl_penalty(sequence_log_ratio(logp, exp.ref[rows], mask), cfg.kl_estimator, exp.tau)

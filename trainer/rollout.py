@@ -122,21 +122,63 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def completion_logprobs(model, batch: RolloutBatch, temperature: float, rows=None) -> torch.Tensor:
-    """log pi(o_t | q, o_<t) of the completion tokens (R, T) at ``temperature`` by one forward
-    pass; 0 at padding. ``rows`` selects rollouts (a micro-batch). The language-model head runs on
-    the T positions that predict completion tokens only (``logits_to_keep``), not on the prompt."""
-    rows = slice(None) if rows is None else rows
-    seq, att = batch.sequences[rows], batch.attention_mask[rows]
+def completion_logprobs(model, batch: RolloutBatch, temperature: float, rows=None, share_prompts: bool = True):
+    """log pi(o_t | q, o_<t) of the completion tokens (R, T) at ``temperature``; 0 at padding.
+    ``rows`` selects rollouts (a micro-batch).
+
+    With ``share_prompts`` (and a model that returns a KV cache), each distinct prompt among the
+    rows runs through the model once and its keys and values are indexed out to its rollouts,
+    whose completions then run on top of them: the same log-probabilities as one pass over every
+    full sequence, and, with gradients, the same gradient (indexing and concatenating the cache
+    are differentiable), at the cost of the prompt once per prompt rather than once per rollout.
+    Without it (activation checkpointing turns the cache off), one pass over the full sequences.
+    The vocabulary head runs only where a completion token is predicted (``logits_to_keep``).
+    """
+    index = torch.arange(len(batch))[rows if rows is not None else slice(None)]
+    seq, att = batch.sequences[index], batch.attention_mask[index]
     width = batch.completion_mask.shape[1]
-    logits = model(
-        input_ids=seq, attention_mask=att, position_ids=position_ids(att), **_last_logits(model, width + 1)
-    ).logits[:, -width - 1 : -1]
+    owners = torch.as_tensor(batch.prompt_index)[index]
+    distinct, rollout_of = torch.unique(owners, return_inverse=True)
+    if share_prompts and len(distinct) < len(index):
+        logits = _logits_on_shared_prompts(model, seq, att, width, rollout_of)
+    else:
+        logits = model(
+            input_ids=seq, attention_mask=att, position_ids=position_ids(att), **_last_logits(model, width + 1)
+        ).logits[:, -width - 1 : -1]
     taken = logits.gather(-1, seq[:, -width:, None]).squeeze(-1).float() / temperature
     # log-normaliser row by row: a float32 copy of all (rows, T, vocab) logits would double the
     # peak memory of long completions with large vocabularies
     log_z = torch.stack([torch.logsumexp(row.float() / temperature, dim=-1) for row in logits])
-    return (taken - log_z) * batch.completion_mask[rows]
+    return (taken - log_z) * batch.completion_mask[index]
+
+
+def _logits_on_shared_prompts(model, seq, att, width: int, rollout_of: torch.Tensor) -> torch.Tensor:
+    """The (R, T, vocab) logits that predict the completion tokens, each distinct prompt run
+    once (``rollout_of[r]``: rollout r's prompt among the distinct ones)."""
+    prompt_length = seq.shape[1] - width
+    first = torch.stack([torch.nonzero(rollout_of == k)[0, 0] for k in range(int(rollout_of.max()) + 1)])
+    prompt_att = att[first, :prompt_length]
+    prompt = model(
+        input_ids=seq[first, :prompt_length],
+        attention_mask=prompt_att,
+        position_ids=position_ids(prompt_att),
+        use_cache=True,
+        **_last_logits(model, 1),
+    )
+    last_prompt_logits = prompt.logits[:, -1:][rollout_of]
+    if width == 1:
+        return last_prompt_logits
+    cache = _returned_cache(prompt)
+    cache.batch_select_indices(rollout_of)
+    pos = position_ids(att)[:, prompt_length:]
+    rest = model(
+        input_ids=seq[:, prompt_length:-1],
+        attention_mask=att[:, :-1],
+        position_ids=pos[:, :-1],
+        use_cache=True,
+        **{_cache_argument(model): cache},
+    )
+    return torch.cat([last_prompt_logits, rest.logits], dim=1)
 
 
 def _forward_parameters(model) -> frozenset:
