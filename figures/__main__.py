@@ -19,6 +19,7 @@ FIGURE_MODULES = (
     "figures.allocation_peers",
     "figures.bounds",
     "figures.rl_study",
+    "figures.real_model",
 )
 
 
