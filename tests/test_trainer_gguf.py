@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, run_trainer, tiny_config
-from trainer import model_sources, rewards
+from trainer import model_sources
 from trainer.checkpoint import save_checkpoint
 from trainer.config import load_config
 from trainer.convert_gguf import main as convert_main
@@ -109,24 +109,30 @@ def test_the_model_answers_small_sums(smollm):
     assert greedy(model, tokenizer, chat(tokenizer, "What is 2+4?"), 7).startswith("2 + 4 = 6")
 
 
+def alternating_reward(prompts, completions, answers):
+    """1, 0, 1, ...: every group of the step has unequal rewards, so every advantage is non-zero."""
+    return [float(i % 2 == 0) for i in range(len(completions))]
+
+
 def test_the_trainer_trains_checkpoints_and_resumes_it(smollm, tmp_path):
-    """Gradients reach every weight; a trainer step runs; the trainer's state (torch's
-    get_model_state_dict) goes through a checkpoint and back: a perturbed model is restored."""
+    """A trainer step reaches every weight (non-zero finite gradients) and moves it; the trainer's
+    state (torch's get_model_state_dict) goes through a checkpoint and back: a perturbed model
+    is restored."""
     model, tokenizer = smollm
     policy = copy.deepcopy(model)
-    batch = tokenizer(chat(tokenizer, "What is 2+3?") + "2 + 3 = 5", return_tensors="pt")
-    policy(**batch, labels=batch["input_ids"]).loss.backward()
+    sizes = dict(prompts_per_step=2, budget=6, min_rollouts=3, max_rollouts=3, max_new_tokens=2)
+    config = tiny_config(
+        model=NAME, output_dir=str(tmp_path), micro_batch_size=6, allocation="uniform", weight_decay=0.0, **sizes
+    )
+    config.validate()
+    trainer = Trainer(config, policy, tokenizer, arithmetic_task(4, np.random.default_rng(0)), alternating_reward)
+    before = policy.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    metrics, _ = trainer.train_step()
+    assert np.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in policy.parameters())
     assert all(p.grad.abs().sum() > 0 for p in policy.parameters())
-    policy.zero_grad(set_to_none=True)
+    assert not torch.equal(policy.model.layers[0].self_attn.q_proj.weight, before)
 
-    sizes = dict(prompts_per_step=2, budget=6, min_rollouts=3, max_rollouts=3, max_new_tokens=2)
-    config = tiny_config(model=NAME, output_dir=str(tmp_path), micro_batch_size=6, allocation="uniform", **sizes)
-    config.validate()
-    task = arithmetic_task(4, np.random.default_rng(0))
-    trainer = Trainer(config, policy, tokenizer, task, rewards.get_reward("first_number"))
-    metrics, _ = trainer.train_step()
-    assert np.isfinite(metrics["loss"])
     state = trainer.state_dict()
     assert state["model"]["model.embed_tokens.weight"].dtype == torch.float32
     save_checkpoint(tmp_path, 1, state)
