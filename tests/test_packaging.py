@@ -23,6 +23,7 @@ def test_the_console_scripts_are_the_clis():
         "rlvr-train": "trainer.run:cli",
         "rlvr-eval": "trainer.evaluate:main",
         "rlvr-study": "rl_study.cli:main",
+        "rlvr-convert": "trainer.convert_gguf:main",
     }
 
 

@@ -37,6 +37,7 @@ from trainer.advantages import ADVANTAGES
 from trainer.allocation import PREDICTORS
 from trainer.data import TEMPLATES
 from trainer.losses import AGGREGATIONS, KL_CLIPS, KL_ESTIMATORS, LOSSES
+from trainer.model_sources import is_gguf_source
 from trainer.precision import CPU_BF16
 from trainer.registry import choose
 from trainer.rewards import BUILT_IN as REWARDS
@@ -69,7 +70,9 @@ CHOICES = {
 @dataclass
 class TrainConfig:
     # --- model and data -------------------------------------------------------------------
-    model: str = "tiny:qwen2"  # hub name, local path, or tiny:qwen2 / tiny:llama (built locally)
+    # hub name, local folder, .gguf file, packaged model (smollm2-135m-instruct; trainer.model_sources),
+    # or tiny:qwen2 / tiny:llama (built locally)
+    model: str = "tiny:qwen2"
     ref_model: str | None = None  # reference policy when kl_coef > 0; None: the initial model
     dtype: str = "auto"  # trainable weights; auto: float32 (bf16 compute on GPU; trainer.models.resolve_dtype)
     device: str = "auto"
@@ -195,9 +198,10 @@ class TrainConfig:
                     "rollout_engine=vllm needs recompute_old_logprobs=true: "
                     "vLLM's log-probs differ from the trainer's (trainer/vllm_engine.py)"
                 )
-            if self.model.startswith("tiny:"):
+            if self.model.startswith("tiny:") or is_gguf_source(self.model):
                 raise ValueError(
-                    "rollout_engine=vllm needs a model vLLM can load (hub name or local path), not a tiny: model"
+                    "rollout_engine=vllm needs a model vLLM can load (hub name or local folder), not a tiny: model, "
+                    f"a .gguf file or a packaged model; got {self.model!r} (rlvr-convert writes one to a folder)"
                 )
             if not 0 < self.vllm_gpu_memory_utilization < 1:
                 raise ValueError(

@@ -1,15 +1,18 @@
 """Policy, reference model and tokenizer.
 
 ``load_policy(name)`` takes any ``transformers`` causal LM by hub name or local path (float32
-weights, bfloat16 compute on GPU: see :func:`resolve_dtype`). ``tiny:qwen2`` and ``tiny:llama``
-build a two-layer model of that architecture with random weights and a character-level
-tokenizer made locally with ``tokenizers``: the offline tests and the tiny CPU config use
-them, and nothing is downloaded.
+weights, bfloat16 compute on GPU: see :func:`resolve_dtype`), a ``.gguf`` file, or a packaged
+model by name (``smollm2-135m-instruct``; trainer.model_sources): tokenizer and dequantised
+weights both read from the GGUF file, offline. ``tiny:qwen2`` and ``tiny:llama`` build a two-layer
+model of that architecture with random weights and a character-level tokenizer made locally with
+``tokenizers``: the offline tests and the tiny CPU config use them, and nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import torch
+
+from trainer.model_sources import PACKAGED, gguf_path, load_gguf_model, load_gguf_tokenizer
 
 TINY_CHARACTERS = list("0123456789+-=. \n")
 TINY_SPECIALS = ["<pad>", "<eos>", "<unk>"]
@@ -78,12 +81,14 @@ def load_tokenizer(name: str):
     """The tokenizer of ``name``; pad_token falls back to eos_token. Raises if there is none."""
     if name.startswith("tiny:"):
         return tiny_tokenizer()
+    gguf = gguf_path(name)
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = load_gguf_tokenizer(gguf) if gguf else AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"model {name!r} has no loadable tokenizer: {exc}") from exc
+        hint = "" if gguf else f" (model may also name a .gguf file or a packaged model: {', '.join(PACKAGED)})"
+        raise ValueError(f"model {name!r} has no loadable tokenizer: {exc}{hint}") from exc
     if not tokenizer("1 + 1 = 2", add_special_tokens=False)[
         "input_ids"
     ]:  # transformers builds an empty one from a bare config
@@ -102,6 +107,8 @@ def load_policy(name: str, device: torch.device, dtype: torch.dtype, vocab_size:
     """The causal LM ``name`` on ``device`` in ``dtype`` (see the module docstring)."""
     if name.startswith("tiny:"):
         model = tiny_model(name.split(":", 1)[1], vocab_size, seed)
+    elif gguf := gguf_path(name):
+        model = load_gguf_model(gguf, dtype)
     else:
         from transformers import AutoModelForCausalLM
 

@@ -1,0 +1,94 @@
+"""``python -m trainer.convert_gguf SOURCE OUT_DIR [--overwrite]`` (or ``rlvr-convert``).
+
+Writes SOURCE (a ``.gguf`` file, a packaged model such as ``smollm2-135m-instruct``, or anything
+else ``model:`` accepts) to OUT_DIR as a plain ``transformers`` folder: the dequantised float32
+weights (``model.safetensors``), the config and the tokenizer with its chat template. ``model:
+OUT_DIR`` then loads it without gguf, and in about a second instead of reading the GGUF file.
+
+OUT_DIR is written to a hidden folder next to it (``.OUT_DIR.tmp-<pid>``) that is renamed once
+complete, so an interrupted conversion leaves no partial OUT_DIR; a leftover of a killed one is
+removed by the next conversion into the same OUT_DIR. A non-empty OUT_DIR is refused, before
+anything loads, unless --overwrite.
+
+Exit status: 0 written; 2 refused (OUT_DIR in the way, a SOURCE that does not load, a missing
+package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+
+def check_destination(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an OUT_DIR that is a file, or a non-empty folder without ``overwrite``."""
+    if out_dir.is_file():
+        raise ValueError(f"OUT_DIR {out_dir} is a file; give a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise ValueError(f"OUT_DIR {out_dir} is not empty; pass --overwrite to replace it")
+
+
+def write_folder(model, tokenizer, out_dir, overwrite: bool = False) -> Path:
+    """Save ``model`` and ``tokenizer`` (``save_pretrained``, safetensors) to ``out_dir`` atomically:
+    into a temporary folder next to it, then renamed. With ``overwrite`` a previous ``out_dir`` is
+    replaced only once the new one is complete."""
+    out_dir = Path(out_dir)
+    check_destination(out_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        shutil.rmtree(leftover)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")  # mkdir, unlike mkdtemp, follows the umask
+    tmp.mkdir()
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            old = tmp.with_name(tmp.name + ".old")
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def convert(source: str, out_dir, overwrite: bool = False) -> Path:
+    """Load ``source`` as the trainer does (trainer.models, float32 on the CPU) and write it to
+    ``out_dir`` (:func:`write_folder`)."""
+    import torch
+
+    from trainer.models import load_policy, load_tokenizer
+
+    check_destination(Path(out_dir), overwrite)
+    tokenizer = load_tokenizer(source)
+    model = load_policy(source, torch.device("cpu"), torch.float32, len(tokenizer))
+    return write_folder(model, tokenizer, out_dir, overwrite)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Write a GGUF or packaged model to a plain transformers folder (dequantised float32 safetensors)."
+    )
+    parser.add_argument("source", help="a .gguf file, a packaged model (smollm2-135m-instruct), a hub name or folder")
+    parser.add_argument("out_dir", help="the folder to write; refused when not empty unless --overwrite")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty OUT_DIR once the new one is complete"
+    )
+    args = parser.parse_args(argv)
+    try:
+        out = convert(args.source, args.out_dir, args.overwrite)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}; load it with model: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
