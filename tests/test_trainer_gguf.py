@@ -13,21 +13,23 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_trainer, tiny_config
+from tests.conftest import ROOT, run_trainer, tiny_config, without_timings
 from trainer import model_sources
 from trainer.checkpoint import save_checkpoint
 from trainer.config import load_config
 from trainer.convert_gguf import main as convert_main
 from trainer.convert_gguf import write_folder
-from trainer.data import arithmetic_task
+from trainer.data import arithmetic_task, load_examples
 from trainer.loop import Trainer
 from trainer.model_sources import GGUF_REQUIREMENTS, PACKAGED, gguf_path, is_gguf_source
 from trainer.models import load_policy, load_tokenizer
+from trainer.rewards import get_reward
 
 # One pytest-xdist worker runs the whole module (`make test` distributes with --dist loadgroup), so
 # the model is read once.
 pytestmark = pytest.mark.xdist_group("smollm2")
 NAME = "smollm2-135m-instruct"
+SMOLLM_CONFIG = ROOT / "trainer" / "configs" / "smollm2_cpu.yaml"
 CPU = torch.device("cpu")
 
 
@@ -142,6 +144,26 @@ def test_the_trainer_trains_checkpoints_and_resumes_it(smollm, tmp_path):
     assert not torch.equal(policy.model.norm.weight, saved)
     assert trainer.resume()
     assert torch.equal(policy.model.norm.weight, saved)
+
+
+def test_the_smollm2_config_trains_two_steps_and_a_resume_replays_the_second(smollm, tmp_path):
+    """trainer/configs/smollm2_cpu.yaml at a small size: the chat prompts (empty system message,
+    pre-filled assistant turn), the first_number reward, shared-prefill sampling and training in
+    its cpu_bf16 mode; a checkpoint after step 1, and a resume from it gives step 2 again, to the
+    bit (control: step 2 itself differs from step 1)."""
+    model, tokenizer = smollm
+    small = ["prompts_per_step=4", "budget=16", "max_prompts=8", "max_new_tokens=4", "micro_batch_size=8"]
+    config = load_config(SMOLLM_CONFIG, small + [f"output_dir={tmp_path}", "progress=false", "tensorboard=false"])
+    examples = load_examples(config.dataset, max_prompts=config.max_prompts, rng=np.random.default_rng(0))
+    trainer = Trainer(config, copy.deepcopy(model), tokenizer, examples, get_reward(config.reward))
+    assert trainer.prompts[0].endswith(f"<|im_start|>assistant\n{examples[0].prefill}")
+    first, _ = trainer.train_step()
+    save_checkpoint(tmp_path, trainer.step, trainer.state_dict())
+    second, rollouts = trainer.train_step()
+    assert 0 < second["entropy"] and np.isfinite(second["loss"]) and len(rollouts) == 16
+    assert trainer.resume() and trainer.step == 1
+    again, _ = trainer.train_step()
+    assert without_timings([again]) == without_timings([second]) != without_timings([first])
 
 
 def test_conversion_writes_a_folder_that_loads_without_gguf(smollm, tmp_path, monkeypatch):
