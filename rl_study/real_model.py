@@ -1,7 +1,7 @@
 """A real pretrained model trained on a CPU: does SmolLM2-135M-Instruct learn, and do VIP and CTPO
 change what it learns?
 
-    python -m rl_study.real_model [--arms uniform vip ctpo] [--seeds 2] [--steps 30] [--out records]
+    python -m rl_study.real_model [--arms uniform vip ctpo] [--seeds 3] [--steps 30] [--out records]
 
 Every arm trains trainer/configs/smollm2_cpu.yaml (80 mixed-arithmetic chat problems, 16
 prompts x 8 rollouts a step, Dr. GRPO advantages, GRPO loss, lr 1e-5) with one change:
@@ -10,12 +10,14 @@ prompts x 8 rollouts a step, Dr. GRPO advantages, GRPO loss, lr 1e-5) with one c
 - ``vip``: ``allocation=vip`` (VIP's GP predictor and rule, the same budget of 128, 4 to 16 per prompt);
 - ``ctpo``: ``loss=ctpo_released`` (the CTPO form the README recommends: the released code's).
 
-Each (arm, seed) is one ``python -m trainer.run`` process (its progress bar, its run folder
-``OUT/real_model/<arm>-seed<s>/``, resumed with ``--resume`` if the study is killed). Then the
+Each (arm, seed) is one ``python -m trainer.run --resume`` process for ``--steps`` steps (its
+progress bar, its run folder ``OUT/real_model/<arm>-seed<s>/``, one checkpoint at the end: a
+killed study reuses the finished runs and evaluations and starts the interrupted run again). Then the
 pretrained model and each run's final checkpoint are evaluated on the same problems with the
 same sampling seed: Mean@8 on the run's 80 training problems (the objective RL optimises; a
-synthetic task is drawn with the run's seed) and on 80 held-out problems, another draw of the same
-families (easy problems may repeat: there are 100 one-digit sums). Every result is saved as it finishes, atomically.
+synthetic task is drawn with the run's seed) and on 80 held-out problems, another draw of the
+same families (easy problems may repeat: there are 100 one-digit sums). Every result is saved as
+it finishes, atomically.
 
 The study writes a ledger record (check ``rl_study_real_model``, ``report`` rows, no pass/fail):
 per run, the paired gain in Mean@8 over the pretrained model with a 95 % t interval over the
@@ -121,7 +123,7 @@ def t_interval(values) -> tuple[float, float, float]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rl_study.real_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--out", default="records")
     args = parser.parse_args(argv)
@@ -132,13 +134,16 @@ def main(argv=None) -> int:
     out = Path(args.out) / "real_model"
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    base = {seed: evaluation(out, f"pretrained-seed{seed}", seed, None) for seed in range(args.seeds)}
-    finals = {}
-    for seed in range(args.seeds):
-        for arm in args.arms:
-            folder = train(out, arm, seed, args.steps)
-            checkpoint = folder / "checkpoints" / f"step-{args.steps}"
-            finals[arm, seed] = (evaluation(out, f"{arm}-seed{seed}", seed, checkpoint), curves(folder))
+    try:
+        base, finals = study(out, args.arms, args.seeds, args.steps)
+    except (ImportError, ValueError, FileNotFoundError) as exc:  # the model or its extra is missing
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as exc:
+        print(
+            f"error: a training run stopped with exit status {exc.returncode} (its message is above)", file=sys.stderr
+        )
+        return 1
     rows = summary_rows(base, finals, args.arms, args.seeds)
     print(format_table(rows))
     check = {
@@ -150,6 +155,19 @@ def main(argv=None) -> int:
     config = {"arms": args.arms, "seeds": args.seeds, "steps": args.steps, "config": CONFIG.name}
     print(f"record: {write_record(Path(args.out), 'rl_study_real_model', config, 0, [check])}")
     return 0
+
+
+def study(out: Path, arms, seeds: int, steps: int):
+    """The pretrained model's evaluation per seed, then every (seed, arm) run and its evaluation,
+    seed by seed, so that an interrupted study has whole seeds; finished pieces are reused."""
+    base = {seed: evaluation(out, f"pretrained-seed{seed}", seed, None) for seed in range(seeds)}
+    finals = {}
+    for seed in range(seeds):
+        for arm in arms:
+            folder = train(out, arm, seed, steps)
+            checkpoint = folder / "checkpoints" / f"step-{steps}"
+            finals[arm, seed] = (evaluation(out, f"{arm}-seed{seed}", seed, checkpoint), curves(folder))
+    return base, finals
 
 
 def summary_rows(base: dict, finals: dict, arms, seeds: int) -> list:
