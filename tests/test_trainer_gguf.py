@@ -228,6 +228,15 @@ def test_a_failed_conversion_leaves_no_folder(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.safetensors", "tokenizer.json"]
 
 
+def test_the_conversion_command_reports_a_full_disk_with_status_2(tmp_path, capsys, monkeypatch):
+    def full(source, out_dir, overwrite):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("trainer.convert_gguf.convert", full)
+    assert convert_main([NAME, str(tmp_path / "out")]) == 2
+    assert "error: [Errno 28] No space left on device" in capsys.readouterr().err
+
+
 def test_conversion_into_a_file_is_refused(tmp_path, capsys):
     (tmp_path / "out").write_text("x")
     assert convert_main([NAME, str(tmp_path / "out")]) == 2

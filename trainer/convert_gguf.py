@@ -10,8 +10,8 @@ complete, so an interrupted conversion leaves no partial OUT_DIR; a leftover of 
 removed by the next conversion into the same OUT_DIR. A non-empty OUT_DIR is refused, before
 anything loads, unless --overwrite.
 
-Exit status: 0 written; 2 refused (OUT_DIR in the way, a SOURCE that does not load, a missing
-package).
+Exit status: 0 written; 2 refused or failed (OUT_DIR in the way, a SOURCE that does not load, a
+missing package, a write that failed, e.g. on a full disk: nothing is left behind).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         out = convert(args.source, args.out_dir, args.overwrite)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, OSError, ImportError) as exc:  # OSError: also a full disk, after the cleanup
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {out}; load it with model: {out}")
