@@ -11,7 +11,9 @@ an empty system prompt), times
    - the same with bfloat16 autocast (where the CPU runs bfloat16 natively),
    - ``transformers``' own ``model.generate`` (sampling, ``num_return_sequences=rollouts``);
 2. one training step of trainer/configs/smollm2_cpu.yaml at that batch (generation, reward,
-   log-probs, update), float32 with the baseline engine against bfloat16 with the shared one.
+   log-probs, update): float32 with every rollout's prompt run on its own (``share_prompts=false``,
+   the baseline), against bfloat16 with each prompt run once for its rollouts, in sampling and
+   in training.
 
 Prints seconds (the median of ``repeats``), generated tokens per second, and each time's ratio
 to the baseline. The numbers are this machine's; ``OMP_NUM_THREADS`` sets the cores used.
@@ -82,9 +84,8 @@ def hf_generate_run(model, tokenizer, prompts, rollouts, sampling):
     return work
 
 
-def step_run(config, policy, tokenizer, examples, share: bool):
-    engine = TransformersEngine(policy, tokenizer, config.generation_batch_size, share_prompt_cache=share)
-    trainer = Trainer(config, policy, tokenizer, examples, get_reward(config.reward), engine=engine)
+def step_run(config, policy, tokenizer, examples):
+    trainer = Trainer(config, policy, tokenizer, examples, get_reward(config.reward))
     return lambda: trainer.train_step()[0]
 
 
@@ -146,8 +147,8 @@ def main(argv=None) -> None:
     print(f"\n{'training step (policy updated each time)':<44} {'seconds':>8} {'generation':>11} {'update':>8}")
     baseline = None
     for name, (share, mode) in steps.items():
-        config.cpu_bf16 = mode
-        seconds, metrics = median_time(step_run(config, policy, tokenizer, examples, share), args.repeats)
+        config.share_prompts, config.cpu_bf16 = share, mode
+        seconds, metrics = median_time(step_run(config, policy, tokenizer, examples), args.repeats)
         baseline = baseline or seconds
         print(
             f"{name:<44} {seconds:8.2f} {metrics['time/generation']:11.2f} {metrics['time/update']:8.2f}"

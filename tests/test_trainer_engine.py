@@ -187,3 +187,20 @@ def test_shared_prompt_passes_give_the_full_passes_logprobs_and_gradient(tiny, n
     wrong_value, _ = value_and_gradient(True, wrong)
     assert (wrong_value - full).abs().max() > 1e-3
     model.zero_grad()
+
+
+def test_share_prompts_off_trains_the_same_first_step(tmp_path):
+    """share_prompts=false (every rollout's prompt run on its own, in sampling and training) gives
+    the first step's samples exactly and its loss and gradient norm to float32 rounding."""
+    from tests.conftest import run_trainer
+    from trainer.logs import read_jsonl
+
+    assert run_trainer(tmp_path / "shared", "steps=1") == 0
+    assert run_trainer(tmp_path / "alone", "steps=1", "share_prompts=false") == 0
+    shared, alone = (read_jsonl(tmp_path / name / "metrics.jsonl")[0] for name in ("shared", "alone"))
+    assert (
+        shared["reward/mean"] == alone["reward/mean"]
+        and shared["response_length/mean"] == alone["response_length/mean"]
+    )
+    assert shared["loss"] == pytest.approx(alone["loss"], rel=1e-4, abs=1e-7)
+    assert shared["grad_norm"] == pytest.approx(alone["grad_norm"], rel=1e-4)

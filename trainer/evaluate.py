@@ -46,7 +46,9 @@ def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, pro
 
         engine = colocated_engine(config, tokenizer, next(policy.parameters()).device)
     else:
-        engine = TransformersEngine(policy, tokenizer, config.generation_batch_size)
+        engine = TransformersEngine(
+            policy, tokenizer, config.generation_batch_size, share_prompt_cache=config.share_prompts
+        )
     every_prompt = [prompt_text(e, config, tokenizer) for e in examples]
     engine.check_prompt_lengths(every_prompt, config.max_new_tokens, [e.prompt_id for e in examples])
     engine.sync_weights(policy)  # vLLM: the checkpoint's weights, not the hub's (a no-op for transformers)

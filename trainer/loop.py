@@ -227,11 +227,13 @@ class Trainer:
                     config.reward_convention,
                 )
         all_done = lambda flag: distributed.all_true(flag, world, self.device)  # noqa: E731
-        self.engine = engine or TransformersEngine(policy, tokenizer, config.generation_batch_size, all_done)
+        self.engine = engine or TransformersEngine(
+            policy, tokenizer, config.generation_batch_size, all_done, share_prompt_cache=config.share_prompts
+        )
         self.engine.check_prompt_lengths(self.prompts, config.max_new_tokens, [e.prompt_id for e in self.examples])
         self.sampling = Sampling(config.temperature, config.max_new_tokens)
         # each prompt's forward pass shared by its rollouts, but where checkpointing turns the cache off
-        self.share_prompts = not config.activation_checkpointing
+        self.share_prompts = config.share_prompts and not config.activation_checkpointing
         self.measure_bf16_gap = (
             world.size == 1
             and self.device.type == "cpu"
