@@ -1,14 +1,20 @@
 """A real pretrained model trained on a CPU: does SmolLM2-135M-Instruct learn, and do VIP and CTPO
 change what it learns?
 
-    python -m rl_study.real_model [--arms uniform vip ctpo] [--seeds 3] [--steps 30] [--out records]
+    python -m rl_study.real_model [--arms ARM ...] [--seeds N ...] [--steps 30] [--out records]
 
 Every arm trains trainer/configs/smollm2_cpu.yaml (80 mixed-arithmetic chat problems, 16
 prompts x 8 rollouts a step, Dr. GRPO advantages, GRPO loss, lr 1e-5) with one change:
 
-- ``uniform``: as configured (8 rollouts per prompt);
+- ``uniform``: as configured (8 rollouts per prompt, one optimizer step per step: on-policy);
 - ``vip``: ``allocation=vip`` (VIP's GP predictor and rule, the same budget of 128, 4 to 16 per prompt);
 - ``ctpo``: ``loss=ctpo_released`` (the CTPO form the README recommends: the released code's).
+  On-policy its gradient is the token ratio's, so it is GRPO's run to the bit: the record
+  says whether the runs are identical;
+- ``grpo_offpolicy`` and ``ctpo_offpolicy``: the two losses with ``mini_batches=4`` (four optimizer
+  steps per step, so the later mini-batches are off-policy and the ratios and clips matter).
+
+``--seeds`` counts per arm default to DEFAULT_SEEDS (2 for uniform and vip, 1 for the others).
 
 Each (arm, seed) is one ``python -m trainer.run --resume`` process for ``--steps`` steps (its
 progress bar, its run folder ``OUT/real_model/<arm>-seed<s>/``, one checkpoint at the end: a
@@ -21,8 +27,8 @@ it finishes, atomically.
 
 The study writes a ledger record (check ``rl_study_real_model``, ``report`` rows, no pass/fail):
 per run, the paired gain in Mean@8 over the pretrained model with a 95 % t interval over the
-problems; per arm, the mean gain over seeds with a t interval over seeds; VIP - uniform and
-CTPO - uniform paired by seed and problem; the per-step reward and entropy for the figure.
+problems; per arm, the mean gain over seeds with a t interval over seeds (none for one seed); the
+differences of COMPARED, paired by seed and problem; the per-step reward and entropy for the figure.
 """
 
 from __future__ import annotations
@@ -44,7 +50,13 @@ ARMS = {
     "uniform": [],
     "vip": ["allocation=vip"],
     "ctpo": ["loss=ctpo_released"],
+    "grpo_offpolicy": ["mini_batches=4"],
+    "ctpo_offpolicy": ["loss=ctpo_released", "mini_batches=4"],
 }
+DEFAULT_SEEDS = {"uniform": 2, "vip": 2, "ctpo": 1, "grpo_offpolicy": 1, "ctpo_offpolicy": 1}
+CLAIM_OF = {"uniform": "V10", "vip": "V10", "ctpo": "C8", "grpo_offpolicy": "C8", "ctpo_offpolicy": "C8"}
+# (arm, its baseline): the differences the record reports
+COMPARED = (("vip", "uniform"), ("ctpo", "uniform"), ("ctpo_offpolicy", "grpo_offpolicy"))
 EVAL_SEED = 1234  # the same samples' random numbers for every model (common random numbers)
 HELD_OUT_SEED = 99  # the held-out problems: another draw of the same families
 EVAL_N = 8
@@ -54,14 +66,14 @@ def run_folder(out: Path, arm: str, seed: int) -> Path:
     return out / f"{arm}-seed{seed}"
 
 
-def train(out: Path, arm: str, seed: int, steps: int) -> Path:
-    """Train (or finish training) one arm and seed with the trainer's own command line."""
+def train(out: Path, arm: str, seed: int, steps: int) -> None:
+    """Train one arm and seed with the trainer's own command line (``--resume``: a run folder
+    left by a killed study is resumed from its checkpoint, if it has one, or restarted)."""
     folder = run_folder(out, arm, seed)
     overrides = [f"seed={seed}", f"steps={steps}", f"save_every={steps}", f"output_dir={folder}"] + ARMS[arm]
     command = [sys.executable, "-m", "trainer.run", "--config", str(CONFIG), "--resume"]
     command += [item for o in overrides for item in ("--set", o)]
     subprocess.run(command, check=True)
-    return folder
 
 
 def _save_json(path: Path, value) -> None:
@@ -123,19 +135,21 @@ def t_interval(values) -> tuple[float, float, float]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rl_study.real_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", help="one count, or one per arm (default: DEFAULT_SEEDS)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--out", default="records")
     args = parser.parse_args(argv)
-    if args.seeds < 2:
-        parser.error(f"--seeds must be >= 2 (the intervals over seeds); got {args.seeds}")
-    if args.steps < 1:
-        parser.error(f"--steps must be >= 1; got {args.steps}")
+    counts = args.seeds or [DEFAULT_SEEDS[arm] for arm in args.arms]
+    if len(counts) not in (1, len(args.arms)):
+        parser.error(f"--seeds takes one count or one per arm ({len(args.arms)}); got {len(counts)}")
+    seeds = dict(zip(args.arms, counts * len(args.arms) if len(counts) == 1 else counts))
+    if min(seeds.values()) < 1 or args.steps < 1:
+        parser.error(f"--seeds and --steps must be >= 1; got {args.seeds} and {args.steps}")
     out = Path(args.out) / "real_model"
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        base, finals = study(out, args.arms, args.seeds, args.steps)
+        base, finals = study(out, seeds, args.steps)
     except (ImportError, ValueError, FileNotFoundError) as exc:  # the model or its extra is missing
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -144,7 +158,7 @@ def main(argv=None) -> int:
             f"error: a training run stopped with exit status {exc.returncode} (its message is above)", file=sys.stderr
         )
         return 1
-    rows = summary_rows(base, finals, args.arms, args.seeds)
+    rows = summary_rows(base, finals, seeds)
     print(format_table(rows))
     check = {
         "name": "rl_study_real_model",
@@ -152,32 +166,41 @@ def main(argv=None) -> int:
         "seconds": time.perf_counter() - start,
         "results": [r.to_json() for r in rows],
     }
-    config = {"arms": args.arms, "seeds": args.seeds, "steps": args.steps, "config": CONFIG.name}
+    config = {"seeds": seeds, "steps": args.steps, "config": CONFIG.name}
     print(f"record: {write_record(Path(args.out), 'rl_study_real_model', config, 0, [check])}")
     return 0
 
 
-def study(out: Path, arms, seeds: int, steps: int):
+def study(out: Path, seeds: dict, steps: int):
     """The pretrained model's evaluation per seed, then every (seed, arm) run and its evaluation,
-    seed by seed, so that an interrupted study has whole seeds; finished pieces are reused."""
-    base = {seed: evaluation(out, f"pretrained-seed{seed}", seed, None) for seed in range(seeds)}
+    seed by seed (``seeds[arm]`` of each arm), so that an interrupted study has whole seeds;
+    finished pieces are reused."""
+    base = {seed: evaluation(out, f"pretrained-seed{seed}", seed, None) for seed in range(max(seeds.values()))}
     finals = {}
-    for seed in range(seeds):
-        for arm in arms:
-            folder = train(out, arm, seed, steps)
+    for seed in range(max(seeds.values())):
+        for arm in (arm for arm, count in seeds.items() if seed < count):
+            folder = run_folder(out, arm, seed)
             checkpoint = folder / "checkpoints" / f"step-{steps}"
+            if not checkpoint.is_dir():
+                train(out, arm, seed, steps)
             finals[arm, seed] = (evaluation(out, f"{arm}-seed{seed}", seed, checkpoint), curves(folder))
     return base, finals
 
 
-def summary_rows(base: dict, finals: dict, arms, seeds: int) -> list:
+def _same_run(curve: dict, other: dict) -> bool:
+    """Whether two runs' per-step rewards and entropies are equal (their timings never are)."""
+    return curve["reward"] == other["reward"] and curve["entropy"] == other["entropy"]
+
+
+def summary_rows(base: dict, finals: dict, seeds: dict) -> list:
+    """Per run, the paired gain over the pretrained model; per arm, the gains over seeds; per
+    pair of :data:`COMPARED` arms, their difference paired by seed and problem."""
     rows = []
-    for arm in arms:
+    for arm, count in seeds.items():
         gains = []
-        for seed in range(seeds):
+        for seed in range(count):
             result, curve = finals[arm, seed]
-            diff = np.subtract(result["train"], base[seed]["train"])
-            mean, half, p = t_interval(diff)
+            mean, half, p = t_interval(np.subtract(result["train"], base[seed]["train"]))
             held = t_interval(np.subtract(result["held_out"], base[seed]["held_out"]))
             gains.append(mean)
             details = {
@@ -188,25 +211,34 @@ def summary_rows(base: dict, finals: dict, arms, seeds: int) -> list:
                 "train_gain": mean,
                 "train_gain_ci95": half,
                 "train_gain_p": p,
+                "held_out_mean_at_8": float(np.mean(result["held_out"])),
+                "pretrained_held_out_mean_at_8": float(np.mean(base[seed]["held_out"])),
                 "held_out_gain": held[0],
                 "held_out_gain_ci95": held[1],
                 "held_out_gain_p": held[2],
                 "curve": curve,
             }
             what = f"{arm}, seed {seed}: Mean@8 gain on the training problems over the pretrained model (paired)"
-            rows.append(report("V10" if arm == "vip" else "C8", what, details, estimate=mean, se=half / 1.96))
+            rows.append(report(CLAIM_OF[arm], what, details, estimate=mean, se=half / 1.96))
         mean, half, p = t_interval(gains)
-        what = f"{arm}: mean gain over {seeds} seeds, t interval over seeds"
-        rows.append(report("V10", what, {"arm": arm, "gains": gains, "ci95": half, "p": p}, estimate=mean))
-    for arm, claim_id in (("vip", "V10"), ("ctpo", "C8")):
-        if arm not in arms or "uniform" not in arms:
+        what = f"{arm}: mean gain over {count} seed(s), t interval over seeds"
+        rows.append(report(CLAIM_OF[arm], what, {"arm": arm, "gains": gains, "ci95": half, "p": p}, estimate=mean))
+    for arm, baseline in COMPARED:
+        common = range(min(seeds.get(arm, 0), seeds.get(baseline, 0)))
+        if not common:
             continue
-        diffs = [np.subtract(finals[arm, s][0]["train"], finals["uniform", s][0]["train"]) for s in range(seeds)]
-        per_seed = [float(d.mean()) for d in diffs]
+        diffs = [np.subtract(finals[arm, s][0]["train"], finals[baseline, s][0]["train"]) for s in common]
         mean, half, p = t_interval(np.concatenate(diffs))
-        details = {"per_seed": per_seed, "ci95_over_problems": half, "p_over_problems": p}
-        what = f"{arm} - uniform: final Mean@8 on the training problems, paired by seed and problem"
-        rows.append(report(claim_id, what, details, estimate=mean, se=half / 1.96))
+        details = {
+            "arm": arm,
+            "baseline": baseline,
+            "per_seed": [float(d.mean()) for d in diffs],
+            "identical_runs": [_same_run(finals[arm, s][1], finals[baseline, s][1]) for s in common],
+            "ci95_over_problems": half,
+            "p_over_problems": p,
+        }
+        what = f"{arm} - {baseline}: final Mean@8 on the training problems, paired by seed and problem"
+        rows.append(report(CLAIM_OF[arm], what, details, estimate=mean, se=half / 1.96))
     return rows
 
 

@@ -9,7 +9,7 @@ from figures.real_model import real_model
 from rl_study.real_model import summary_rows, t_interval
 
 
-def _runs(rng, arms=("uniform", "vip"), seeds=2, problems=40):
+def _runs(rng, arms=("uniform", "vip", "ctpo"), seeds=2, problems=40):
     base = {
         s: {"train": rng.random(problems).tolist(), "held_out": rng.random(problems).tolist()} for s in range(seeds)
     }
@@ -34,9 +34,9 @@ def test_t_interval_is_scipys():
 
 def test_summary_rows_pair_by_seed_and_problem(tmp_path):
     base, finals = _runs(np.random.default_rng(0))
-    rows = summary_rows(base, finals, ["uniform", "vip"], 2)
+    rows = summary_rows(base, finals, {"uniform": 2, "vip": 2, "ctpo": 1})
     per_run = [r for r in rows if "seed" in r.details]
-    assert len(per_run) == 4
+    assert len(per_run) == 5
     for r in per_run:
         expected = np.mean(
             np.subtract(finals[r.details["arm"], r.details["seed"]][0]["train"], base[r.details["seed"]]["train"])
@@ -45,4 +45,8 @@ def test_summary_rows_pair_by_seed_and_problem(tmp_path):
         assert r.details["held_out_gain"] == pytest.approx(0.0)  # the made-up finals keep the held-out rates
     vip = next(r for r in rows if r.what.startswith("vip - uniform"))
     assert vip.details["per_seed"] == pytest.approx([0.1, 0.1], abs=0.03)  # shifts 0.2 - 0.1
+    assert vip.details["identical_runs"] == [True, True]  # the made-up runs share one curve
+    ctpo = next(r for r in rows if r.what.startswith("ctpo - uniform"))
+    assert len(ctpo.details["per_seed"]) == 1  # the seeds both arms have
+    assert np.isnan(next(r for r in rows if r.what.startswith("ctpo: mean gain")).details["ci95"])
     assert real_model({"results": [r.to_json() for r in rows]}) is not None
