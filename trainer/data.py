@@ -62,9 +62,9 @@ def arithmetic_task(n: int, rng: np.random.Generator, max_operand: int = 4) -> l
     return [Example(i, f"{x}+{y}=", str(x + y)) for i, (x, y) in enumerate(zip(a.tolist(), b.tolist()))]
 
 
-# name -> (sign, operand ranges a and b): the families of synthetic:mixed_arithmetic, easiest
-# first. SmolLM2-135M-Instruct's zero-shot success over 8 samples, measured with the pre-filled
-# assistant turn: about 0.8, 0.3, 0.6, 0.05 and 0.1.
+# name -> (sign, operand ranges a and b): the families of synthetic:mixed_arithmetic.
+# SmolLM2-135M-Instruct's Mean@8 by family on the 80 problems of seed 0 (empty system prompt,
+# pre-filled assistant turn; results/real_model): 0.79, 0.37, 0.63, 0.12 and 0.33.
 ARITHMETIC_FAMILIES = {
     "add_1x1": ("+", (0, 9), (0, 9)),
     "sub_1x1": ("-", (0, 9), (0, 9)),
@@ -167,10 +167,6 @@ def load_examples(
 
 # name -> the template; {question} is replaced by the dataset's prompt
 TEMPLATES = {"vip_math": VIP_MATH_TEMPLATE, "plain": "{question}"}
-
-
-# system_prompt values that are not a system message's text
-SYSTEM_PROMPTS = {"default": "the chat template's own (none given)", "none": "an empty system message"}
 
 
 def format_prompt(

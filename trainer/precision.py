@@ -1,10 +1,9 @@
 """Compute precision: bfloat16 autocast over float32 weights.
 
 On a GPU the forward and backward passes always run in bfloat16 (trainer.models.resolve_dtype).
-On a CPU, ``cpu_bf16`` decides: ``off`` (float32, the default: runs reproduce bit for bit across
-CPUs), ``on`` (bfloat16 autocast), ``auto`` (bfloat16 where oneDNN reports native bfloat16
-support, e.g. avx512_bf16 or AMX; elsewhere autocast would emulate it and run slower than
-float32). The weights and AdamW's state stay float32 either way: a step at lr 1e-6 is below
+On a CPU, ``cpu_bf16`` decides: ``off`` (float32, the default), ``on`` (bfloat16 autocast),
+``auto`` (bfloat16 where oneDNN reports native bfloat16 support, e.g. avx512_bf16 or AMX; float32
+on processors without it). The weights and AdamW's state stay float32 either way: a step at lr 1e-6 is below
 bfloat16's resolution. The trainer logs the log-prob gap bfloat16 introduces
 (:func:`logprob_gap`).
 """
