@@ -134,10 +134,11 @@ def completion_logprobs(model, batch: RolloutBatch, temperature: float, rows=Non
     Without it (activation checkpointing turns the cache off), one pass over the full sequences.
     The vocabulary head runs only where a completion token is predicted (``logits_to_keep``).
     """
-    index = torch.arange(len(batch))[rows if rows is not None else slice(None)]
+    device = batch.sequences.device  # the loop's micro-batch rows are on it (torch.randperm on the device)
+    index = torch.arange(len(batch), device=device)[rows if rows is not None else slice(None)]
     seq, att = batch.sequences[index], batch.attention_mask[index]
     width = batch.completion_mask.shape[1]
-    owners = torch.as_tensor(batch.prompt_index)[index]
+    owners = torch.as_tensor(batch.prompt_index, device=device)[index]
     distinct, rollout_of = torch.unique(owners, return_inverse=True)
     if share_prompts and len(distinct) < len(index):
         logits = _logits_on_shared_prompts(model, seq, att, width, rollout_of)
