@@ -18,9 +18,14 @@ code, because those choices decide its output:
 - a prompt that the greedy step brings back to 1..3 rollouts is zeroed again and its units go,
   one at a time, to the prompt with the most rollouts (``np.argsort`` order again) under U.
 
-The outputs depend on scipy's SLSQP and numpy's sort; tests pin them under the installed
-versions. Written by hand because the point is to reproduce that code's arithmetic, which no
-library offers.
+The outputs depend on the processor, as the released code's do, in two ways: SLSQP's iterates
+carry the float noise of the BLAS kernels that OpenBLAS picks for the CPU (and its thread
+count), which moves the point where SLSQP stops short; and numpy leaves the order of *equal*
+values in ``np.argsort`` to its sort implementation, which differs with the CPU's SIMD level
+(x86-simd-sort on AVX2/AVX-512, introsort without), so exact ties go to different prompts.
+Tests therefore pin outputs only where they are stable under both (see
+``tests/test_theory_allocation_slsqp.py``). Written by hand because the point is to reproduce
+that code's arithmetic, which no library offers.
 """
 
 from __future__ import annotations
@@ -82,6 +87,12 @@ def _greedy_gains(a: np.ndarray, n: np.ndarray) -> np.ndarray:
     return gains
 
 
+def _descending(values: np.ndarray) -> np.ndarray:
+    """The released code's ``np.argsort(values)[::-1]``: indices from the largest value down,
+    equal values in the (processor-dependent) order of numpy's default sort, reversed."""
+    return np.argsort(values)[::-1]
+
+
 def _first_below(order: np.ndarray, n: np.ndarray, upper: int) -> int:
     """The first prompt of ``order`` with n < U (the released ``for idx in ...: break``)."""
     room = order[n[order] < upper]
@@ -98,7 +109,7 @@ def _refill_from_small(n: np.ndarray, upper: int) -> np.ndarray:
     freed = int(n[small].sum())
     n[small] = 0
     for _ in range(freed):
-        n[_first_below(np.argsort(n)[::-1], n, upper)] += 1
+        n[_first_below(_descending(n), n, upper)] += 1
     return n
 
 
@@ -116,7 +127,7 @@ def released_rounding(relaxed: np.ndarray, a: np.ndarray, budget: int, upper: in
     if remaining == 0:
         return n
     for _ in range(remaining):
-        n[_first_below(np.argsort(_greedy_gains(a, n))[::-1], n, upper)] += 1
+        n[_first_below(_descending(_greedy_gains(a, n)), n, upper)] += 1
     if np.any((n > 0) & (n < MIN_KEPT)):
         n = _refill_from_small(n, upper)
     return n
