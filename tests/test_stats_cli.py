@@ -72,8 +72,17 @@ def test_a_huge_norm_gives_finite_p_values_not_nan(tmp_path):
         assert all(0.0 <= t["pvalue"] <= 1.0 for t in tests.values())
 
 
+@pytest.mark.pinned
 def test_shipped_example_is_the_simulators_output():
-    assert read_rollout_log(DEFAULT_OUT) == simulate_rollout_log(np.random.default_rng(0))
+    """Every field but z_norm exactly; z_norm = ||H(o)||_2 to 1e-12 relative, because numpy's
+    float64 exp has its own AVX-512 code, 1 ulp off libm's on some inputs (20 of the 960 norms
+    differ by 2e-16 relative with numpy's AVX-512 dispatch turned off)."""
+    shipped, simulated = read_rollout_log(DEFAULT_OUT), simulate_rollout_log(np.random.default_rng(0))
+    assert len(shipped) == len(simulated) == 960
+    assert [{k: v for k, v in row.items() if k != "z_norm"} for row in shipped] == [
+        {k: v for k, v in row.items() if k != "z_norm"} for row in simulated
+    ]
+    np.testing.assert_allclose([r["z_norm"] for r in shipped], [r["z_norm"] for r in simulated], rtol=1e-12, atol=0)
 
 
 def _line(**changes) -> str:

@@ -237,6 +237,7 @@ def pin_run(gp):
     return np.array(out)
 
 
+@pytest.mark.pinned
 @pytest.mark.parametrize(
     "settings, released",
     [({}, RELEASED_TRAINER), ({"prior_mean": -1.0, "reset_mean": True}, RELEASED_CLASS_DEFAULT)],
@@ -244,13 +245,16 @@ def pin_run(gp):
 )
 def test_released_preset_reproduces_the_released_gp(settings, released):
     """The released preset (with the class default's prior and reset where it is that case) gives
-    the released code's p_hat: to 1e-12 relative in float64, 1e-5 with the float32 cross block."""
+    the released code's p_hat: to 1e-12 relative in float64, 5e-5 with the float32 cross block.
+    The float32 error depends on the BLAS kernel: its worst step is 5.0e-6 to 6.0e-6 relative
+    across OpenBLAS's Prescott to SkylakeX kernels and numpy's SIMD levels (scripts/pin_kernels.py
+    runs them), so 5e-5 keeps an 8x margin, far below what the controls below miss by (> 0.1)."""
     gp = GPSuccessPredictor.preset("released", PIN_X, precision="float64", **settings)
     prior = settings.get("prior_mean", GP_PRESETS["released"]["prior_mean"])
     np.testing.assert_allclose(gp.predict(np.arange(8)), special.expit(prior))  # before any update
     np.testing.assert_allclose(pin_run(gp), released, rtol=1e-12, atol=0)
     fast = GPSuccessPredictor.preset("released", PIN_X, **settings)
-    np.testing.assert_allclose(pin_run(fast), released, rtol=1e-5, atol=0)
+    np.testing.assert_allclose(pin_run(fast), released, rtol=5e-5, atol=0)
 
 
 def test_other_settings_miss_the_released_numbers():
