@@ -9,9 +9,10 @@ import inspect
 import pytest
 import torch
 
+from trainer import precision
 from trainer.config import TrainConfig
 from trainer.models import tiny_model, tiny_tokenizer
-from trainer.precision import compute_context, compute_dtype, cpu_has_native_bf16, logprob_gap
+from trainer.precision import compute_context, compute_dtype, logprob_gap
 from trainer.rollout import Sampling, TransformersEngine, completion_logprobs
 
 PROMPTS = ["1+2=", "33+4=", "0+0=", "12+9="]
@@ -127,10 +128,38 @@ def test_cpu_bf16_modes():
     cpu = torch.device("cpu")
     assert compute_dtype(cpu, "off") == torch.float32
     assert compute_dtype(cpu, "on") == torch.bfloat16
-    assert compute_dtype(cpu, "auto") == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
     assert compute_dtype(torch.device("cuda"), "off") == torch.bfloat16
     with pytest.raises(ValueError, match="cpu_bf16 must be one of off, on, auto; got 'yes'"):
         TrainConfig(cpu_bf16="yes")
+
+
+@pytest.mark.parametrize(
+    "features, onednn, native",
+    [
+        ({"avx512_f": True, "avx512_bf16": True}, True, True),  # Cooper Lake, Zen 4
+        ({"avx512_f": True, "amx_bf16": True}, True, True),  # Sapphire Rapids
+        ({"bf16": True}, True, True),  # Armv8.6
+        ({"avx512_f": True, "avx512_bf16": False, "amx_bf16": False}, True, False),  # Skylake-X: emulated
+        ({"avx2": True}, False, False),  # AVX2 only: oneDNN has no bfloat16
+        ({}, True, True),  # a torch without cpuinfo's report: oneDNN's check alone
+        ({}, False, False),
+    ],
+)
+def test_cpu_bf16_auto_on_each_kind_of_processor(monkeypatch, features, onednn, native):
+    """``auto`` takes bfloat16 only where the processor has bfloat16 instructions; the detection
+    is forced, so both branches run on whatever machine runs the tests."""
+    monkeypatch.setattr(precision, "cpu_features", lambda: features)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn)
+    assert precision.cpu_has_native_bf16() is native
+    assert compute_dtype(torch.device("cpu"), "auto") == (torch.bfloat16 if native else torch.float32)
+
+
+def test_cpu_features_come_from_torchs_cpuinfo():
+    features = precision.cpu_features()
+    assert isinstance(features, dict) and features  # torch 2.13 has torch.cpu.get_capabilities
+    assert precision.cpu_has_native_bf16() == (
+        torch.ops.mkldnn._is_mkldnn_bf16_supported() and any(features.get(n) for n in precision.NATIVE_BF16)
+    )
 
 
 def test_bf16_autocast_samples_near_float32_and_its_gap_is_measured(tiny):

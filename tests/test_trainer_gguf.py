@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, run_trainer, without_timings
-from trainer import model_sources
+from trainer import model_sources, precision
 from trainer.checkpoint import save_checkpoint
 from trainer.config import load_config
 from trainer.convert_gguf import main as convert_main
@@ -111,12 +111,17 @@ def test_the_model_answers_small_sums(smollm):
     assert greedy(model, tokenizer, chat(tokenizer, "What is 2+4?"), 7).startswith("2 + 4 = 6")
 
 
-def test_the_smollm2_config_trains_two_steps_and_a_resume_replays_the_second(smollm, tmp_path):
+@pytest.mark.parametrize("native_bf16", [True, False], ids=["bf16 processor", "no bf16 instructions"])
+def test_the_smollm2_config_trains_two_steps_and_a_resume_replays_the_second(
+    smollm, tmp_path, monkeypatch, native_bf16
+):
     """trainer/configs/smollm2_cpu.yaml at a small size: the chat prompts (empty system message,
     pre-filled assistant turn), the first_number reward, shared-prefill sampling and training in
-    its cpu_bf16 mode; a checkpoint after step 1, and a resume from it gives step 2 again, to the
-    bit (control: step 2 itself differs from step 1). The first step reaches every weight (finite,
-    non-zero gradients) and moves it."""
+    its cpu_bf16 mode (``auto``: both branches, the processor's detection forced); a checkpoint
+    after step 1, and a resume from it gives step 2 again, to the bit (control: step 2 itself
+    differs from step 1). The first step reaches every weight (finite, non-zero gradients) and
+    moves it."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native_bf16)
     model, tokenizer = smollm
     small = ["prompts_per_step=4", "budget=16", "max_prompts=8", "max_new_tokens=4", "micro_batch_size=8"]
     config = load_config(SMOLLM_CONFIG, small + [f"output_dir={tmp_path}", "progress=false", "tensorboard=false"])
@@ -135,6 +140,7 @@ def test_the_smollm2_config_trains_two_steps_and_a_resume_replays_the_second(smo
     save_checkpoint(tmp_path, trainer.step, state)
     second, rollouts = trainer.train_step()
     assert 0 < second["entropy"] and np.isfinite(second["loss"]) and len(rollouts) == 16
+    assert ("precision/bf16_logprob_gap_mean" in second) is native_bf16
     assert trainer.resume() and trainer.step == 1
     again, _ = trainer.train_step()
     assert without_timings([again]) == without_timings([second]) != without_timings([first])
