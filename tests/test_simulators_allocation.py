@@ -10,6 +10,7 @@ from simulators.registry import RunConfig, check_rng
 from tests.conftest import run_module
 from theory.allocation import (
     relaxed_allocation,
+    released_objective,
     released_relaxed_allocation,
     released_terms,
     success_variance_weights,
@@ -61,6 +62,23 @@ def test_released_steps_cost_variance_until_prompts_are_dropped():
         assert ratios["VIP [3,32]"] == 1.0
         assert min(ratios["VIP [4,32]"], ratios["+ gamma log p"], ratios["released rule"]) >= 1 - 1e-12
         assert cell["unspent"] == 0
+
+
+def test_budget_allowance_is_what_a_point_over_or_under_budget_can_gain():
+    """A box point with sum n = C + 1 (the exact minimiser at C + 1) beats the minimum at C, by
+    less than the allowance (convexity of the minimum value in C); one with sum n = C - 1 loses by
+    at least it. Control: without the allowance the point over budget would fail the V13 claim."""
+    rng = np.random.default_rng(4)
+    p, budget = rng.uniform(0.05, 0.95, 24), 192
+    exact = released_relaxed_allocation(p, budget)
+    scale = released_objective(p, exact, "rloo", gamma=0.0)
+    for change in (1, -1):
+        x = released_relaxed_allocation(p, budget + change)
+        gap = (released_objective(p, x, "rloo") - released_objective(p, exact, "rloo")) / scale
+        allowance = allocation_released.budget_allowance(p, x, budget, "rloo")
+        assert gap - allowance >= -1e-12
+        assert (gap < -1e-6) if change > 0 else (gap > 1e-6)
+    assert abs(allocation_released.budget_allowance(p, exact, budget, "rloo")) < 1e-12  # sum n = C to rounding
 
 
 def test_released_kkt_residual_detects_the_paper_conditions():
