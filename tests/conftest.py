@@ -54,9 +54,13 @@ def without_timings(metrics):
     return [{k: v for k, v in m.items() if not k.startswith("time/")} for m in metrics]
 
 
-def run_module(*args, cwd=ROOT):
-    """Run ``python -m <args>`` from the repository root; return the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+def run_module(*args, cwd=ROOT, env=None):
+    """Run ``python -m <args>`` from the repository root, with ``env`` added to this process's
+    environment; return the CompletedProcess."""
+    environment = os.environ | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=environment
+    )
 
 
 @pytest.fixture(scope="session")
