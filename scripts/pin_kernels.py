@@ -88,10 +88,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--marker", default="pinned", help="pytest marker expression (default: pinned)")
     parser.add_argument("--kernels", default=",".join(KERNELS), help="comma-separated OPENBLAS_CORETYPE values")
+    parser.add_argument(
+        "--simd", default=",".join(SIMD), help=f"comma-separated numpy SIMD levels of {', '.join(SIMD)}"
+    )
     parser.add_argument("--v13", action="store_true", help="the V13 literal-mode counts in each environment")
     parser.add_argument("--full", action="store_true", help="with --v13: the full grid (minutes per environment)")
     args = parser.parse_args(argv)
-    environments = list(itertools.product(args.kernels.split(","), THREADS, SIMD))
+    environments = list(itertools.product(args.kernels.split(","), THREADS, args.simd.split(",")))
     if args.v13:
         results = []
         for kernel, threads, simd in environments:

@@ -249,7 +249,7 @@ def _literal_rows(cells: list[dict]) -> list[ClaimResult]:
             holds=bool(min(margins) >= -EXACT),
             rule=f"min (rel gap - allowance) >= -{EXACT:g}",
             statistic=float(min(margins)),
-            stat_name="min gap-allow",
+            stat_name="min margin",
             estimate=float(np.median(gaps)),
             theory=0.0,
             details={"cells": solved},
