@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ("default", "Prescott", "Nehalem", "Sandybridge", "Haswell", "Zen", "SkylakeX", "Cooperlake")
 THREADS = (1, 2)
-# numpy's dispatch levels above its x86-64-v2 baseline (numpy >= 2.4 names; older numpy ignores
-# names it does not know, with a warning).
+# numpy's dispatch levels above its x86-64-v2 baseline, as numpy 2.4 names them
+# (numpy.show_config() lists the names of the installed numpy).
 SIMD = {"default": "", "no AVX-512": "X86_V4 AVX512_ICL AVX512_SPR", "baseline": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"}
 
 
