@@ -111,16 +111,9 @@ def test_the_model_answers_small_sums(smollm):
     assert greedy(model, tokenizer, chat(tokenizer, "What is 2+4?"), 7).startswith("2 + 4 = 6")
 
 
-@pytest.mark.parametrize("native_bf16", [True, False], ids=["bf16 processor", "no bf16 instructions"])
-def test_the_smollm2_config_trains_two_steps_and_a_resume_replays_the_second(
-    smollm, tmp_path, monkeypatch, native_bf16
-):
-    """trainer/configs/smollm2_cpu.yaml at a small size: the chat prompts (empty system message,
-    pre-filled assistant turn), the first_number reward, shared-prefill sampling and training in
-    its cpu_bf16 mode (``auto``: both branches, the processor's detection forced); a checkpoint
-    after step 1, and a resume from it gives step 2 again, to the bit (control: step 2 itself
-    differs from step 1). The first step reaches every weight (finite, non-zero gradients) and
-    moves it."""
+def smollm2_trainer(smollm, tmp_path, monkeypatch, native_bf16: bool) -> Trainer:
+    """trainer/configs/smollm2_cpu.yaml at a small size, its ``cpu_bf16: auto`` taking the branch
+    of a processor with (``native_bf16``) or without bfloat16 instructions, the detection forced."""
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native_bf16)
     model, tokenizer = smollm
     small = ["prompts_per_step=4", "budget=16", "max_prompts=8", "max_new_tokens=4", "micro_batch_size=8"]
@@ -128,22 +121,46 @@ def test_the_smollm2_config_trains_two_steps_and_a_resume_replays_the_second(
     examples = load_examples(config.dataset, max_prompts=config.max_prompts, rng=np.random.default_rng(0))
     trainer = Trainer(config, copy.deepcopy(model), tokenizer, examples, get_reward(config.reward))
     assert trainer.prompts[0].endswith(f"<|im_start|>assistant\n{examples[0].prefill}")
+    return trainer
+
+
+def first_step_reaches_every_weight(trainer: Trainer) -> dict:
+    """One step; every weight gets a finite, non-zero gradient and the weights move. Its metrics."""
     before = trainer.policy.model.layers[0].self_attn.q_proj.weight.detach().clone()
-    first, _ = trainer.train_step()
+    metrics, rollouts = trainer.train_step()
     assert all(
         p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
         for p in trainer.policy.parameters()
     )
     assert not torch.equal(trainer.policy.model.layers[0].self_attn.q_proj.weight, before)
+    assert 0 < metrics["entropy"] and np.isfinite(metrics["loss"]) and len(rollouts) == 16
+    return metrics
+
+
+def test_the_smollm2_config_trains_two_steps_and_a_resume_replays_the_second(smollm, tmp_path, monkeypatch):
+    """The config on a processor with bfloat16 instructions (the branch its ``auto`` takes here and
+    on the study's machine): the chat prompts (empty system message, pre-filled assistant turn),
+    the first_number reward, shared-prefill sampling and training in bfloat16 autocast; a
+    checkpoint after step 1, and a resume from it gives step 2 again, to the bit (control: step 2
+    itself differs from step 1)."""
+    trainer = smollm2_trainer(smollm, tmp_path, monkeypatch, native_bf16=True)
+    first = first_step_reaches_every_weight(trainer)
+    assert "precision/bf16_logprob_gap_mean" in first
     state = trainer.state_dict()
     assert state["model"]["model.embed_tokens.weight"].dtype == torch.float32
     save_checkpoint(tmp_path, trainer.step, state)
-    second, rollouts = trainer.train_step()
-    assert 0 < second["entropy"] and np.isfinite(second["loss"]) and len(rollouts) == 16
-    assert ("precision/bf16_logprob_gap_mean" in second) is native_bf16
+    second, _ = trainer.train_step()
     assert trainer.resume() and trainer.step == 1
     again, _ = trainer.train_step()
     assert without_timings([again]) == without_timings([second]) != without_timings([first])
+
+
+def test_the_smollm2_config_trains_in_float32_without_bfloat16_instructions(smollm, tmp_path, monkeypatch):
+    """The other branch of ``cpu_bf16: auto``: float32 compute, no bfloat16 gap to log, and a
+    step that reaches and moves every weight."""
+    trainer = smollm2_trainer(smollm, tmp_path, monkeypatch, native_bf16=False)
+    assert precision.compute_dtype(trainer.device, trainer.cfg.cpu_bf16) == torch.float32
+    assert "precision/bf16_logprob_gap_mean" not in first_step_reaches_every_weight(trainer)
 
 
 def test_conversion_writes_a_folder_that_loads_without_gguf(smollm, tmp_path, monkeypatch):
