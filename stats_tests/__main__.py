@@ -2,8 +2,11 @@
 
 Prints one row per step (checkpoint) shaped like VIP Tables 5-8: the global p-values of
 Fisher (B.1), Edgington (B.2), Levene (B.3) and O'Brien (B.4), with the number of
-questions each test used and excluded, and the decision at --alpha. Exit status 0, or 2
-for a bad argument or an unreadable log. A rejection is a finding, not an error.
+questions each test used and excluded, and the decision at --alpha. ``--json OUT`` writes the
+results there too; OUT is checked before the log is read (write_guard: never the log itself,
+never a run's records, an existing file only with --overwrite, which moves it aside). Exit
+status 0, or 2 for a bad argument, an unreadable log or an OUT that must not be written. A
+rejection is a finding, not an error.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import json
 import sys
 
+import write_guard
 from stats_tests import edgington_correlation_test, fisher_correlation_test, levene_test, obrien_test
 from stats_tests.rollout_log import groups_by_step, read_rollout_log
 
@@ -69,10 +73,13 @@ def main(argv=None) -> int:
     parser.add_argument("log", metavar="LOG", help="rollout log (JSON Lines, or Parquet with pandas installed)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT (moved aside first)")
     args = parser.parse_args(argv)
     if not 0.0 < args.alpha < 1.0:
         parser.error(f"--alpha must lie in (0, 1); got {args.alpha}")
     try:
+        if args.json:
+            write_guard.check_file(args.json, "--json", inputs=[args.log], overwrite=args.overwrite)
         steps = groups_by_step(read_rollout_log(args.log))
     except ValueError as exc:
         print(f"python -m stats_tests: error: {exc}", file=sys.stderr)
@@ -80,8 +87,14 @@ def main(argv=None) -> int:
     results = {step: run_step(rewards, norms) for step, (rewards, norms) in steps.items()}
     print(format_rows(results, args.alpha))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"alpha": args.alpha, "steps": {str(s): r for s, r in results.items()}}, handle, indent=1)
+        record = {"alpha": args.alpha, "steps": {str(s): r for s, r in results.items()}}
+        try:
+            previous = write_guard.write_file(args.json, json.dumps(record, indent=1))
+        except OSError as exc:  # e.g. a full disk; the results are on stdout
+            print(f"python -m stats_tests: error: --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        if previous is not None:
+            print(f"the previous {args.json} was moved to {previous}", file=sys.stderr)
     return 0
 
 

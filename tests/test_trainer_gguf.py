@@ -197,7 +197,10 @@ def test_the_conversion_command_refuses_a_non_empty_folder_and_replaces_it_with_
     (tmp_path / ".out.tmp-1").mkdir()  # what a killed conversion leaves
     assert convert_main([str(source), str(out), "--overwrite"]) == 0
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "source"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("out.replaced-")]
+    assert (aside / "keep.txt").read_text() == "mine"  # moved aside, not deleted
+    assert sorted(n for n in names if not n.startswith("out.replaced-")) == ["out", "source"]
 
 
 class _Saves:

@@ -8,7 +8,8 @@ OUT_DIR`` then loads it without gguf, and in about a second instead of reading t
 OUT_DIR is written to a hidden folder next to it (``.OUT_DIR.tmp-<pid>``) that is renamed once
 complete, so an interrupted conversion leaves no partial OUT_DIR; a leftover of a killed one is
 removed by the next conversion into the same OUT_DIR. A non-empty OUT_DIR is refused, before
-anything loads, unless --overwrite.
+anything loads, unless --overwrite, which moves it aside to ``OUT_DIR.replaced-<time>`` once
+the new folder is complete; a folder that holds a training run is refused even then.
 
 Exit status: 0 written; 2 refused or failed (OUT_DIR in the way, a SOURCE that does not load, a
 missing package, a write that failed, e.g. on a full disk: nothing is left behind).
@@ -22,19 +23,19 @@ import shutil
 import sys
 from pathlib import Path
 
+import write_guard
+
 
 def check_destination(out_dir: Path, overwrite: bool) -> None:
-    """Refuse an OUT_DIR that is a file, or a non-empty folder without ``overwrite``."""
-    if out_dir.is_file():
-        raise ValueError(f"OUT_DIR {out_dir} is a file; give a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise ValueError(f"OUT_DIR {out_dir} is not empty; pass --overwrite to replace it")
+    """Refuse an OUT_DIR that is a file, a folder that holds a training run (even with
+    ``overwrite``), or a non-empty folder without ``overwrite`` (write_guard.check_folder)."""
+    write_guard.check_folder(out_dir, "OUT_DIR", overwrite)
 
 
 def write_folder(model, tokenizer, out_dir, overwrite: bool = False) -> Path:
     """Save ``model`` and ``tokenizer`` (``save_pretrained``, safetensors) to ``out_dir`` atomically:
     into a temporary folder next to it, then renamed. With ``overwrite`` a previous ``out_dir`` is
-    replaced only once the new one is complete."""
+    moved aside (to ``<out_dir>.replaced-<time>``) only once the new one is complete."""
     out_dir = Path(out_dir)
     check_destination(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -46,12 +47,9 @@ def write_folder(model, tokenizer, out_dir, overwrite: bool = False) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if out_dir.exists():
-            old = tmp.with_name(tmp.name + ".old")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
+            check_destination(out_dir, overwrite)  # again: a run may have started there meanwhile
+            write_guard.move_aside(out_dir)
+        tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -78,7 +76,7 @@ def main(argv=None) -> int:
     parser.add_argument("source", help="a .gguf file, a packaged model (smollm2-135m-instruct), a hub name or folder")
     parser.add_argument("out_dir", help="the folder to write; refused when not empty unless --overwrite")
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty OUT_DIR once the new one is complete"
+        "--overwrite", action="store_true", help="move a non-empty OUT_DIR aside once the new one is complete"
     )
     args = parser.parse_args(argv)
     try:

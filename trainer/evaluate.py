@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
+import write_guard
 from trainer.checkpoint import load_checkpoint
 from trainer.config import load_config
 from trainer.data import load_examples, prompt_text
@@ -84,9 +84,13 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=8, help="samples per problem")
     parser.add_argument("--k", default="1,4,8", help="comma-separated k values, each <= n")
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--out", help="write the metrics JSON here as well")
+    parser.add_argument("--out", help="write the metrics JSON here as well (checked before anything loads)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file (moved aside first)")
     args = parser.parse_args(argv)
     try:
+        if args.out:
+            inputs = [args.config, args.dataset, args.checkpoint]
+            write_guard.check_file(args.out, "--out", inputs=inputs, overwrite=args.overwrite)
         config = load_config(args.config, args.set)
         ks = [int(k) for k in args.k.split(",")]
         dataset = args.dataset or config.dataset
@@ -110,7 +114,13 @@ def main(argv=None) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        try:
+            previous = write_guard.write_file(args.out, text + "\n")
+        except OSError as exc:  # e.g. a full disk; the metrics are on stdout
+            print(f"error: --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        if previous is not None:
+            print(f"the previous {args.out} was moved to {previous}", file=sys.stderr)
     return 0
 
 
