@@ -7,6 +7,7 @@ import importlib
 import sys
 from pathlib import Path
 
+import write_guard
 from figures import style
 from figures.records import claims_of, load_records, newest_check
 
@@ -48,6 +49,10 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else records_dir / "figures"
     if not records_dir.is_dir():
         parser.error(f"--records: {records_dir} is not a directory; run `python -m simulators` first")
+    try:  # figures replace only their own <figure>.png/.pdf there (README, "What the commands write")
+        write_guard.check_records_folder(out, "--out")
+    except write_guard.OutputError as exc:
+        parser.error(str(exc))
     records, warnings = load_records(records_dir)
     style.apply()
     written, missing = [], []

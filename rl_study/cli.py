@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import rl_study
+import write_guard
 from rl_study.comparisons import COMPARISONS, WARMUP_STEPS, problem_set
 from rl_study.runs import run_study, warm_start
 from rl_study.summary import markdown_table, summarise
@@ -45,6 +46,10 @@ def main(argv=None) -> int:
     for name in ("steps", "warmup_steps", "jobs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
+    try:  # before any worker starts: its cache and records go there
+        write_guard.check_records_folder(args.out, "--out")
+    except write_guard.OutputError as exc:
+        parser.error(str(exc))
     out = Path(args.out) / "rl_study"
     runs = run_study(args.comparisons, args.seeds, args.steps, out, args.warmup_steps, args.jobs, args.methods)
     config = {"seeds": args.seeds, "steps": args.steps, "warmup_steps": args.warmup_steps, "methods": args.methods}

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
-from pathlib import Path
 
+import write_guard
 from simulators import ledger, registry
 
 
@@ -25,17 +24,6 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def unwritable(out: Path) -> str | None:
-    """Why no record can be written into ``out`` (created if missing), or None: checked before
-    the checks run, so that a bad --out does not cost a run."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            return None
-    except OSError as exc:
-        return exc.strerror or str(exc)
-
-
 def main(argv=None, topics=registry.TOPICS, prog: str = "python -m simulators") -> int:
     """Run the checks of ``topics``; return the process exit status.
 
@@ -51,9 +39,10 @@ def main(argv=None, topics=registry.TOPICS, prog: str = "python -m simulators") 
         return 0
     if args.seed < 0:  # numpy/random/bit_generator.pyx:69 (_int_to_uint32_array) raises mid-run on it
         parser.error(f"--seed must be an integer >= 0 (numpy's SeedSequence takes no negative seed); got {args.seed}")
-    problem = unwritable(Path(args.out))
-    if problem:
-        parser.error(f"--out: cannot write a record into {args.out} ({problem}); pass a writable directory")
+    try:  # before the checks run, so that a bad --out does not cost a run
+        write_guard.check_records_folder(args.out, "--out")
+    except write_guard.OutputError as exc:
+        parser.error(str(exc))
     wanted = {c.strip() for c in args.only.split(",") if c.strip()}
     known = {claim for _, check in pairs for claim in check.claims}
     unknown = wanted - known

@@ -190,7 +190,7 @@ def test_figures_after_an_only_run_and_with_foreign_files(variance_run, tmp_path
     "argv, match",
     [
         (["--seed", "-1"], "--seed must be an integer >= 0"),
-        (["--out", "{file}/records"], "--out: cannot write a record into"),
+        (["--out", "{file}/records"], "--out: cannot write into"),
     ],
 )
 def test_bad_seed_or_out_is_refused_before_any_check_runs(tmp_path, monkeypatch, capsys, argv, match):

@@ -15,6 +15,9 @@ from typing import Callable
 
 import pytest
 
+from figures.__main__ import main as figures_main
+from rl_study.cli import main as study_main
+from simulators.cli import main as simulators_main
 from stats_tests.__main__ import main as stats_main
 from tests.conftest import TINY, snapshot
 from trainer.convert_gguf import main as convert_main
@@ -49,6 +52,23 @@ def _config_copy(root: Path) -> None:
 def _not_a_folder(root: Path) -> None:
     _log(root)
     (root / "plain.txt").write_text("a file, not a folder\n")
+
+
+def _records_and_run(root: Path) -> None:
+    _finished_run(root)
+    (root / "records").mkdir()
+
+
+def _status(main):
+    """``main`` with argparse's exit (``parser.error``) turned into the status it carries."""
+
+    def run(argv):
+        try:
+            return main(argv)
+        except SystemExit as exc:
+            return exc.code
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,35 @@ CASES = [
         live_run=True,
     ),
     Case("convert to a file", _results, convert_main, ["tiny:qwen2", "results.json"], 2, "is a file; give a folder"),
+    Case(
+        "simulators --out into a run's folder",
+        _finished_run,
+        _status(simulators_main),
+        ["--only", "V1", "--out", "run"],
+        2,
+        "would write into the run in",
+    ),
+    Case(
+        "simulators --out into a run's checkpoints",
+        _finished_run,
+        _status(simulators_main),
+        ["--only", "V1", "--out", "run/checkpoints/records"],
+        2,
+        "would write into the run in",
+    ),
+    Case("simulators --out a file", _results, _status(simulators_main), ["--out", "results.json"], 2, "is a file"),
+    Case("rl_study --out into a run's folder", _finished_run, _status(study_main), ["--out", "run"], 2, "into the run"),
+    Case(
+        "rl_study --out under a file", _not_a_folder, _status(study_main), ["--out", "plain.txt/x"], 2, "cannot write"
+    ),
+    Case(
+        "figures --out into a run's folder",
+        _records_and_run,
+        _status(figures_main),
+        ["--records", "records", "--out", "run"],
+        2,
+        "would write into the run in",
+    ),
 ]
 
 

@@ -133,6 +133,23 @@ def check_folder(path, option: str, overwrite: bool = False) -> Path:
     return path
 
 
+def check_records_folder(path, option: str) -> Path:
+    """Check, before any work, that ``path`` may take new files of the command's own (records that
+    never replace another, the cache a study resumes from, figures): not a file, not a folder that
+    holds a run or lies inside a run's records, writable (made if missing). Returns it as a Path."""
+    path = Path(path)
+    if path.is_file():
+        raise OutputError(f"{option} {path} is a file; give a folder")
+    records = run_records(path)
+    run = (path, records) if records else _run_above(path)
+    if run is not None:
+        raise OutputError(
+            f"{option} {path} would write into the run in {run[0]} ({', '.join(run[1])}); choose a folder outside it"
+        )
+    probe_writable(path, option)
+    return path
+
+
 def aside_name(path: Path) -> Path:
     """A free sibling name ``<name>.replaced-<time>[-k]`` for ``path``."""
     absolute = Path(path).resolve()
