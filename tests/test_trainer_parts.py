@@ -1,5 +1,6 @@
 """trainer's small parts: rewards, data, metrics, advantages, allocation, rollout, checkpoints."""
 
+import json
 import math
 from itertools import combinations
 
@@ -13,10 +14,10 @@ from theory.variance import group_advantages
 from trainer import rewards
 from trainer.advantages import rollout_advantages, zero_variance_fraction
 from trainer.allocation import PREDICTORS, RolloutAllocator
-from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from trainer.checkpoint import ResumeError, latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import VIP_MATH_TEMPLATE, arithmetic_task, format_prompt, load_examples
-from trainer.logs import JsonlLog, read_jsonl
+from trainer.logs import apply_resume_plan, read_jsonl, resume_plan
 from trainer.loop import Trainer
 from trainer.metrics import maj_at_k, pass_at_k, summarise
 from trainer.models import tiny_model, tiny_tokenizer
@@ -150,6 +151,49 @@ def test_local_parquet(tmp_path):
         (0, "3+4=", "7"),
         (1, "1+1=", "2"),
     ]
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (
+            "bool.jsonl",
+            '{"prompt": "1+1=", "answer": true}\n',
+            r"row 0: the answer \('answer'\) must be text or a number; got bool",
+        ),
+        ("list.jsonl", '{"prompt": "1+1=", "answer": [1, 2]}\n', "must be text or a number; got list"),
+        (
+            "conflict.jsonl",
+            '{"prompt": "1+1=", "answer": "2"}\n{"prompt": "2+2=", "answer": "4"}\n{"prompt": "1+1=", "answer": "3"}\n',
+            "rows 0 and 2 hold the same prompt with different answers",
+        ),
+        (
+            "latin1.jsonl",
+            b'{"prompt": "1+1=", "answer": "2"}\n{"prompt": "caf\xe9", "answer": "1"}\n',
+            r"latin1.jsonl line 2: byte 16 is not UTF-8",
+        ),
+        ("broken.jsonl", '{"prompt": "1+1=", "answer": "2"}\n{"prompt": "2+2=", \n', "broken.jsonl line 2: not JSON"),
+        ("arrays.jsonl", '["1+1=", "2"]\n', "line 1: a JSON list; each line must be one object"),
+        ("data.txt", "1+1=,2\n", "a .txt file; use .jsonl, .json, .csv, .parquet"),
+    ],
+    ids=lambda value: value if isinstance(value, str) and "." in value and len(value) < 20 else "",
+)
+def test_a_bad_dataset_is_refused_naming_the_file_and_row(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ValueError, match=message):
+        load_examples(str(path))
+
+
+def test_csv_datasets_and_numeric_answers_load(tmp_path):
+    """The control of the refusals above: a .csv file, a number as the answer, and an identical
+    duplicate row are accepted."""
+    path = tmp_path / "d.csv"
+    path.write_text("prompt,answer\n1+1=,2\n2+2=,4\n1+1=,2\n")
+    assert [(e.question, e.answer) for e in load_examples(str(path))] == [("1+1=", "2"), ("2+2=", "4"), ("1+1=", "2")]
+    json_path = tmp_path / "d.jsonl"
+    json_path.write_text('{"prompt": "1+1=", "answer": 2}\n{"prompt": "3+4=", "answer": 7}\n')
+    assert [e.answer for e in load_examples(str(json_path))] == ["2", "7"]
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -309,16 +353,56 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     assert latest_checkpoint(tmp_path / "nothing") is None
 
 
-def test_resumed_logs_drop_later_steps_and_a_half_written_last_row(tmp_path):
-    log = tmp_path / "rollouts.jsonl"
-    JsonlLog(log).write([{"step": s, "r": 1} for s in (1, 2, 2, 3)])
-    with log.open("a") as handle:
+def _write_logs(folder, steps, per_step=2):
+    """metrics.jsonl with one row per step of ``steps`` (each counting ``per_step`` rollouts) and
+    rollouts.jsonl with ``per_step`` rows per step."""
+    metrics = [{"step": s, "allocation/histogram": {str(per_step): 1}} for s in steps]
+    rollouts = [{"step": s, "rollout": j} for s in steps for j in range(per_step)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+    (folder / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rollouts))
+
+
+def test_a_resume_drops_later_steps_and_a_half_written_row_and_keeps_the_old_logs(tmp_path):
+    _write_logs(tmp_path, [1, 2, 3])
+    with (tmp_path / "rollouts.jsonl").open("a") as handle:
         handle.write('{"step": 4, "r"')  # a run killed in the middle of a write
-    JsonlLog(log, resume_step=2).write([{"step": 3, "r": 0}])
-    assert [row["step"] for row in read_jsonl(log)] == [1, 2, 2, 3]
-    log.write_text('{"step": 1}\n{"step": 2, "r"\n{"step": 3}\n')  # not a cut: a corrupt line
-    with pytest.raises(ValueError, match="line 2 is not a JSON row"):
-        JsonlLog(log, resume_step=2)
+    before = {name: (tmp_path / name).read_text() for name in ("metrics.jsonl", "rollouts.jsonl")}
+    plan = resume_plan(tmp_path, 2)
+    assert {name: (tmp_path / name).read_text() for name in before} == before  # a plan changes nothing
+    moved = apply_resume_plan(tmp_path, plan)
+    assert [row["step"] for row in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2]
+    assert [row["step"] for row in read_jsonl(tmp_path / "rollouts.jsonl")] == [1, 1, 2, 2]
+    assert sorted(p.read_text() for p in moved) == sorted(before.values())  # nothing dropped without a copy
+    assert apply_resume_plan(tmp_path, resume_plan(tmp_path, 2)) == []  # nothing to drop: nothing rewritten
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda m, r: m.write_text(m.read_text()[:-5]), r"has no row of step 3 \(its last line is cut short\)"),
+        (
+            lambda m, r: m.write_text(m.read_text().replace('"step": 2', '"step": 1')),
+            "no row of step 2 and step 1 more",
+        ),
+        (lambda m, r: m.write_text(m.read_text().replace('{"step": 2', 'x{"step": 2')), "line 2 is not a JSON row"),
+        (lambda m, r: m.write_text(m.read_text().replace('"step": 2', '"step": true')), "line 2 has no step"),
+        (lambda m, r: r.write_text(r.read_text().replace('{"step": 2, "rollout": 1}\n', "")), "holds 1 rows of step 2"),
+        (lambda m, r: r.unlink(), "holds 0 rows of step 1"),
+        (lambda m, r: m.unlink(), "metrics.jsonl is missing"),
+    ],
+    ids=["cut-row", "repeated-step", "corrupt-line", "bool-step", "missing-rollout", "no-rollouts", "no-metrics"],
+)
+def test_a_resume_refuses_logs_that_do_not_reach_the_checkpoint(tmp_path, spoil, message):
+    _write_logs(tmp_path, [1, 2, 3])
+    spoil(tmp_path / "metrics.jsonl", tmp_path / "rollouts.jsonl")
+    with pytest.raises(ResumeError, match=message):
+        resume_plan(tmp_path, 3)
+
+
+def test_logs_that_reach_the_checkpoint_pass_the_resume_check(tmp_path):
+    """The negative control of the refusals above: the same logs unspoiled."""
+    _write_logs(tmp_path, [1, 2, 3])
+    assert resume_plan(tmp_path, 3).dropped == {"metrics.jsonl": 0, "rollouts.jsonl": 0}
 
 
 def test_transformers_engine_refuses_prompts_past_the_model_context():

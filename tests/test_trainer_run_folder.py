@@ -188,6 +188,66 @@ def test_a_resume_may_change_steps_and_saving_and_records_it(finished, tmp_path)
     assert row["step"] == 4 and row["changes"] == {"steps": [4, 6], "save_every": [2, 3], "output_dir": moved}
 
 
+# --- a resume checks what it resumes -------------------------------------------------------------
+
+
+def _arithmetic_file(path, answers_shift=0):
+    """A JSON Lines dataset of the tiny config's a+b= problems (answers moved by ``answers_shift``)."""
+    rows = [{"prompt": f"{a}+{b}=", "answer": str(a + b + answers_shift)} for a in range(8) for b in range(8)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_a_resume_on_a_changed_dataset_is_refused_naming_both_digests(tmp_path, capsys):
+    data = _arithmetic_file(tmp_path / "data.jsonl")
+    folder = tmp_path / "run"
+    assert run_trainer(folder, f"dataset={data}", "steps=2", "save_every=2") == 0
+    _arithmetic_file(data, answers_shift=1)  # the same path, other content
+    before = snapshot(folder)
+    assert run_trainer(folder, f"dataset={data}", "steps=4", "save_every=2", flags=["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"the dataset {str(data)!r} is not the one the run was trained on" in err and "SHA-256" in err
+    assert snapshot(folder) == before
+    _arithmetic_file(data)  # the control: the run's own data resumes
+    assert run_trainer(folder, f"dataset={data}", "steps=4", "save_every=2", flags=["--resume"]) == 0
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (
+            lambda text: text[: text.rindex("{")] + text[text.rindex("{") : -20],
+            "has no row of step 4 (its last line is cut short)",
+        ),
+        (lambda text: text.replace('{"step": 2', '{"step": 2 oops', 1), "line 2 is not a JSON row"),
+    ],
+    ids=["cut-last-row", "corrupt-middle-line"],
+)
+def test_a_resume_whose_metrics_do_not_reach_the_checkpoint_changes_nothing(finished, tmp_path, capsys, spoil, message):
+    """With a change a resume may make (steps=6): still nothing is rewritten, config.yaml included."""
+    folder = _copy_of(finished, tmp_path)
+    metrics = folder / "metrics.jsonl"
+    metrics.write_text(spoil(metrics.read_text()))
+    before = snapshot(folder)
+    assert run_trainer(folder, "steps=6", SHORT[1], flags=["--resume"]) == 2
+    assert message in capsys.readouterr().err
+    assert snapshot(folder) == before
+
+
+def test_a_resume_with_no_checkpoint_keeps_the_old_logs(finished, tmp_path, capsys):
+    """A run killed before its first checkpoint: the resume starts at step 0 with new logs, and
+    the killed run's logs stay beside them."""
+    folder = _copy_of(finished, tmp_path)
+    shutil.rmtree(folder / "checkpoints")
+    old = {name: (folder / name).read_text() for name in ("metrics.jsonl", "rollouts.jsonl")}
+    assert run_trainer(folder, *SHORT, flags=["--resume"]) == 0
+    assert "no checkpoint" in capsys.readouterr().err
+    for name, text in old.items():
+        (kept,) = folder.glob(f"{name}.replaced-*")
+        assert kept.read_text() == text
+    assert [m["step"] for m in read_jsonl(folder / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
 # --- checkpoints are verified ---------------------------------------------------------------------
 
 

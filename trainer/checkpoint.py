@@ -1,12 +1,13 @@
 """Checkpoints: everything a run needs to continue as if it had never stopped.
 
 A checkpoint is ``<output_dir>/checkpoints/step-<N>/state.pt`` (model, optimizer, scheduler,
-allocator/predictor state, numpy and torch generator states, the prompt sampler's position,
-the step) and ``state.pt.sha256``, its SHA-256 in ``sha256sum`` format. Both are written to a
-``step-<N>.tmp`` directory that is then renamed, so a kill leaves either the whole checkpoint or
-none. Only the newest ``keep`` are kept; an old one is renamed to ``step-<N>.trash`` before it is
-deleted, so a kill during pruning leaves no half-deleted ``step-<N>``. ``.tmp`` and ``.trash``
-leftovers are never loaded and are removed by the next save.
+allocator/predictor state, numpy and torch generator states, the prompt sampler's position, the
+step, the digest of the run's examples) and ``state.pt.sha256``, its SHA-256 in ``sha256sum``
+format. Both are written to a ``step-<N>.tmp`` directory that is then renamed, so a kill leaves
+either the whole checkpoint or none. Only the newest ``keep`` are kept; an old one is renamed to
+``step-<N>.trash`` before it is deleted, so a kill during pruning leaves no half-deleted
+``step-<N>``. ``.tmp`` and ``.trash`` leftovers are never loaded and are removed by the next
+save.
 
 :func:`load_newest_checkpoint` checks each checkpoint's digest, newest first, and falls back to
 the next older one when a checkpoint does not match its digest or cannot be read; the ones it
@@ -32,6 +33,11 @@ STATE, DIGEST = "state.pt", "state.pt.sha256"
 
 class CheckpointError(ValueError):
     """A checkpoint that does not match its digest, or a run folder with no usable checkpoint."""
+
+
+class ResumeError(ValueError):
+    """A usable checkpoint that a resume must not continue from as asked (trained on other data,
+    or logs that do not reach its step); refused before anything in the run folder changes."""
 
 
 def checkpoint_dir(output_dir) -> Path:

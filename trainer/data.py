@@ -4,16 +4,25 @@ template with a chosen system prompt and, for the generated chat tasks, a pre-fi
 assistant's turn.
 
 A dataset yields :class:`Example` rows (``prompt_id``, ``question``, ``answer``). Hub datasets
-need the network (``datasets.load_dataset(name, split=...)``); local ``.jsonl``, ``.json`` and
-``.parquet`` files are read by ``datasets`` too. A column may be a dotted path into nested
-fields (DAPO-Math-17k keeps its answer at ``reward_model.ground_truth``), and a prompt given as
-a list of chat messages contributes its last user message. A row whose prompt or answer is
-missing, null or empty is refused with its row number (counted from 0).
+need the network (``datasets.load_dataset(name, split=...)``); local ``.jsonl``, ``.json``,
+``.csv`` and ``.parquet`` files are read by ``datasets`` too. A column may be a dotted path into
+nested fields (DAPO-Math-17k keeps its answer at ``reward_model.ground_truth``), and a prompt
+given as a list of chat messages contributes its last user message.
+
+Refused with a ValueError naming the file and the row (counted from 0) or line (from 1): a
+prompt or answer that is missing, null or empty; an answer that is not text or a finite number
+(a boolean, a list, an object); two rows with the same prompt and different answers (a
+verifiable task has one answer per prompt; identical duplicates are kept, and drawn as often
+as they occur); a line of a text file that is not UTF-8, and a line of a ``.jsonl`` file that
+is not one JSON object (``datasets`` names neither).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import math
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +48,8 @@ Answer: 7
 Solve the current question. Remember to put your answer on its own line
 after "Answer:"."""
 
-LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+TEXT_FORMATS = (".jsonl", ".json", ".csv")
 
 
 @dataclass(frozen=True)
@@ -124,22 +134,78 @@ def _question_text(value, column: str, i: int) -> str:
     return _text(value, f"prompt ({column!r})", i)
 
 
+def _answer_text(value, column: str, i: int) -> str:
+    """An answer as text: a string, or a finite number (not a boolean) written as text."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, type(None))):
+        raise ValueError(
+            f"row {i}: the answer ({column!r}) must be text or a number; got {type(value).__name__} {value!r}"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"row {i}: the answer ({column!r}) must be finite; got {value}")
+    return _text(value, f"answer ({column!r})", i)
+
+
 def _example(row: dict, i: int, prompt_column: str, answer_column: str) -> Example:
     question = _question_text(_field(row, prompt_column, i), prompt_column, i)
-    return Example(i, question, _text(_field(row, answer_column, i), f"answer ({answer_column!r})", i))
+    return Example(i, question, _answer_text(_field(row, answer_column, i), answer_column, i))
+
+
+def _check_text_file(path: Path) -> None:
+    """Every line of ``path`` is UTF-8, and for ``.jsonl`` one JSON object: a ValueError naming
+    the file and the line otherwise, which datasets' own errors do not."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"dataset {path} line {number}: byte {exc.start + 1} is not UTF-8") from None
+            if path.suffix != ".jsonl" or not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"dataset {path} line {number}: not JSON ({exc.msg}, column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise ValueError(
+                    f"dataset {path} line {number}: a JSON {type(row).__name__}; each line must be one object (a row)"
+                )
 
 
 def _rows(dataset: str, split: str):
     import datasets
 
     path = Path(dataset)
-    if path.suffix in LOCAL_FORMATS:
+    if path.is_dir() or path.suffix in LOCAL_FORMATS or path.exists():
         if not path.exists():
             raise FileNotFoundError(f"dataset file {dataset} does not exist")
-        if path.stat().st_size == 0:  # datasets cannot parse an empty file; it holds no rows
+        if path.is_file() and path.suffix not in LOCAL_FORMATS:
+            raise ValueError(
+                f"dataset {dataset}: a {path.suffix or 'suffix-less'} file; use {', '.join(LOCAL_FORMATS)}"
+            )
+        if path.is_file() and path.stat().st_size == 0:  # datasets cannot parse an empty file; it holds no rows
             return []
-        return datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+        if path.suffix in TEXT_FORMATS:
+            _check_text_file(path)
+        try:
+            if path.is_dir():  # a folder of data files, as datasets.load_dataset reads one
+                return datasets.load_dataset(str(path), split=split)
+            return datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+        except Exception as exc:  # datasets' errors wrap the parser's; the message names the file
+            cause = exc.__cause__ or exc
+            raise ValueError(f"dataset {dataset}: datasets cannot read it ({type(cause).__name__}: {cause})") from exc
     return datasets.load_dataset(dataset, split=split)
+
+
+def _refuse_conflicts(examples: list[Example]) -> None:
+    """Two rows with the same prompt and different answers: a ValueError naming both rows."""
+    first = {}
+    for example in examples:
+        seen = first.setdefault(example.question, example)
+        if seen.answer != example.answer:
+            raise ValueError(
+                f"rows {seen.prompt_id} and {example.prompt_id} hold the same prompt with different answers"
+                f" ({seen.answer!r} and {example.answer!r}); a verifiable task needs one answer per prompt"
+            )
 
 
 def load_examples(
@@ -162,6 +228,7 @@ def load_examples(
         ]
     if not examples:
         raise ValueError(f"dataset {dataset!r} (split {split!r}) holds no examples")
+    _refuse_conflicts(examples)
     return examples
 
 
@@ -189,6 +256,13 @@ def format_prompt(
             messages.insert(0, {"role": "system", "content": "" if system_prompt == "none" else system_prompt})
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return text + prefill
+
+
+def examples_digest(examples) -> str:
+    """SHA-256 of the examples a run draws from, in order (row, question, answer, prefill): kept
+    in every checkpoint, so that a resume on a changed dataset is refused."""
+    text = json.dumps([astuple(e) for e in examples], ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def prompt_text(example: Example, config, tokenizer) -> str:

@@ -32,6 +32,7 @@ the work is split over several ranks: the :class:`Trainer` docstring.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,11 +52,11 @@ from tqdm.auto import tqdm
 from trainer import distributed
 from trainer.advantages import ADVANTAGES, rollout_advantages, zero_variance_fraction
 from trainer.allocation import RolloutAllocator
-from trainer.checkpoint import load_checkpoint, load_newest_checkpoint, save_checkpoint
+from trainer.checkpoint import ResumeError, load_checkpoint, load_newest_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
-from trainer.data import prompt_text
+from trainer.data import examples_digest, prompt_text
 from trainer.distributed import World
-from trainer.logs import RunLogs
+from trainer.logs import RunLogs, resume_plan
 from trainer.losses import (
     KL_CLIPS,
     LOSSES,
@@ -69,6 +70,7 @@ from trainer.losses import (
 from trainer.precision import compute_context, compute_dtype, logprob_gap
 from trainer.rewards import checked_rewards, scaled
 from trainer.rollout import (
+    NonFiniteLogits,
     RolloutBatch,
     Sampling,
     TransformersEngine,
@@ -197,6 +199,7 @@ class Trainer:
             world,
         )
         self.examples = list(examples)
+        self.data_digest = examples_digest(self.examples)
         self.prompts = [prompt_text(e, config, tokenizer) for e in self.examples]
         self.device = world.device if world.size > 1 else next(policy.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + world.rank)
@@ -249,6 +252,7 @@ class Trainer:
         )
         self.step = 0
         self.output = Path(config.output_dir)
+        self._resume_plan = None
 
     # --- state ------------------------------------------------------------------------------
 
@@ -270,10 +274,19 @@ class Trainer:
             "selection": {} if self.selector is None else self.selector.state_dict(),
             "numpy_rng": self.rng.bit_generator.state,
             "torch_generators": generators,
+            "data_digest": self.data_digest,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Every rank loads the whole checkpoint and keeps its part."""
+        """Every rank loads the whole checkpoint and keeps its part, once it has checked that the
+        checkpoint is of this run's data (trainer.data.examples_digest)."""
+        saved = state.get("data_digest")
+        if saved is not None and saved != self.data_digest:
+            raise ResumeError(
+                f"--resume: the dataset {self.cfg.dataset!r} is not the one the run was trained on (the checkpoint's"
+                f" examples have SHA-256 {saved[:12]}..., the dataset's now {self.data_digest[:12]}...): a resume"
+                " would train one run on two datasets. Restore the dataset, or start a new run in another output_dir"
+            )
         if len(state["torch_generators"]) != self.world.size:
             raise ValueError(
                 f"the checkpoint was written by {len(state['torch_generators'])} processes; "
@@ -301,6 +314,7 @@ class Trainer:
         if path is None:
             return False
         self.load_state_dict(found[1] if self.world.main else load_checkpoint(path, verify=False))
+        self._resume_plan = self._on_main(lambda: resume_plan(self.output, self.step))
         return True
 
     def _save(self) -> None:
@@ -348,10 +362,14 @@ class Trainer:
         return history
 
     def _open_logs(self, resumed: bool) -> RunLogs:
-        """config.yaml (and the record of a resume's config changes), then the logs: appended
-        after the checkpoint's step when ``resumed``, started afresh otherwise."""
+        """The logs (kept up to the checkpoint's step when ``resumed``, as :meth:`resume` checked
+        them; started afresh otherwise, any old ones moved aside), then config.yaml and the
+        record of a resume's config changes."""
+        logs = RunLogs(self.output, self._resume_plan if resumed else None, self.cfg.tensorboard)
+        for path in logs.moved:
+            print(f"the run's log as it was before this start is kept as {path}", file=sys.stderr)
         record_config(self.cfg, self.output, self.step)
-        return RunLogs(self.output, self.step if resumed else None, self.cfg.tensorboard)
+        return logs
 
     def _plan(self):
         """(prompt indices, counts, p_hat) of the step: drawn and allocated on rank 0, broadcast."""
@@ -465,7 +483,13 @@ class Trainer:
 
     def _generate(self, timer, indices, counts) -> RolloutBatch:
         with timer("generation"), self._compute():
-            return self.engine.generate([self.prompts[i] for i in indices], counts, self.sampling, self.generator)
+            try:
+                return self.engine.generate([self.prompts[i] for i in indices], counts, self.sampling, self.generator)
+            except NonFiniteLogits as exc:
+                raise DivergenceError(
+                    f"training diverged at step {self.step + 1}: {exc} (generation); nothing of this step was logged"
+                    " or saved"
+                ) from None
 
     def _observe(self, exp: Experience) -> None:
         """The predictor learns the rewards of the prompts that got rollouts (VIP's released rule

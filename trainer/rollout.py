@@ -207,6 +207,20 @@ def _returned_cache(out):
     return cache if cache is not None else out.past_key_values
 
 
+class NonFiniteLogits(FloatingPointError):
+    """The model's next-token logits hold a NaN or an infinity (diverged weights, or a
+    temperature that overflows them): sampling from them would be meaningless."""
+
+
+def _sampling_logp(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log-softmax of ``logits / temperature``; NonFiniteLogits rather than a distribution that
+    torch.multinomial would refuse with "probability tensor contains inf, nan or element < 0"."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    if not bool(torch.isfinite(logits).all()) or bool(torch.isnan(logp).any()):
+        raise NonFiniteLogits(f"the next-token logits at temperature {temperature} are not finite")
+    return logp
+
+
 def sample_tokens(
     model,
     ids: torch.Tensor,
@@ -241,7 +255,7 @@ def sample_tokens(
     done = torch.zeros(len(rows), dtype=torch.bool, device=ids.device)
     tokens, logps, masks = [], [], []
     for _ in range(sampling.max_new_tokens):
-        logp = torch.log_softmax(logits.float() / sampling.temperature, dim=-1)
+        logp = _sampling_logp(logits, sampling.temperature)
         tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
         tok = torch.where(done, pad_id, tok)
         tokens.append(tok)

@@ -11,7 +11,8 @@ step: the config (types, ranges, names, budget feasibility, L >= 3 with VIP), th
 (called on a few of the dataset's own answers and on a wrong one: one finite number per
 completion within reward_timeout_s, 0 or 1 when the allocation or the selection learns success rates).
 
-Exit status: 0 done; 2 refused before training (bad config, folder, model, data, reward);
+Exit status: 0 done; 2 refused before training (bad config, folder, model, data, reward; a
+resume on a changed dataset, or whose logs do not reach its checkpoint: trainer.logs);
 1 stopped during training (a non-finite loss or gradient, a failed write, no usable
 checkpoint to resume from, a selection that kept too few groups), with the newest checkpoint
 left as it was.
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 
 from trainer import distributed
-from trainer.checkpoint import CheckpointError, latest_checkpoint
+from trainer.checkpoint import CheckpointError, ResumeError, latest_checkpoint
 from trainer.config import TrainConfig, load_config
 from trainer.data import load_examples
 from trainer.disk import WriteError
@@ -178,6 +179,10 @@ def _claim_and_train(config: TrainConfig, world: World, resume: bool, overwrite:
             return 2
         try:
             return _train(trainer, config, world, resume)
+        except ResumeError as exc:  # before any step, with nothing in the folder changed
+            if world.main:
+                print(f"error: {exc}", file=sys.stderr)
+            return 2
         except (DivergenceError, WriteError, CheckpointError, SelectionError) as exc:
             if world.main:
                 newest = latest_checkpoint(config.output_dir)
