@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import math
 import numbers
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ from trainer.selection import SELECTIONS
 ALLOCATION_METHODS = ("exact", "paper")
 ENGINES = ("transformers", "vllm")
 # The tables a name is looked up in: the only lists of valid names
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # of the trainable weights (trainer.models.resolve_dtype)
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+TEMPERATURE = (1e-5, 1e5)  # sampling temperature; the range refused past its ends is in TrainConfig.validate
 CHOICES = {
     "loss": LOSSES,
     "advantage": ADVANTAGES,
@@ -184,7 +188,19 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= 0; got {getattr(self, name)}")
         self._validate_budget()
         self._validate_selection()
-        for name in ("temperature", "learning_rate", "max_grad_norm", "reward_timeout_s"):
+        choose(DTYPES, self.dtype, "dtype")
+        if not DEVICE.fullmatch(self.device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index); got {self.device!r}")
+        if not TEMPERATURE[0] <= self.temperature <= TEMPERATURE[1]:
+            raise ValueError(
+                f"temperature must lie in [{TEMPERATURE[0]:g}, {TEMPERATURE[1]:g}] (below it the logits / temperature"
+                f" overflow, above it every token is equally likely); got {self.temperature}"
+            )
+        if not 0 < self.learning_rate <= 1:
+            raise ValueError(
+                f"learning_rate must lie in (0, 1] (AdamW moves every weight by about lr); got {self.learning_rate}"
+            )
+        for name in ("max_grad_norm", "reward_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
         for name in ("kl_coef", "weight_decay", "kl_tau", "ctpo_power"):
@@ -354,7 +370,7 @@ def load_config(path=None, overrides=()) -> TrainConfig:
 
     values = {}
     if path is not None:
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        values = _read_yaml(Path(path), yaml) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a config file must be a mapping of field: value")
         types_ = _field_types()
@@ -363,6 +379,28 @@ def load_config(path=None, overrides=()) -> TrainConfig:
             raise ValueError(f"{path}: unknown config field(s) {', '.join(unknown)}")
         values = {name: coerce(f"{path}: {name}", value, types_[name]) for name, value in values.items()}
     return TrainConfig(**apply_overrides(values, list(overrides)))
+
+
+def _read_yaml(path: Path, yaml):
+    """The YAML document in ``path``; a ValueError naming the file (and the line of a syntax
+    error) for a folder, a missing or unreadable file, a non-UTF-8 byte or bad YAML."""
+    if path.is_dir():
+        raise ValueError(f"--config {path} is a folder; give a YAML file (trainer/configs/*.yaml)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"--config {path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--config {path}: byte {exc.start} is not UTF-8; a config is a YAML text file") from None
+    except OSError as exc:
+        raise ValueError(f"--config {path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"--config {path}:{where}: not valid YAML ({problem})") from None
 
 
 def save_config(config: TrainConfig, path) -> Path:
