@@ -14,8 +14,8 @@ class CombinedCorrelationResult:
     """A per-question Pearson test combined across questions (B.1 Fisher, B.2 Edgington).
 
     ``dof`` is the chi-square degrees of freedom 2Q (Fisher) or None (Edgington, whose null
-    law is Irwin-Hall(Q)); ``zero_pvalues`` counts per-group p-values of exactly 0 that
-    were raised to the smallest positive float so that -2 ln p stays finite.
+    law is Irwin-Hall(Q)); ``collinear`` counts the questions whose |r| lies within rounding of
+    1, which are given the p-value of |r| = 1 - R_TOLERANCE (stats_tests.correlation).
     """
 
     statistic: float
@@ -26,7 +26,7 @@ class CombinedCorrelationResult:
     group_correlations: np.ndarray
     group_pvalues: np.ndarray
     excluded: Exclusions
-    zero_pvalues: int = 0
+    collinear: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """stats_tests (VIP App. B, claim V11): the paper's formulas against scipy and statsmodels,
 published reference values, invariances, and every edge case of the input."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -8,7 +10,10 @@ from hypothesis import strategies as st
 from scipy import stats
 from statsmodels.stats import oneway as sm_oneway
 
-from stats_tests import edgington_correlation_test, fisher_correlation_test, levene_test, obrien_test
+from stats_tests import correlation, edgington_correlation_test, fisher_correlation_test, levene_test, obrien_test
+from stats_tests.rollout_log import groups_by_step, read_rollout_log
+
+EXAMPLE_LOG = Path(__file__).resolve().parents[1] / "stats_tests" / "data" / "example_rollouts.jsonl"
 
 # NIST/SEMATECH e-Handbook §1.3.5.10 (GEAR.DAT): ten batches of ten gear diameters, the data
 # scipy's own Levene test uses. NIST reports W = 1.705910 (median centring).
@@ -136,10 +141,67 @@ def test_small_and_constant_groups_are_excluded_and_counted():
     assert lev.n_groups == 3 and lev.excluded.too_small == 1  # a constant group is fine for a variance test
 
 
-def test_perfect_correlation_gives_a_finite_statistic_and_is_counted():
-    x = np.arange(5.0)
-    res = fisher_correlation_test([x, x + 1], [2 * x, np.array([1.0, 3.0, 2.0, 5.0, 4.0])])
-    assert res.zero_pvalues == 1 and np.isfinite(res.statistic) and res.pvalue < 1e-100
+def _tolerance_p(n: int) -> float:
+    """The p-value stats_tests.correlation gives a group of n collinear within rounding."""
+    half = n / 2 - 1
+    return 2 * stats.beta(half, half, loc=-1, scale=2).sf(1 - correlation.R_TOLERANCE)
+
+
+def test_a_correlation_at_one_within_rounding_gets_the_p_value_of_the_tolerance():
+    """r = 1 exactly, and r = -1 up to rounding (1 - |r| about 1e-16), get one p-value; a group
+    with 1 - |r| = 1e-6 keeps pearsonr's own (the control)."""
+    x = np.arange(8.0)
+    near = x + np.array([0, 0, 0, 1e-3, 0, 0, 0, 0])
+    rounding = -0.1 * x + 0.3  # 0.1 is not a binary fraction: r rounds near -1
+    res = fisher_correlation_test([x, x, x], [2 * x, rounding, near])
+    assert 1 - abs(stats.pearsonr(x, rounding).statistic) < 1e-15
+    assert res.collinear == 2 and np.isfinite(res.statistic)
+    assert res.group_pvalues[0] == res.group_pvalues[1] == _tolerance_p(8)
+    assert res.group_pvalues[2] == stats.pearsonr(x, near).pvalue > _tolerance_p(8)
+
+
+def test_the_shipped_logs_p_values_do_not_depend_on_an_affine_map_of_the_rewards(monkeypatch):
+    """The reproduction of issue 29: step 2 of the example log holds a question at r = -1 within
+    rounding. Mapped to rewards 5 / -3, its p-value stays; with no tolerance (the negative
+    control) it moves by hundreds of orders of magnitude."""
+    rewards, norms = groups_by_step(read_rollout_log(EXAMPLE_LOG))[2]
+    variants = [([8 * r - 3 for r in rewards], norms), (rewards, [z * 1e3 for z in norms])]
+    base = fisher_correlation_test(rewards, norms).pvalue
+    assert fisher_correlation_test(rewards, norms).collinear == 1
+    for mapped_rewards, mapped_norms in variants:
+        assert fisher_correlation_test(mapped_rewards, mapped_norms).pvalue == pytest.approx(base, rel=1e-9)
+    monkeypatch.setattr(correlation, "R_TOLERANCE", 0.0)
+    base = fisher_correlation_test(rewards, norms).pvalue
+    moved = [abs(np.log10(fisher_correlation_test(*variant).pvalue / base)) for variant in variants]
+    assert max(moved) > 100, moved  # which variant moves depends on the processor's rounding
+
+
+@given(
+    ragged(),
+    st.floats(1e-3, 1e3),
+    st.sampled_from([1.0, -1.0]),
+    st.floats(-1e3, 1e3),
+    st.floats(1e-6, 1e6),
+    st.booleans(),
+)
+@settings(max_examples=80, deadline=None)
+def test_every_p_value_is_invariant_to_an_affine_map_of_rewards_and_a_scale_of_norms(
+    data, size, sign, shift, scale, collinear
+):
+    """Any affine map of the rewards (a != 0) and any positive scale of the norms: every test's
+    p-value within 1e-7 (relative) and the same decision at alpha = 0.05; with ``collinear``
+    one question's rewards are an affine map of its norms (r = +-1 within rounding)."""
+    norms, rewards = data
+    if collinear:
+        rewards = [0.1 * norms[0] - 0.7] + rewards[1:]
+    mapped = [sign * size * r + shift for r in rewards]
+    scaled = [scale * z for z in norms]
+    for test in (fisher_correlation_test, edgington_correlation_test):
+        base, other = test(rewards, norms).pvalue, test(mapped, scaled).pvalue
+        assert other == pytest.approx(base, rel=1e-7, abs=1e-300)
+        assert (other < 0.05) == (base < 0.05) or abs(base - 0.05) < 1e-8
+    for test in (levene_test, obrien_test):
+        assert test(scaled).pvalue == pytest.approx(test(norms).pvalue, rel=1e-7, abs=1e-300)
 
 
 @pytest.mark.parametrize(
