@@ -33,7 +33,7 @@ def test_tiny_model_learns_arithmetic(tmp_path):
     assert last > first + 0.2, f"reward {first:.3f} -> {last:.3f}"
 
 
-@pytest.mark.parametrize(
+MODES = pytest.mark.parametrize(
     "overrides",
     [
         ("loss=gspo", "clip_low=0.2", "clip_high=0.2", "activation_checkpointing=true"),
@@ -46,21 +46,41 @@ def test_tiny_model_learns_arithmetic(tmp_path):
     ],
     ids=["gspo", "ctpo-epochs", "rloo-vip", "grpo-invacc-ridge", "invvar-constant", "kl-taustar", "llama-kl-fixed"],
 )
-def test_every_mode_trains(tmp_path, overrides):
-    """Each loss, advantage, allocation and KL mode: over 150 steps at learning rate 2e-3 the
-    mean reward of the last 30 steps beats the first 30 by 0.08 and by z > 4 against the
-    step-to-step noise (measured on inverse-variance allocation, the slowest learner, over
-    seeds 0-3: rises of 0.18-0.33, z 6.6-8.4; learning starts after about 80 steps)."""
+
+
+def _check_mode(metrics, overrides) -> None:
+    """Every step spends the budget (64 rollouts) with a finite loss; with tau_star, n = K = 8
+    gives 2 alpha >= 1, so Corollary 3 gives tau* = 0."""
+    assert all(sum(int(n) * c for n, c in m["allocation/histogram"].items()) == 64 for m in metrics)
+    assert all(np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"]) for m in metrics)
+    if "kl_clip=tau_star" in overrides:
+        assert 2 * alpha(8, 8, 0.1) >= 1 and all(m["kl/tau"] == 0 for m in metrics)
+
+
+@MODES
+def test_every_mode_runs(tmp_path, overrides):
+    """Each loss, advantage, allocation and KL mode for 4 steps (that each one learns is
+    test_every_mode_learns, in the slow suite; the default config's learning is
+    test_tiny_model_learns_arithmetic)."""
+    metrics = _run(tmp_path, "steps=4", "learning_rate=0.002", *overrides)
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    _check_mode(metrics, overrides)
+
+
+@pytest.mark.slow
+@MODES
+def test_every_mode_learns(tmp_path, overrides):
+    """Each mode: over 150 steps at learning rate 2e-3 the mean reward of the last 30 steps beats
+    the first 30 by 0.08 and by z > 4 against the step-to-step noise (measured on
+    inverse-variance allocation, the slowest learner, over seeds 0-3: rises of 0.18-0.33, z
+    6.6-8.4; learning starts after about 80 steps)."""
     metrics = _run(tmp_path, "steps=150", "learning_rate=0.002", *overrides)
     first, last = _rewards(metrics)[:30], _rewards(metrics)[-30:]
     z = (last.mean() - first.mean()) / np.sqrt((first.var(ddof=1) + last.var(ddof=1)) / 30)
     assert last.mean() > first.mean() + 0.08 and z > 4, (
         f"{overrides}: {first.mean():.3f} -> {last.mean():.3f}, z = {z:.1f}"
     )
-    last = metrics[-1]
-    assert sum(int(n) * c for n, c in last["allocation/histogram"].items()) == 64
-    if "kl_clip=tau_star" in overrides:  # n = K = 8: 2 alpha >= 1, so Corollary 3 gives tau* = 0
-        assert 2 * alpha(8, 8, 0.1) >= 1 and all(m["kl/tau"] == 0 for m in metrics)
+    _check_mode(metrics, overrides)
 
 
 def test_ctpo_released_trains_and_its_on_policy_update_is_the_token_ratio_gradient(tmp_path):
