@@ -336,6 +336,48 @@ def test_a_kill_while_pruning_leaves_no_empty_checkpoint(tmp_path, monkeypatch):
 # --- divergence -----------------------------------------------------------------------------------
 
 
+def test_logits_that_turn_non_finite_stop_the_run_before_sampling(tmp_path, monkeypatch, capsys):
+    """Step 3's model gives NaN logits (as weights blown up by a huge learning rate do): the run
+    stops naming step 3 and the generation, where torch.multinomial would raise a traceback; the
+    step-2 checkpoint is the newest."""
+    real, calls = loop.Trainer._generate, []
+
+    def poisoned(self, timer, indices, counts):
+        calls.append(1)
+        if len(calls) == 3:
+            head = self.policy.get_output_embeddings()
+            monkeypatch.setattr(
+                head, "forward", lambda hidden: torch.full((*hidden.shape[:-1], head.out_features), float("nan"))
+            )
+        return real(self, timer, indices, counts)
+
+    monkeypatch.setattr(loop.Trainer, "_generate", poisoned)
+    folder = tmp_path / "run"
+    assert run_trainer(folder, *SHORT) == 1
+    err = capsys.readouterr().err
+    assert "training diverged at step 3: the next-token logits at temperature 1.0 are not finite (generation)" in err
+    assert f"the newest checkpoint: {folder / 'checkpoints' / 'step-2'}" in err and "Traceback" not in err
+
+
+_REWARD_CALLS = []
+
+
+def nan_after_the_preflight(prompts, completions, answers):
+    """first_number's rewards on the pre-flight call, NaN on the calls after it (training's)."""
+    _REWARD_CALLS.append(1)
+    values = get_reward("first_number")(prompts, completions, answers)
+    return values if len(_REWARD_CALLS) == 1 else [float("nan")] * len(values)
+
+
+def test_a_reward_that_turns_nan_in_training_stops_the_run_with_one_message(tmp_path, capsys):
+    _REWARD_CALLS.clear()
+    folder = tmp_path / "run"
+    assert run_trainer(folder, *SHORT, f"reward={__name__}:nan_after_the_preflight") == 1
+    err = capsys.readouterr().err
+    assert "reward function nan_after_the_preflight returned nan" in err and "Traceback" not in err
+    assert "the newest checkpoint: none" in err
+
+
 class _InfiniteGradient(torch.autograd.Function):
     """The identity, whose backward pass multiplies the gradient by inf."""
 

@@ -131,6 +131,15 @@ def scaled(values, convention: str) -> list[float]:
     return [scale(v) for v in values]
 
 
+class RewardError(ValueError):
+    """The reward function failed, or returned what a reward cannot be; the message names the
+    function and the completion."""
+
+
+class RewardTimeout(RewardError, TimeoutError):
+    """The reward function did not return within ``reward_timeout_s``."""
+
+
 def checked_rewards(
     fn, prompts, completions, answers, *, timeout_s: float = REWARD_TIMEOUT_S, rows=None, binary: bool = False
 ) -> list[float]:
@@ -143,25 +152,25 @@ def checked_rewards(
     except Expired:
         limit = f"reward_timeout_s = {timeout_s:g} s"
         calls = f"{len(completions)} completions"
-        raise TimeoutError(f"reward function {name} did not return within {limit} ({calls})") from None
+        raise RewardTimeout(f"reward function {name} did not return within {limit} ({calls})") from None
     except Exception as exc:  # a user's callable: say which one failed and on what, keep the cause
         i = _first_failing(fn, prompts, completions, answers, timeout_s)
         where = "(prompts, completions, answers)" if i is None else _completion(i, completions, answers, rows)
-        raise ValueError(f"reward function {name} failed on {where}: {type(exc).__name__}: {exc}") from exc
+        raise RewardError(f"reward function {name} failed on {where}: {type(exc).__name__}: {exc}") from exc
     returned = values
     try:
         values = None if isinstance(returned, (str, bytes)) else list(returned)
     except TypeError:  # not iterable
         values = None
     if values is None:
-        raise ValueError(f"reward function {name} must return a list of numbers; got {returned!r:.200}")
+        raise RewardError(f"reward function {name} must return a list of numbers; got {returned!r:.200}")
     if len(values) != len(completions):
-        raise ValueError(f"reward function {name} returned {len(values)} rewards for {len(completions)} completions")
+        raise RewardError(f"reward function {name} returned {len(values)} rewards for {len(completions)} completions")
     for i, v in enumerate(values):
         problem = _bad_reward(v, binary)
         if problem:
             where = _completion(i, completions, answers, rows)
-            raise ValueError(f"reward function {name} returned {v!r:.50} for {where}: {problem}")
+            raise RewardError(f"reward function {name} returned {v!r:.50} for {where}: {problem}")
     return [float(v) for v in values]
 
 

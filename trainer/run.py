@@ -13,7 +13,8 @@ completion within reward_timeout_s, 0 or 1 when the allocation or the selection 
 
 Exit status: 0 done; 2 refused before training (bad config, folder, model, data, reward; a
 resume on a changed dataset, or whose logs do not reach its checkpoint: trainer.logs);
-1 stopped during training (a non-finite loss or gradient, a failed write, no usable
+1 stopped during training (a non-finite loss, gradient or logits, a reward function that fails,
+returns a bad value or hangs, a failed write, no usable
 checkpoint to resume from, a selection that kept too few groups), with the newest checkpoint
 left as it was.
 """
@@ -40,7 +41,7 @@ from trainer.models import (
     resolve_device,
     resolve_dtype,
 )
-from trainer.rewards import checked_rewards, get_reward
+from trainer.rewards import RewardError, checked_rewards, get_reward
 from trainer.run_folder import RunFolderError, claim
 from trainer.selection import SelectionError
 
@@ -183,7 +184,7 @@ def _claim_and_train(config: TrainConfig, world: World, resume: bool, overwrite:
             if world.main:
                 print(f"error: {exc}", file=sys.stderr)
             return 2
-        except (DivergenceError, WriteError, CheckpointError, SelectionError) as exc:
+        except (DivergenceError, WriteError, CheckpointError, SelectionError, RewardError) as exc:
             if world.main:
                 newest = latest_checkpoint(config.output_dir)
                 print(f"error: {exc}\nthe newest checkpoint: {newest or 'none'}", file=sys.stderr)
