@@ -22,6 +22,7 @@ from stats_tests.__main__ import main as stats_main
 from tests.conftest import TINY, snapshot
 from trainer.convert_gguf import main as convert_main
 from trainer.evaluate import main as evaluate_main
+from trainer.run import main as train_main
 from write_guard import RUN_LOCK
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "stats_tests" / "data" / "example_rollouts.jsonl"
@@ -52,6 +53,15 @@ def _config_copy(root: Path) -> None:
 def _not_a_folder(root: Path) -> None:
     _log(root)
     (root / "plain.txt").write_text("a file, not a folder\n")
+
+
+def _bad_yaml(root: Path) -> None:
+    (root / "bad.yaml").write_text("model: [tiny:qwen2\nsteps: 3\n")
+
+
+def _train(argv):
+    """The trainer on the tiny config into ``out/`` with ``argv`` added (no progress bar)."""
+    return train_main(["--config", str(TINY), "--no-progress", "--set", "output_dir=out", *argv])
 
 
 def _records_and_run(root: Path) -> None:
@@ -168,6 +178,21 @@ CASES = [
     ),
     Case("convert to a file", _results, convert_main, ["tiny:qwen2", "results.json"], 2, "is a file; give a folder"),
     Case(
+        "train: a YAML syntax error", _bad_yaml, train_main, ["--config", "bad.yaml"], 2, "bad.yaml: line 2, column 6"
+    ),
+    Case("train: a folder as --config", _log, train_main, ["--config", "sub"], 2, "sub is a folder; give a YAML file"),
+    Case("train: a folder as dataset", _log, _train, ["--set", "dataset=sub"], 2, "dataset sub: datasets cannot read"),
+    Case("train: dtype=float17", _log, _train, ["--set", "dtype=float17"], 2, "dtype must be one of auto, float32"),
+    Case("train: device=tpu9", _log, _train, ["--set", "device=tpu9"], 2, "device must be auto, cpu, cuda or cuda:N"),
+    Case("train: temperature=1e-300", _log, _train, ["--set", "temperature=1e-300"], 2, "temperature must lie in"),
+    Case("train: learning_rate=1e12", _log, _train, ["--set", "learning_rate=1e12"], 2, "learning_rate must lie in"),
+    Case("train: a seed past 64 bits", _log, _train, ["--set", "seed=99999999999999999999"], 2, "seed must be an"),
+    Case("train: a missing local model", _log, _train, ["--set", "model=./models/x"], 2, "no such local folder"),
+    Case("train: a .txt dataset", _not_a_folder, _train, ["--set", "dataset=plain.txt"], 2, "a .txt file; use .jsonl"),
+    Case("eval: --k a,b", _log, _status(evaluate_main), ["--config", str(TINY), "--k", "a,b"], 2, "argument --k: must"),
+    Case("eval: --seed -5", _log, _status(evaluate_main), ["--config", str(TINY), "--seed", "-5"], 2, "--seed must be"),
+    Case("eval: k above n", _log, _status(evaluate_main), ["--config", str(TINY), "--n", "4"], 2, "every k must be <="),
+    Case(
         "simulators --out into a run's folder",
         _finished_run,
         _status(simulators_main),
@@ -249,3 +274,17 @@ def test_without_the_guard_the_first_case_loses_the_log(tmp_path, monkeypatch, c
     monkeypatch.setattr(write_guard, "check_file", lambda path, *args, **kwargs: Path(path))
     assert stats_main(["log.jsonl", "--json", "log.jsonl"]) == 0
     assert snapshot(tmp_path)["log.jsonl"] != before["log.jsonl"]
+
+
+def test_eval_of_a_checkpoint_of_another_architecture_is_one_line(tmp_path, capsys):
+    """A tiny:llama checkpoint evaluated with the tiny:qwen2 config: exit 2 naming the
+    checkpoint, where torch's load_state_dict would raise a page of mismatched tensors."""
+    from trainer.checkpoint import save_checkpoint
+    from trainer.models import tiny_model, tiny_tokenizer
+
+    model = tiny_model("llama", len(tiny_tokenizer()))
+    checkpoint = save_checkpoint(tmp_path, 1, {"step": 1, "model": model.state_dict()})
+    assert evaluate_main(["--config", str(TINY), "--checkpoint", str(checkpoint), "--n", "1", "--k", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"--checkpoint {checkpoint} holds the weights of another model than the config's 'tiny:qwen2'" in err
+    assert "Traceback" not in err

@@ -52,6 +52,7 @@ ENGINES = ("transformers", "vllm")
 # The tables a name is looked up in: the only lists of valid names
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # of the trainable weights (trainer.models.resolve_dtype)
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+MAX_SEED = 2**62
 TEMPERATURE = (1e-5, 1e5)  # sampling temperature; the range refused past its ends is in TrainConfig.validate
 CHOICES = {
     "loss": LOSSES,
@@ -183,9 +184,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {value}")
-        for name in ("warmup_steps", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be an integer >= 0; got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an integer >= 0; got {self.warmup_steps}")
+        if not 0 <= self.seed <= MAX_SEED:  # seed + rank must fit torch.Generator's 64 bits
+            raise ValueError(f"seed must be an integer in [0, 2**62]; got {self.seed}")
         self._validate_budget()
         self._validate_selection()
         choose(DTYPES, self.dtype, "dtype")

@@ -19,7 +19,7 @@ import torch
 
 import write_guard
 from trainer.checkpoint import load_checkpoint
-from trainer.config import load_config
+from trainer.config import MAX_SEED, load_config
 from trainer.data import load_examples, prompt_text
 from trainer.metrics import summarise
 from trainer.models import inference_dtype, load_policy, load_tokenizer, resolve_device
@@ -74,6 +74,30 @@ def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, pro
     return {"problems": len(examples), "samples_per_problem": n} | summarise(correct, answers, ks) | per_problem
 
 
+def k_values(text: str) -> list[int]:
+    """``--k``: comma-separated integers >= 1."""
+    try:
+        ks = [int(k) for k in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 1, e.g. 1,4,8; got {text!r}") from None
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 1; got {text!r}")
+    return ks
+
+
+def load_weights(policy, checkpoint, model: str) -> None:
+    """The model weights of ``checkpoint`` into ``policy``; a ValueError when they are of another
+    architecture (torch's load_state_dict lists every mismatched tensor)."""
+    try:
+        policy.load_state_dict(load_checkpoint(checkpoint)["model"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise ValueError(
+            f"--checkpoint {checkpoint} holds the weights of another model than the config's {model!r} ({first});"
+            " give the config the checkpoint was trained with"
+        ) from None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Pass@k, Mean@k (avg@k) and Maj@k of a model on held-out problems.")
     parser.add_argument("--config", help="the training config (model, template, reward, sampling)")
@@ -82,17 +106,23 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", help="held-out dataset (default: the config's)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--n", type=int, default=8, help="samples per problem")
-    parser.add_argument("--k", default="1,4,8", help="comma-separated k values, each <= n")
+    parser.add_argument("--k", type=k_values, default="1,4,8", help="comma-separated k values, each <= n")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--out", help="write the metrics JSON here as well (checked before anything loads)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file (moved aside first)")
     args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"--n must be an integer >= 1; got {args.n}")
+    if max(args.k) > args.n:
+        parser.error(f"--k: every k must be <= --n = {args.n} (pass@k needs k of n samples); got {max(args.k)}")
+    if not 0 <= args.seed <= MAX_SEED:
+        parser.error(f"--seed must be an integer in [0, 2**62]; got {args.seed}")
     try:
         if args.out:
             inputs = [args.config, args.dataset, args.checkpoint]
             write_guard.check_file(args.out, "--out", inputs=inputs, overwrite=args.overwrite)
         config = load_config(args.config, args.set)
-        ks = [int(k) for k in args.k.split(",")]
+        ks = args.k
         dataset = args.dataset or config.dataset
         examples = load_examples(
             dataset,
@@ -106,7 +136,7 @@ def main(argv=None) -> int:
         device = resolve_device(config.device)
         policy = load_policy(config.model, device, inference_dtype(device), len(tokenizer), config.seed)
         if args.checkpoint:
-            policy.load_state_dict(load_checkpoint(args.checkpoint)["model"])
+            load_weights(policy, args.checkpoint, config.model)
         result = evaluate(config, examples, policy, tokenizer, args.n, ks, args.seed)
     except (ValueError, FileNotFoundError, KeyError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,11 @@ PACKAGED = {
 GGUF_REQUIREMENTS = {"gguf": "0.10", "accelerate": "1.1", "transformers": "5.17"}
 
 
+# a hub repository id: huggingface_hub 2.4.0 utils/_validators.py, REPO_ID_REGEX (line 28) and
+# at most one "/" (line 132); a name of more parts, or starting with "." or "/", is a local path
+HUB_NAME = re.compile(r"(\b[\w\-.]{1,96}\b/)?\b[\w\-.]{1,96}\b", flags=re.ASCII)
+
+
 def is_gguf_source(name: str) -> bool:
     """Whether ``name`` is read from a GGUF file (a packaged model or a ``.gguf`` path); no file
     system access, for checks before anything loads."""
@@ -67,6 +73,8 @@ def gguf_path(name: str) -> Path | None:
         if not path.is_file():
             raise FileNotFoundError(f"model {name!r}: no such .gguf file")
         return path
+    if not Path(name).expanduser().exists() and not HUB_NAME.fullmatch(name):
+        raise FileNotFoundError(f"model {name!r}: no such local folder (and not a hub name, which is [owner/]name)")
     near = difflib.get_close_matches(name.lower(), PACKAGED, n=1, cutoff=0.75)
     if near and "/" not in name and not Path(name).exists():  # an owner/name is a hub name
         raise ValueError(

@@ -10,6 +10,8 @@ model of that architecture with random weights and a character-level tokenizer m
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from trainer.model_sources import PACKAGED, gguf_path, load_gguf_model, load_gguf_tokenizer
@@ -88,6 +90,8 @@ def load_tokenizer(name: str):
         tokenizer = load_gguf_tokenizer(gguf) if gguf else AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as exc:
         hint = "" if gguf else f" (model may also name a .gguf file or a packaged model: {', '.join(PACKAGED)})"
+        if not gguf and not Path(name).expanduser().exists():
+            hint = f"; {name} is no local folder either{hint}"
         raise ValueError(f"model {name!r} has no loadable tokenizer: {exc}{hint}") from exc
     if not tokenizer("1 + 1 = 2", add_special_tokens=False)[
         "input_ids"
