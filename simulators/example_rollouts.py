@@ -2,7 +2,7 @@
 :mod:`stats_tests.rollout_log`; the shipped example ``stats_tests/data/example_rollouts.jsonl``
 is its output.
 
-    python -m simulators.example_rollouts [--out PATH] [--seed 0]
+    python -m simulators.example_rollouts [--out PATH [--overwrite]] [--seed 0]
 
 Each prompt is a random :class:`~simulators.token_policy.MarkovTokenPolicy` (V = 4, H = 8)
 whose logits sharpen from step to step (a stand-in for training); rewards come from the
@@ -14,12 +14,14 @@ success rate at the previous step (uniform at step 0).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
+import write_guard
 from simulators.token_policy import MarkovTokenPolicy, verifier_reward
-from stats_tests.rollout_log import write_rollout_log
+from stats_tests.rollout_log import rollout_log_text
 from theory.allocation import allocate, success_variance_weights
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "stats_tests" / "data" / "example_rollouts.jsonl"
@@ -71,14 +73,28 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"output JSONL (default {DEFAULT_OUT})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file (moved aside first)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=40)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.prompts < 2:
         parser.error(f"--steps must be >= 1 and --prompts >= 2; got {args.steps} and {args.prompts}")
-    path = write_rollout_log(args.out, simulate_rollout_log(np.random.default_rng(args.seed), args.steps, args.prompts))
-    print(path)
+    if args.seed < 0:
+        parser.error(f"--seed must be an integer >= 0; got {args.seed}")
+    try:
+        out = write_guard.check_file(args.out, "--out", overwrite=args.overwrite)
+    except write_guard.OutputError as exc:
+        parser.error(str(exc))
+    rows = simulate_rollout_log(np.random.default_rng(args.seed), args.steps, args.prompts)
+    try:
+        previous = write_guard.write_file(out, rollout_log_text(rows))
+    except OSError as exc:
+        print(f"error: --out {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if previous is not None:
+        print(f"the previous {out} was moved to {previous}", file=sys.stderr)
+    print(out)
     return 0
 
 

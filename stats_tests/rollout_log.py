@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+import write_guard
+
 # field -> (JSON type and accepted range, required, meaning)
 SCHEMA = {
     "step": ("int >= 0", True, "training step (or checkpoint) at which the rollout was generated"),
@@ -33,15 +35,16 @@ SCHEMA = {
 REQUIRED = tuple(name for name, (_, required, _) in SCHEMA.items() if required)
 
 
-def write_rollout_log(path, rows) -> Path:
-    """Write ``rows`` (dicts with the :data:`SCHEMA` fields) as JSON Lines, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, allow_nan=False) + "\n")
-    tmp.replace(path)
+def rollout_log_text(rows) -> str:
+    """``rows`` (dicts with the :data:`SCHEMA` fields) as JSON Lines."""
+    return "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows)
+
+
+def write_rollout_log(path, rows, overwrite: bool = False) -> Path:
+    """Write ``rows`` as JSON Lines to ``path``, atomically. An existing file is replaced only
+    with ``overwrite``, and then moved aside first (write_guard.write_file)."""
+    path = write_guard.check_file(path, "path", overwrite=overwrite)
+    write_guard.write_file(path, rollout_log_text(rows))
     return path
 
 

@@ -18,6 +18,7 @@ import pytest
 from figures.__main__ import main as figures_main
 from rl_study.cli import main as study_main
 from simulators.cli import main as simulators_main
+from simulators.example_rollouts import main as example_main
 from stats_tests.__main__ import main as stats_main
 from tests.conftest import TINY, snapshot
 from trainer.convert_gguf import main as convert_main
@@ -192,6 +193,20 @@ CASES = [
     Case("eval: --k a,b", _log, _status(evaluate_main), ["--config", str(TINY), "--k", "a,b"], 2, "argument --k: must"),
     Case("eval: --seed -5", _log, _status(evaluate_main), ["--config", str(TINY), "--seed", "-5"], 2, "--seed must be"),
     Case("eval: k above n", _log, _status(evaluate_main), ["--config", str(TINY), "--n", "4"], 2, "every k must be <="),
+    Case(
+        "example log --out over a file", _results, _status(example_main), ["--out", "results.json"], 2, "exists; pass"
+    ),
+    Case(
+        "example log --out --overwrite moves the old file aside",
+        _results,
+        _status(example_main),
+        ["--out", "results.json", "--overwrite", "--prompts", "3", "--steps", "1"],
+        0,
+        "was moved to",
+        new_files=("results.json", "results.json.replaced-*"),
+        moved={"results.json.replaced-*": '{"mine": true}\n'},
+    ),
+    Case("example log --out a folder", _log, _status(example_main), ["--out", "sub"], 2, "is a folder"),
     Case(
         "simulators --out into a run's folder",
         _finished_run,
