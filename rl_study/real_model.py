@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+import write_guard
 from simulators.ledger import format_table, report, write_record
 
 CONFIG = Path(__file__).resolve().parents[1] / "trainer" / "configs" / "smollm2_cpu.yaml"
@@ -145,6 +146,10 @@ def main(argv=None) -> int:
     seeds = dict(zip(args.arms, counts * len(args.arms) if len(counts) == 1 else counts))
     if min(seeds.values()) < 1 or args.steps < 1:
         parser.error(f"--seeds and --steps must be >= 1; got {args.seeds} and {args.steps}")
+    try:  # before the first run: its runs, evaluations and record go there
+        write_guard.check_records_folder(args.out, "--out")
+    except write_guard.OutputError as exc:
+        parser.error(str(exc))
     out = Path(args.out) / "real_model"
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -17,6 +17,7 @@ import pytest
 
 from figures.__main__ import main as figures_main
 from rl_study.cli import main as study_main
+from rl_study.real_model import main as real_model_main
 from simulators.cli import main as simulators_main
 from simulators.example_rollouts import main as example_main
 from stats_tests.__main__ import main as stats_main
@@ -227,6 +228,14 @@ CASES = [
     Case("rl_study --out into a run's folder", _finished_run, _status(study_main), ["--out", "run"], 2, "into the run"),
     Case(
         "rl_study --out under a file", _not_a_folder, _status(study_main), ["--out", "plain.txt/x"], 2, "cannot write"
+    ),
+    Case(
+        "rl_study.real_model --out into a run's folder",
+        _finished_run,
+        _status(real_model_main),
+        ["--out", "run"],
+        2,
+        "would write into the run in",
     ),
     Case(
         "figures --out into a run's folder",
