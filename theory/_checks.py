@@ -10,12 +10,44 @@ from __future__ import annotations
 import numpy as np
 
 
+def real_array(name: str, value) -> np.ndarray:
+    """``value`` as a float array, refused (TypeError naming ``name``) when it holds booleans or
+    text, which numpy would silently read as 0/1 or parse as numbers; NaN passes."""
+    raw = np.asarray(value)
+    if raw.dtype.kind == "O":
+        bad = next((v for v in raw.ravel() if isinstance(v, (bool, np.bool_, str, bytes)) or v is None), _NONE)
+        if bad is not _NONE:
+            raise TypeError(f"{name} must hold real numbers; got {type(bad).__name__} {bad!r}")
+    elif raw.dtype.kind in "bUSVc":
+        what = {"b": "booleans", "c": "complex numbers"}.get(raw.dtype.kind, "text")
+        raise TypeError(f"{name} must hold real numbers, not {what}; got dtype {raw.dtype}")
+    try:
+        return raw.astype(float)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must hold real numbers; {exc}") from None
+
+
 def as_float_array(name: str, value) -> np.ndarray:
-    """Return ``value`` as a float array; reject NaN and infinities."""
-    arr = np.asarray(value, dtype=float)
+    """Return ``value`` as a float array of real numbers (:func:`real_array`); reject NaN and
+    infinities."""
+    arr = real_array(name, value)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite; got a NaN or infinite value")
     return arr
+
+
+_NONE = object()
+
+
+def counts(name: str, value, lower: int = 0) -> np.ndarray:
+    """An array of whole numbers >= ``lower`` (rollout counts, group sizes, budgets) as
+    integers: 2.0 is accepted, 2.5 and True are not."""
+    arr = as_float_array(name, value)
+    if np.any(arr != np.round(arr)):
+        raise ValueError(f"{name} must hold whole numbers; got {arr[arr != np.round(arr)].ravel()[0]:g}")
+    if np.any(arr < lower):
+        raise ValueError(f"{name} must be >= {lower}; got minimum {arr.min():g}")
+    return arr.astype(np.int64)
 
 
 def probability(name: str, value) -> np.ndarray:
