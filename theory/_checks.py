@@ -39,6 +39,17 @@ def as_float_array(name: str, value) -> np.ndarray:
 _NONE = object()
 
 
+def real(name: str, value) -> float:
+    """A scalar real number as a float: not a bool, not text, not an array; NaN passes (the
+    range checks of the caller refuse it)."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0:
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}") from None
+
+
 def counts(name: str, value, lower: int = 0) -> np.ndarray:
     """An array of whole numbers >= ``lower`` (rollout counts, group sizes, budgets) as
     integers: 2.0 is accepted, 2.5 and True are not."""

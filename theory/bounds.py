@@ -17,21 +17,22 @@ from theory.importance import chi2_divergence
 
 
 def _delta(delta) -> float:
-    delta = float(delta)
+    delta = _checks.real("delta", delta)
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must lie in (0, 1); got {delta}")
     return delta
 
 
 def _count(name: str, value) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 1:
+    number = _checks.real(name, value)
+    if number != number // 1 or number < 1:
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
-    return int(value)
+    return int(number)
 
 
 def _range_factor(beta, tau) -> float:
     """1 + 2 beta tau: the range of a per-rollout term r - beta l^tau with r in [0, 1], |l^tau| <= tau."""
-    beta, tau = float(beta), float(tau)
+    beta, tau = _checks.real("beta", beta), _checks.real("tau", tau)
     if not beta > 0:
         raise ValueError(f"beta must be > 0; got {beta}")
     if not tau >= 0:

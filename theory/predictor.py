@@ -100,7 +100,7 @@ GP_PRESETS = {
 
 def _flat_rewards(rewards, min_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(all rewards concatenated, group start offsets, group sizes), each group checked."""
-    arrays = [np.asarray(r, dtype=float) for r in rewards]
+    arrays = [_checks.real_array(f"rewards[{q}]", r) for q, r in enumerate(rewards)]
     for q, r in enumerate(arrays):
         if r.ndim != 1 or r.size < min_size:
             raise ValueError(f"rewards[{q}] must be a 1-D array of at least {min_size} reward(s); got shape {r.shape}")
