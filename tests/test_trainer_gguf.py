@@ -20,6 +20,7 @@ from trainer.config import load_config
 from trainer.convert_gguf import main as convert_main
 from trainer.convert_gguf import write_folder
 from trainer.data import load_examples
+from trainer.logs import RunLogs
 from trainer.loop import Trainer
 from trainer.model_sources import GGUF_REQUIREMENTS, PACKAGED, gguf_path, is_gguf_source
 from trainer.models import load_policy, load_tokenizer
@@ -124,8 +125,9 @@ def smollm2_trainer(smollm, tmp_path, monkeypatch, native_bf16: bool) -> Trainer
     return trainer
 
 
-def first_step_reaches_every_weight(trainer: Trainer) -> dict:
-    """One step; every weight gets a finite, non-zero gradient and the weights move. Its metrics."""
+def first_step_reaches_every_weight(trainer: Trainer) -> tuple[dict, list[dict]]:
+    """One step; every weight gets a finite, non-zero gradient and the weights move. Its metrics
+    and rollout-log rows."""
     before = trainer.policy.model.layers[0].self_attn.q_proj.weight.detach().clone()
     metrics, rollouts = trainer.train_step()
     assert all(
@@ -134,7 +136,7 @@ def first_step_reaches_every_weight(trainer: Trainer) -> dict:
     )
     assert not torch.equal(trainer.policy.model.layers[0].self_attn.q_proj.weight, before)
     assert 0 < metrics["entropy"] and np.isfinite(metrics["loss"]) and len(rollouts) == 16
-    return metrics
+    return metrics, rollouts
 
 
 def test_the_smollm2_config_trains_two_steps_and_a_resume_replays_the_second(smollm, tmp_path, monkeypatch):
@@ -144,10 +146,11 @@ def test_the_smollm2_config_trains_two_steps_and_a_resume_replays_the_second(smo
     checkpoint after step 1, and a resume from it gives step 2 again, to the bit (control: step 2
     itself differs from step 1)."""
     trainer = smollm2_trainer(smollm, tmp_path, monkeypatch, native_bf16=True)
-    first = first_step_reaches_every_weight(trainer)
+    first, rollouts = first_step_reaches_every_weight(trainer)
     assert "precision/bf16_logprob_gap_mean" in first
     state = trainer.state_dict()
     assert state["model"]["model.embed_tokens.weight"].dtype == torch.float32
+    RunLogs(tmp_path, None, tensorboard=False).write(first, rollouts)  # what train() logs for step 1
     save_checkpoint(tmp_path, trainer.step, state)
     second, _ = trainer.train_step()
     assert trainer.resume() and trainer.step == 1
@@ -160,7 +163,7 @@ def test_the_smollm2_config_trains_in_float32_without_bfloat16_instructions(smol
     step that reaches and moves every weight."""
     trainer = smollm2_trainer(smollm, tmp_path, monkeypatch, native_bf16=False)
     assert precision.compute_dtype(trainer.device, trainer.cfg.cpu_bf16) == torch.float32
-    assert "precision/bf16_logprob_gap_mean" not in first_step_reaches_every_weight(trainer)
+    assert "precision/bf16_logprob_gap_mean" not in first_step_reaches_every_weight(trainer)[0]
 
 
 def test_conversion_writes_a_folder_that_loads_without_gguf(smollm, tmp_path, monkeypatch):
