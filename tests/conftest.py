@@ -3,9 +3,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np  # noqa: F401  (before the thread limit below: OpenBLAS keeps its own default here)
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist each worker gets cores / workers threads for torch (imported later in
+    the worker) and for every process a test starts (both read OMP_NUM_THREADS when they load).
+    With torch's default of one thread per core in every worker the cores are oversubscribed
+    and its small ops spin: the vLLM negative controls took 103 s on 2 workers and 2 cores,
+    15 s with one thread each. numpy, imported above, keeps OpenBLAS's default count, so the
+    pin guard (tests/pinning.py) still compares 1 thread with the default. A value the user
+    set is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
+_share_the_cores_between_workers()
 TINY = ROOT / "trainer" / "configs" / "tiny_cpu.yaml"
 
 
