@@ -18,7 +18,7 @@ from scipy import stats
 
 from stats_tests.groups import by_size, usable_pairs
 from stats_tests.results import CombinedCorrelationResult
-from theory import _checks
+from theory import checks
 
 EDGINGTON_METHODS = ("exact", "normal")
 # far above the rounding of r (a few eps times the group size) and far below 1 - |r| of any
@@ -88,7 +88,7 @@ def edgington_correlation_test(rewards, norms, method: str = "exact") -> Combine
     Phi((S - Q/2) / sqrt(Q/12)) with ``method="normal"``. (B.2 says "alpha = 0.5" before its
     decision rule; its decision uses 0.05, which is what this project uses.)
     """
-    _checks.choice("method", method, EDGINGTON_METHODS)
+    checks.choice("method", method, EDGINGTON_METHODS)
     r_groups, z_groups, excluded = usable_pairs(rewards, norms)
     r, p = group_pearson(r_groups, z_groups)
     q = p.size

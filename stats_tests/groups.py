@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-from theory import _checks
+from theory import checks
 
 MIN_GROUP_SIZE = 3
 
@@ -44,13 +44,13 @@ def as_groups(name: str, data) -> list[np.ndarray]:
             raise ValueError(
                 f"{name} must be a 2-D array (questions x rollouts) or a list of 1-D arrays; got shape {data.shape}"
             )
-        data = _checks.real_array(name, data)
+        data = checks.real_array(name, data)
         if not np.all(np.isfinite(data)):
             q = int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
             raise ValueError(f"{name}[{q}] must be finite; got a NaN or infinite value")
         groups = list(data)
     else:
-        groups = [_checks.real_array(f"{name}[{q}]", row) for q, row in enumerate(data)]
+        groups = [checks.real_array(f"{name}[{q}]", row) for q, row in enumerate(data)]
         for q, arr in enumerate(groups):
             if arr.ndim != 1:
                 raise ValueError(f"{name}[{q}] must be 1-D; got shape {arr.shape}")

@@ -98,7 +98,7 @@ def test_package_keeps_its_import_contract(package):
             "import numpy\n\ndef f():\n    from simulators.ledger import report\n",
             ["theory/bad.py:4 imports simulators"],
         ),
-        ("theory", "import cvxpy\nfrom . import _checks\n", ["theory/bad.py:1 imports cvxpy"]),
+        ("theory", "import cvxpy\nfrom . import checks\n", ["theory/bad.py:1 imports cvxpy"]),
         ("figures", "from simulators.variance import NORM_DISTRIBUTIONS\n", ["figures/bad.py:1 imports simulators"]),
         (
             "simulators",

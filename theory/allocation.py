@@ -30,14 +30,13 @@ Conventions chosen here (VIP is silent):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import optimize
 
-from theory import _checks, allocation_knapsack, allocation_slsqp
+from theory import allocation_knapsack, allocation_slsqp, checks
 from theory.allocation_knapsack import KNAPSACK_ALPHA, KNAPSACK_MAX_N, KNAPSACK_MIN_N
 from theory.variance import ESTIMATORS
 
@@ -56,21 +55,21 @@ MAX_GAIN_SLOTS = 16_000_000
 
 def success_variance_weights(p_hat, sigma_z2=1.0) -> np.ndarray:
     """a_q = 4 sigma_Z^2 p_q (1 - p_q): the weights of problems (6) and (8) for +-1 rewards (§5.2)."""
-    p_hat = _checks.probability("p_hat", p_hat)
-    sigma_z2 = _checks.nonnegative("sigma_z2", sigma_z2)
+    p_hat = checks.probability("p_hat", p_hat)
+    sigma_z2 = checks.nonnegative("sigma_z2", sigma_z2)
     return 4.0 * sigma_z2 * p_hat * (1.0 - p_hat)
 
 
 def posterior_success_variance_weights(success_variance, sigma_z2=1.0) -> np.ndarray:
     """a_q = 4 sigma_Z^2 E[p_q (1 - p_q)], the posterior expectation of §5.2's weight (the
     ``vip_posterior`` rule, ours); ``success_variance`` is E[p_q (1 - p_q)], in [0, 1/4]."""
-    v = _checks.as_float_array("success_variance", success_variance)
+    v = checks.as_float_array("success_variance", success_variance)
     if np.any((v < 0.0) | (v > 0.25 * (1.0 + 1e-12))):  # 1e-12: quadrature rounding at p = 1/2
         raise ValueError(
             f"success_variance must lie in [0, 1/4] (E[p (1 - p)] of a probability p); "
             f"got values in [{v.min()}, {v.max()}]"
         )
-    return 4.0 * _checks.nonnegative("sigma_z2", sigma_z2) * v
+    return 4.0 * checks.nonnegative("sigma_z2", sigma_z2) * v
 
 
 def check_problem(a, budget, lower, upper) -> tuple[np.ndarray, int, int, int]:
@@ -80,7 +79,7 @@ def check_problem(a, budget, lower, upper) -> tuple[np.ndarray, int, int, int]:
     L >= 3 (VIP §5.2: convexity of (6) and exactness of the greedy), L <= U,
     integer budget with B L <= C <= B U, a finite and >= 0.
     """
-    a = _checks.nonnegative("a", a)
+    a = checks.nonnegative("a", a)
     if a.ndim != 1 or a.size == 0:
         raise ValueError(f"a must be a non-empty 1-D array (one weight per prompt); got shape {a.shape}")
     return (a, *_check_box(a.size, budget, lower, upper, 3, "VIP §5.2: the objective is convex only for n >= 3"))
@@ -89,7 +88,11 @@ def check_problem(a, budget, lower, upper) -> tuple[np.ndarray, int, int, int]:
 def _check_box(b: int, budget, lower, upper, min_lower: int, why: str) -> tuple[int, int, int]:
     """Budget and bounds of a B-prompt problem as Python ints: min_lower <= L <= U (``why``
     says where min_lower comes from) and an integer budget with B L <= C <= B U."""
-    budget, lower, upper = (_integer(name, v) for name, v in (("budget", budget), ("lower", lower), ("upper", upper)))
+    budget, lower, upper = (
+        checks.integer("budget", budget),
+        checks.integer("lower", lower),
+        checks.integer("upper", upper),
+    )
     if lower < min_lower:
         raise ValueError(f"lower must be >= {min_lower} ({why}); got {lower}")
     if upper < lower:
@@ -99,19 +102,6 @@ def _check_box(b: int, budget, lower, upper, min_lower: int, why: str) -> tuple[
             f"budget must lie in [B*lower, B*upper] = [{b * lower}, {b * upper}] for B = {b} prompts; got {budget}"
         )
     return budget, lower, upper
-
-
-def _integer(name: str, value) -> int:
-    """``value`` as a Python int: a finite whole number (integer or float type), not a bool."""
-    if isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0:
-        raise ValueError(f"{name} must be an integer; got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer; got {value!r}") from None
-    if not math.isfinite(number) or number != math.floor(number):
-        raise ValueError(f"{name} must be a finite integer; got {value!r}")
-    return int(value) if isinstance(value, (int, np.integer)) else int(number)
 
 
 def _largest_count(b: int, budget: int, lower: int, upper: int) -> int:
@@ -134,14 +124,24 @@ def _largest_count(b: int, budget: int, lower: int, upper: int) -> int:
 def per_prompt_objective(a, n, estimator: str) -> np.ndarray:
     """f_q(n): a (n-1)/n^2 for Dr. GRPO, a/(n-1) for RLOO (the summands of (6) and (8));
     a/n for the internal "proportional" shape of the App. C.1 baselines."""
-    _checks.choice("estimator", estimator, _SHAPES)
-    a = np.asarray(a, dtype=float)
-    n = np.asarray(n, dtype=float)
+    a, n = _objective_inputs(a, n, estimator, _SHAPES)
     if estimator == "dr_grpo":
         return a * (n - 1.0) / n**2
     if estimator == "proportional":
         return a / n
     return a / (n - 1.0)
+
+
+# the smallest group size at which each shape's f_q(n) is defined: RLOO's leave-one-out baseline
+# needs 2 rollouts; Dr. GRPO's and the proportional shape's f_q are finite from n = 1
+_SMALLEST_N = {"rloo": 2.0, "dr_grpo": 1.0, "proportional": 1.0}
+
+
+def _objective_inputs(a, n, estimator: str, shapes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` (>= 0) and ``n`` (>= the shape's smallest group size) as float arrays; real numbers
+    only (n may be fractional: the relaxed problems evaluate f_q between integers)."""
+    checks.choice("estimator", estimator, shapes)
+    return checks.nonnegative("a", a), checks.at_least("n", n, _SMALLEST_N[estimator])
 
 
 def total_objective(a, n, estimator: str) -> float:
@@ -152,8 +152,8 @@ def total_objective(a, n, estimator: str) -> float:
 def marginal_value(a, n, estimator: str) -> np.ndarray:
     """-f_q'(n) = a_q (n - 2)/n^3 (Dr. GRPO) or a_q/(n - 1)^2 (RLOO): the right-hand sides of
     the KKT conditions (7) and (9); equal to lambda* on every interior prompt."""
-    _checks.choice("estimator", estimator, ESTIMATORS)
-    return np.asarray(a, dtype=float) * _slope(n, estimator)
+    a, n = _objective_inputs(a, n, estimator, ESTIMATORS)
+    return a * _slope(n, estimator)
 
 
 def _slope(n, estimator: str) -> np.ndarray:
@@ -211,7 +211,7 @@ def relaxed_allocation(a, budget, lower, upper, estimator: str) -> np.ndarray:
     L and the rest to the others is returned, and their share of any leftover (when the
     positive-weight prompts are all at U) is split evenly.
     """
-    _checks.choice("estimator", estimator, ESTIMATORS)
+    checks.choice("estimator", estimator, ESTIMATORS)
     return _relaxed(*check_problem(a, budget, lower, upper), estimator)
 
 
@@ -310,7 +310,7 @@ def _log_gain_scores(a: np.ndarray, lower: int, upper: int, estimator: str) -> n
 
 def integer_allocation(a, budget, lower, upper, estimator: str) -> np.ndarray:
     """The exact optimum of the integer problem (5) (marginal-gain threshold; see module docstring)."""
-    _checks.choice("estimator", estimator, ESTIMATORS)
+    checks.choice("estimator", estimator, ESTIMATORS)
     a, budget, lower, upper = check_problem(a, budget, lower, upper)
     start = np.full(a.size, lower, dtype=np.int64)
     if upper == lower:
@@ -328,13 +328,13 @@ def round_allocation(n_relaxed, a, budget, lower, upper, estimator: str) -> np.n
     decreases above the floors, which :func:`_take_largest` selects without a per-unit loop.
     Ties go to the lower prompt index, as an argmax over q in order does.
     """
-    _checks.choice("estimator", estimator, ESTIMATORS)
+    checks.choice("estimator", estimator, ESTIMATORS)
     return _round(n_relaxed, *check_problem(a, budget, lower, upper), estimator)
 
 
 def _round(n_relaxed, a: np.ndarray, budget: int, lower: int, upper: int, estimator: str) -> np.ndarray:
     """:func:`round_allocation` for any shape of ``_SHAPES``, on validated input."""
-    n_relaxed = _checks.as_float_array("n_relaxed", n_relaxed)
+    n_relaxed = checks.as_float_array("n_relaxed", n_relaxed)
     if n_relaxed.shape != a.shape:
         raise ValueError(f"n_relaxed must have the shape of a {a.shape}; got {n_relaxed.shape}")
     floors = np.clip(np.floor(n_relaxed + 1e-9), lower, upper).astype(np.int64)  # 1e-9: 7.9999999 from the root is 8
@@ -350,7 +350,7 @@ def _round(n_relaxed, a: np.ndarray, budget: int, lower: int, upper: int, estima
 def allocate(a, budget, lower, upper, estimator: str, method: str = "exact") -> np.ndarray:
     """The allocation the trainer calls: ``exact`` (integer optimum of (5)), ``paper``
     (Theorem 5.1/5.2 then Algorithm 2), or ``relaxed`` (the real-valued minimiser)."""
-    _checks.choice("method", method, METHODS)
+    checks.choice("method", method, METHODS)
     if method == "exact":
         return integer_allocation(a, budget, lower, upper, estimator)
     relaxed = relaxed_allocation(a, budget, lower, upper, estimator)
@@ -370,7 +370,7 @@ BASELINE_WHY = "a group needs 2 rollouts for its baseline"
 
 def uniform_allocation(n_prompts: int, budget, lower, upper) -> np.ndarray:
     """floor(C/B) rollouts each; the C mod B left over go to the first prompts (GRPO's default)."""
-    b = _integer("n_prompts", n_prompts)
+    b = checks.integer("n_prompts", n_prompts)
     if b < 1:
         raise ValueError(f"n_prompts must be >= 1; got {b}")
     budget, _, _ = _check_box(b, budget, lower, upper, BASELINE_MIN_LOWER, BASELINE_WHY)
@@ -386,7 +386,7 @@ def proportional_allocation(weights, budget, lower, upper) -> np.ndarray:
     box-clipped proportional split n_q = clip(tau w_q, L, U) with sum n = C, which is the
     minimiser of sum w_q^2 / n_q, rounded by Algorithm 2 on that same objective.
     """
-    w = _checks.nonnegative("weights", weights)
+    w = checks.nonnegative("weights", weights)
     if w.ndim != 1 or w.size == 0:
         raise ValueError(f"weights must be a non-empty 1-D array (one per prompt); got shape {w.shape}")
     budget, lower, upper = _check_box(w.size, budget, lower, upper, BASELINE_MIN_LOWER, BASELINE_WHY)
@@ -396,13 +396,13 @@ def proportional_allocation(weights, budget, lower, upper) -> np.ndarray:
 
 def inverse_accuracy_allocation(acc, budget, lower, upper, eps: float = 1e-3) -> np.ndarray:
     """App. C.1: weights w_q = 1 - acc_q + eps (more rollouts to prompts answered less often)."""
-    acc = _checks.probability("acc", acc)
+    acc = checks.probability("acc", acc)
     return proportional_allocation(1.0 - acc + eps, budget, lower, upper)
 
 
 def inverse_variance_allocation(var, budget, lower, upper, eps: float = 1e-3) -> np.ndarray:
     """App. C.1: weights w_q = 1 / (var_q + eps) (more rollouts to prompts with less answer variance)."""
-    var = _checks.nonnegative("var", var)
+    var = checks.nonnegative("var", var)
     return proportional_allocation(1.0 / (var + eps), budget, lower, upper)
 
 
@@ -420,7 +420,7 @@ RELEASED_EQUAL_STD = 1e-6  # the released code splits uniformly when std(p_hat) 
 
 def _released_probability(p_hat) -> np.ndarray:
     """p_hat validated and clipped to [1e-6, 1 - 1e-6], as the released code does."""
-    return np.clip(_checks.probability("p_hat", p_hat), RELEASED_P_CLIP, 1.0 - RELEASED_P_CLIP)
+    return np.clip(checks.probability("p_hat", p_hat), RELEASED_P_CLIP, 1.0 - RELEASED_P_CLIP)
 
 
 def released_terms(p_hat, estimator: str, gamma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -430,16 +430,16 @@ def released_terms(p_hat, estimator: str, gamma: float | None = None) -> tuple[n
     matters because gamma is absolute), and c_q = -gamma log p >= 0, so that the term
     gamma log(p_hat) n rewards rollouts on hard prompts.
     """
-    _checks.choice("estimator", estimator, ESTIMATORS)
+    checks.choice("estimator", estimator, ESTIMATORS)
     p = _released_probability(p_hat)
-    gamma = RELEASED_GAMMA[estimator] if gamma is None else _checks.nonnegative("gamma", gamma)
+    gamma = RELEASED_GAMMA[estimator] if gamma is None else checks.nonnegative("gamma", gamma)
     return p * (1.0 - p), -float(gamma) * np.log(p)
 
 
 def released_objective(p_hat, n, estimator: str, gamma: float | None = None) -> float:
     """sum_q a_q g(n_q) + gamma log(p_hat_q) n_q: the released code's objective."""
     a, c = released_terms(p_hat, estimator, gamma)
-    n = np.asarray(n, dtype=float)
+    n = checks.at_least("n", n, _SMALLEST_N[estimator])
     return float(np.sum(per_prompt_objective(a, n, estimator) - c * n))
 
 
@@ -540,8 +540,8 @@ def released_vip_allocation(
     std(p_hat) < 1e-6, with a random draw (``rng``) when C < 4B. It supports
     ``rounding="released"`` only.
     """
-    _checks.choice("rounding", rounding, ROUNDINGS)
-    _checks.choice("solver", solver, SOLVERS)
+    checks.choice("rounding", rounding, ROUNDINGS)
+    checks.choice("solver", solver, SOLVERS)
     if solver == "slsqp" and rounding != "released":
         raise ValueError(f"rounding: solver='slsqp' runs the released rounding only; got rounding={rounding!r}")
     p = _released_probability(p_hat)
@@ -592,7 +592,7 @@ def knapsack_allocation(
     up to U; what they cannot take stays with the knapsack. Returns integer counts with sum C
     and L <= n <= U.
     """
-    p = _checks.probability("p_hat", p_hat)
+    p = checks.probability("p_hat", p_hat)
     if p.ndim != 1 or p.size == 0:
         raise ValueError(f"p_hat must be a non-empty 1-D array (one success rate per prompt); got shape {p.shape}")
     why = "Knapsack RL's min_n: a group of 2 is the smallest with a non-zero advantage"
@@ -677,7 +677,7 @@ def _vip_released_rule(p_hat, budget, lower, upper, estimator, method="exact", r
 def _vip_released_slsqp_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None, success_variance=None):
     """What VIP's released trainer runs: p_hat rounded to 5 decimals (``np.round(mean_pred, 5)``
     before its call of ``allocate_rollout``), then the released rule with SLSQP."""
-    p_hat = np.round(_checks.probability("p_hat", p_hat), RELEASED_DECIMALS)
+    p_hat = np.round(checks.probability("p_hat", p_hat), RELEASED_DECIMALS)
     return released_vip_allocation(p_hat, budget, lower, upper, estimator, solver="slsqp", rng=rng)
 
 
@@ -692,7 +692,7 @@ def _inverse_accuracy_rule(p_hat, budget, lower, upper, estimator, method="exact
 def _inverse_variance_rule(p_hat, budget, lower, upper, estimator, method="exact", rng=None, success_variance=None):
     """App. C.1's answer variance sigma^2 of a correct/incorrect answer, p (1 - p): on the scale
     of the accuracy the inverse-accuracy rule uses, with the same eps."""
-    p_hat = _checks.probability("p_hat", p_hat)
+    p_hat = checks.probability("p_hat", p_hat)
     return inverse_variance_allocation(p_hat * (1.0 - p_hat), budget, lower, upper)
 
 

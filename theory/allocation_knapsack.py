@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory import _checks
+from theory import checks
 
 KNAPSACK_MIN_N = 2  # min_n: EU 23, SH 77
 KNAPSACK_MAX_N = 128  # max_n: SH 80
@@ -85,8 +85,8 @@ def knapsack_value(p_hat, n, lower: int = KNAPSACK_MIN_N) -> float:
     V(k) = (1 - p^(k+L) - (1-p)^(k+L)) p (1-p)^2 for k >= 1 and V(0) = 0, with L = min_n;
     prompts with p in {0, 1} have value 0.
     """
-    p = _checks.probability("p_hat", p_hat)
-    n = _checks.at_least("n", n, lower)
+    p = checks.probability("p_hat", p_hat)
+    n = checks.at_least("n", n, lower)
     if n.shape != p.shape:
         raise ValueError(f"n must have the shape of p_hat {p.shape}; got {n.shape}")
     q = 1.0 - p

@@ -12,27 +12,27 @@ import math
 import numpy as np
 from scipy import linalg
 
-from theory import _checks
+from theory import checks
 from theory.importance import chi2_divergence
 
 
 def _delta(delta) -> float:
-    delta = _checks.real("delta", delta)
+    delta = checks.real("delta", delta)
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must lie in (0, 1); got {delta}")
     return delta
 
 
 def _count(name: str, value) -> int:
-    number = _checks.real(name, value)
-    if number != number // 1 or number < 1:
+    number = checks.integer(name, value)
+    if number < 1:
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
-    return int(number)
+    return number
 
 
 def _range_factor(beta, tau) -> float:
     """1 + 2 beta tau: the range of a per-rollout term r - beta l^tau with r in [0, 1], |l^tau| <= tau."""
-    beta, tau = _checks.real("beta", beta), _checks.real("tau", tau)
+    beta, tau = checks.real("beta", beta), checks.real("tau", tau)
     if not beta > 0:
         raise ValueError(f"beta must be > 0; got {beta}")
     if not tau >= 0:
@@ -67,7 +67,7 @@ def sampling_bound(n, K, delta, beta, tau) -> float:
 def _weights(values: np.ndarray, weights) -> np.ndarray:
     if weights is None:
         return np.full(values.size, 1.0 / values.size)
-    w = _checks.nonnegative("weights", weights)
+    w = checks.nonnegative("weights", weights)
     if w.shape != values.shape or not w.sum() > 0:
         raise ValueError(f"weights must have the shape of the log ratios {values.shape} and a positive sum")
     return w / w.sum()
@@ -76,7 +76,7 @@ def _weights(values: np.ndarray, weights) -> np.ndarray:
 def clipping_excess(abs_log_ratios, tau, weights=None) -> float:
     """T_theta(tau) = E[(|l| - tau)_+] = E|l - l^tau| under symmetric clipping (§6.1), from samples
     (or a finite law with ``weights``)."""
-    u = np.abs(_checks.as_float_array("abs_log_ratios", abs_log_ratios)).ravel()
+    u = np.abs(checks.as_float_array("abs_log_ratios", abs_log_ratios)).ravel()
     if u.size == 0:
         raise ValueError("abs_log_ratios must not be empty")
     _range_factor(1.0, tau)
@@ -104,7 +104,7 @@ def optimal_tau(abs_log_ratios, n, K, delta) -> float:
     (an interval when N (1 - 2 alpha) is an integer): the "inverted_cdf" quantile. beta does
     not move the minimiser.
     """
-    u = np.abs(_checks.as_float_array("abs_log_ratios", abs_log_ratios)).ravel()
+    u = np.abs(checks.as_float_array("abs_log_ratios", abs_log_ratios)).ravel()
     if u.size == 0:
         raise ValueError("abs_log_ratios must not be empty")
     a = alpha(n, K, delta)
@@ -130,8 +130,8 @@ def optimal_rollouts(c_prefill, c_decode, sigma_rollout2=None, sigma_prompt2=Non
     Returns ``k_continuous``, ``k`` (rounded, >= 1) and, with ``budget``, ``n`` = the number of
     prompts the budget pays for at that K (floor of B / (c_p + K c_d), at least 1 is required).
     """
-    c_p = float(_checks.nonnegative("c_prefill", c_prefill))
-    c_d = float(_checks.nonnegative("c_decode", c_decode))
+    c_p = float(checks.nonnegative("c_prefill", c_prefill))
+    c_d = float(checks.nonnegative("c_decode", c_decode))
     if not c_d > 0:
         raise ValueError(f"c_decode must be > 0; got {c_d}")
     if (sigma_rollout2 is None) != (sigma_prompt2 is None):
@@ -139,8 +139,8 @@ def optimal_rollouts(c_prefill, c_decode, sigma_rollout2=None, sigma_prompt2=Non
     if sigma_rollout2 is None:
         k_cont = max(1.0, (c_p / c_d) ** (2.0 / 3.0))
     else:
-        s_r = float(_checks.nonnegative("sigma_rollout2", sigma_rollout2))
-        s_p = float(_checks.nonnegative("sigma_prompt2", sigma_prompt2))
+        s_r = float(checks.nonnegative("sigma_rollout2", sigma_rollout2))
+        s_p = float(checks.nonnegative("sigma_prompt2", sigma_prompt2))
         if not s_p > 0:
             raise ValueError(f"sigma_prompt2 must be > 0; got {s_p}")
         k_cont = max(1.0, math.sqrt(c_p * s_r / (c_d * s_p)))
@@ -161,7 +161,7 @@ def optimal_rollouts(c_prefill, c_decode, sigma_rollout2=None, sigma_prompt2=Non
 
 
 def _distribution(name: str, p) -> np.ndarray:
-    p = _checks.nonnegative(name, p)
+    p = checks.nonnegative(name, p)
     if not np.isclose(p.sum(), 1.0, rtol=1e-9, atol=1e-12):
         raise ValueError(f"{name} must sum to 1 (a distribution); got {p.sum()}")
     return p
@@ -178,8 +178,8 @@ def coverage_coefficient(p_theta, p_train) -> float:
 
 def reward_shift_bound(chi2, l_train) -> float:
     """Lemma 5: |J^phi - J*| <= sqrt(1 + chi2) sqrt(L_train^(2)) (Cauchy-Schwarz after the change of measure)."""
-    chi2 = float(_checks.nonnegative("chi2", chi2))
-    return math.sqrt(1.0 + chi2) * math.sqrt(float(_checks.nonnegative("l_train", l_train)))
+    chi2 = float(checks.nonnegative("chi2", chi2))
+    return math.sqrt(1.0 + chi2) * math.sqrt(float(checks.nonnegative("l_train", l_train)))
 
 
 def prompt_coverage(rho, rho_label) -> float:
@@ -191,8 +191,8 @@ def policy_coverage(pi_theta, pi_ref, rho_label) -> float:
     """Lemma 6: C_pol(theta) = sup over prompts with rho_label > 0 of (E_{pi_ref}[(pi_theta / pi_ref)^2])^(1/2).
 
     ``pi_theta``, ``pi_ref``: (prompts, responses), one distribution per row."""
-    p, q = _checks.nonnegative("pi_theta", pi_theta), _checks.nonnegative("pi_ref", pi_ref)
-    w = _checks.nonnegative("rho_label", rho_label)
+    p, q = checks.nonnegative("pi_theta", pi_theta), checks.nonnegative("pi_ref", pi_ref)
+    w = checks.nonnegative("rho_label", rho_label)
     if p.ndim != 2 or p.shape != q.shape or w.shape != (p.shape[0],):
         raise ValueError(
             "pi_theta and pi_ref must be (prompts, responses) of one shape and rho_label (prompts,); "
@@ -212,11 +212,11 @@ def kl_estimate_bound(n, K, delta, tau) -> float:
 def fixed_policy_bound(n, K, delta, beta, tau, coverage, l_train, clip_error) -> dict:
     """Theorem 1, eq. (7): sampling error (Lemma 4) + reward shift (Lemma 5) + beta x clipping
     error (Lemma 7, ``clip_error`` = E|l - l^tau| under D_theta). Returns the three terms and their sum."""
-    coverage = float(_checks.at_least("coverage", coverage, 1.0))
+    coverage = float(checks.at_least("coverage", coverage, 1.0))
     terms = {
         "sampling": sampling_bound(n, K, delta, beta, tau),
-        "reward_shift": coverage * math.sqrt(float(_checks.nonnegative("l_train", l_train))),
-        "clipping": float(beta) * float(_checks.nonnegative("clip_error", clip_error)),
+        "reward_shift": coverage * math.sqrt(float(checks.nonnegative("l_train", l_train))),
+        "clipping": float(beta) * float(checks.nonnegative("clip_error", clip_error)),
     }
     terms["total"] = sum(terms.values())
     return terms
@@ -226,13 +226,13 @@ def pac_bayes_bound(n, K, delta, beta, tau, kl_qp, coverage_mean, l_train, clip_
     """Theorem 2: as Theorem 1 with log(4/delta) replaced by KL(Q || P) + log(8/delta) in the
     sampling term and the other two terms averaged over theta ~ Q; holds for all Q at once."""
     n, K = _count("n", n), _count("K", K)
-    log_term = float(_checks.nonnegative("kl_qp", kl_qp)) + math.log(8.0 / _delta(delta))
+    log_term = float(checks.nonnegative("kl_qp", kl_qp)) + math.log(8.0 / _delta(delta))
     sampling = _range_factor(beta, tau) * (math.sqrt(log_term / (2.0 * n)) + math.sqrt(log_term / (2.0 * n * K)))
-    coverage = float(_checks.at_least("coverage_mean", coverage_mean, 1.0))
+    coverage = float(checks.at_least("coverage_mean", coverage_mean, 1.0))
     terms = {
         "sampling": sampling,
-        "reward_shift": coverage * math.sqrt(float(_checks.nonnegative("l_train", l_train))),
-        "clipping": float(beta) * float(_checks.nonnegative("clip_error_mean", clip_error_mean)),
+        "reward_shift": coverage * math.sqrt(float(checks.nonnegative("l_train", l_train))),
+        "clipping": float(beta) * float(checks.nonnegative("clip_error_mean", clip_error_mean)),
     }
     terms["total"] = sum(terms.values())
     return terms
@@ -241,12 +241,12 @@ def pac_bayes_bound(n, K, delta, beta, tau, kl_qp, coverage_mean, l_train, clip_
 def gaussian_kl(mu_q, cov_q, mu_p, cov_p) -> float:
     """Lemma 13: KL(N(mu_q, cov_q) || N(mu_p, cov_p)), by Cholesky factors (no inverse)."""
     mu_q, mu_p = (
-        np.atleast_1d(_checks.as_float_array("mu_q", mu_q)),
-        np.atleast_1d(_checks.as_float_array("mu_p", mu_p)),
+        np.atleast_1d(checks.as_float_array("mu_q", mu_q)),
+        np.atleast_1d(checks.as_float_array("mu_p", mu_p)),
     )
     cov_q, cov_p = (
-        np.atleast_2d(_checks.as_float_array("cov_q", cov_q)),
-        np.atleast_2d(_checks.as_float_array("cov_p", cov_p)),
+        np.atleast_2d(checks.as_float_array("cov_q", cov_q)),
+        np.atleast_2d(checks.as_float_array("cov_p", cov_p)),
     )
     d = mu_q.size
     if mu_p.shape != (d,) or cov_q.shape != (d, d) or cov_p.shape != (d, d):
@@ -271,8 +271,8 @@ def ou_stationary_covariance(hessian, sigma_g, eps) -> np.ndarray:
     and eps > 0.
     """
     h, g = (
-        np.atleast_2d(_checks.as_float_array("hessian", hessian)),
-        np.atleast_2d(_checks.as_float_array("sigma_g", sigma_g)),
+        np.atleast_2d(checks.as_float_array("hessian", hessian)),
+        np.atleast_2d(checks.as_float_array("sigma_g", sigma_g)),
     )
     if h.ndim != 2 or h.shape[0] != h.shape[1] or g.shape != h.shape:
         raise ValueError(f"hessian and sigma_g must be square matrices of one shape; got {h.shape} and {g.shape}")
@@ -303,12 +303,12 @@ def ou_kl_bound(theta_hat, theta0, prior_cov, sigma_g, eps, m, M) -> float:
     if not float(eps) > 0:
         raise ValueError(f"eps must be > 0; got {eps}")
     theta_hat, theta0 = (
-        np.atleast_1d(_checks.as_float_array("theta_hat", theta_hat)),
-        np.atleast_1d(_checks.as_float_array("theta0", theta0)),
+        np.atleast_1d(checks.as_float_array("theta_hat", theta_hat)),
+        np.atleast_1d(checks.as_float_array("theta0", theta0)),
     )
     lam, g = (
-        np.atleast_2d(_checks.as_float_array("prior_cov", prior_cov)),
-        np.atleast_2d(_checks.as_float_array("sigma_g", sigma_g)),
+        np.atleast_2d(checks.as_float_array("prior_cov", prior_cov)),
+        np.atleast_2d(checks.as_float_array("sigma_g", sigma_g)),
     )
     d = theta_hat.size
     chol = linalg.cholesky(lam, lower=True)

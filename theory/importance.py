@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory import _checks
+from theory import checks
 
 # Defaults: CTPO §4.1 (eps_low = 0.025, eps_high = 0.05, p = 0.5); GRPO/PPO's symmetric 0.2;
 # GSPO's published ranges (3e-4, 4e-4), which its sequence-level ratio needs.
@@ -98,10 +98,10 @@ def adaptive_clip_bounds(t, eps_low: float = CTPO_CLIP[0], eps_high: float = CTP
 
     ``power = 0`` gives a fixed range; t >= 1 (1-based positions).
     """
-    t = _checks.at_least("t", t, 1.0)
-    eps_low = float(_checks.nonnegative("eps_low", eps_low))
-    eps_high = float(_checks.nonnegative("eps_high", eps_high))
-    power = float(_checks.nonnegative("power", power))
+    t = checks.at_least("t", t, 1.0)
+    eps_low = float(checks.nonnegative("eps_low", eps_low))
+    eps_high = float(checks.nonnegative("eps_high", eps_high))
+    power = float(checks.nonnegative("power", power))
     with np.errstate(over="ignore"):  # an infinite upper bound means "no upper clip"
         return np.exp(-eps_low * t**power), np.exp(eps_high * t**power)
 
@@ -122,7 +122,7 @@ def cumulative_ratio_variance(chi2_per_position) -> np.ndarray:
     Computed as expm1(cumsum(log1p(chi2))) so that tiny chi2 (the delta -> 0 limit) keep
     their relative accuracy.
     """
-    chi2 = _checks.nonnegative("chi2_per_position", chi2_per_position)
+    chi2 = checks.nonnegative("chi2_per_position", chi2_per_position)
     if chi2.ndim != 1 or chi2.size == 0:
         raise ValueError(f"chi2_per_position must be a non-empty 1-D array; got shape {chi2.shape}")
     return np.expm1(np.cumsum(np.log1p(chi2)))
@@ -130,7 +130,7 @@ def cumulative_ratio_variance(chi2_per_position) -> np.ndarray:
 
 def cumulative_log_ratio_variance(log_ratio_var_per_position) -> np.ndarray:
     """Var(log rho_t^cum) = sum_{t' <= t} Var(log r_t'), = t sigma^2 for equal variances (§3.3)."""
-    var = _checks.nonnegative("log_ratio_var_per_position", log_ratio_var_per_position)
+    var = checks.nonnegative("log_ratio_var_per_position", log_ratio_var_per_position)
     if var.ndim != 1 or var.size == 0:
         raise ValueError(f"log_ratio_var_per_position must be a non-empty 1-D array; got shape {var.shape}")
     return np.cumsum(var)
@@ -140,7 +140,7 @@ def cumulative_log_ratio_variance(log_ratio_var_per_position) -> np.ndarray:
 
 
 def _advantages(advantages, b: int) -> np.ndarray:
-    adv = _checks.as_float_array("advantages", advantages)
+    adv = checks.as_float_array("advantages", advantages)
     if adv.shape != (b,):
         raise ValueError(f"advantages must have shape (B,) = ({b},), one per sequence; got {adv.shape}")
     return adv
@@ -268,7 +268,7 @@ def _cumulative_terms(log_rho, adv, eps_low, eps_high, power, log_ratio_cap, dua
 def dual_clip_threshold(t, dual_clip: float = RELEASED_DUAL_CLIP, power: float = CTPO_CLIP[2]):
     """e^(dual_clip t^p): the ratio above which CTPO's released code holds a negative-advantage term
     at A e^(dual_clip t^p) (core_algos.py:1597 and 1608-1610); t >= 1 (1-based positions)."""
-    dual_clip = float(_checks.nonnegative("dual_clip", dual_clip))
+    dual_clip = float(checks.nonnegative("dual_clip", dual_clip))
     return adaptive_clip_bounds(t, 0.0, dual_clip, power)[1]
 
 
@@ -338,7 +338,7 @@ def _ctpo_released_terms(
 ):
     if not token_log_ratio_clamp > 0:
         raise ValueError(f"token_log_ratio_clamp must be > 0 (inf: no clamp); got {token_log_ratio_clamp}")
-    _checks.choice("aggregation", aggregation, tuple(AGGREGATIONS))
+    checks.choice("aggregation", aggregation, tuple(AGGREGATIONS))
     log_r, mask = _log_ratios(logp_new, logp_old, mask)
     adv = _advantages(advantages, log_r.shape[0])[:, None]
     clamped = np.clip(log_r, -token_log_ratio_clamp, token_log_ratio_clamp)
@@ -365,7 +365,7 @@ def objective_gradient(
     always of the detached form: rho_t A w_t where neither the clip, the dual clip nor the cap
     binds, w_t the aggregation weight (1 / number of tokens by default).
     """
-    _checks.choice("objective", objective, ("grpo", "gspo", "ctpo", "ctpo_released"))
+    checks.choice("objective", objective, ("grpo", "gspo", "ctpo", "ctpo_released"))
     terms = {"grpo": _grpo_terms, "gspo": _gspo_terms, "ctpo": _ctpo_terms, "ctpo_released": _ctpo_released_terms}[
         objective
     ]

@@ -34,7 +34,7 @@ import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 from scipy import linalg, special
 
-from theory import _checks
+from theory import checks
 
 LINKS = ("sigmoid", "softplus")
 PRECISIONS = ("float32", "float64")
@@ -100,7 +100,7 @@ GP_PRESETS = {
 
 def _flat_rewards(rewards, min_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(all rewards concatenated, group start offsets, group sizes), each group checked."""
-    arrays = [_checks.real_array(f"rewards[{q}]", r) for q, r in enumerate(rewards)]
+    arrays = [checks.real_array(f"rewards[{q}]", r) for q, r in enumerate(rewards)]
     for q, r in enumerate(arrays):
         if r.ndim != 1 or r.size < min_size:
             raise ValueError(f"rewards[{q}] must be a 1-D array of at least {min_size} reward(s); got shape {r.shape}")
@@ -191,11 +191,11 @@ class _Predictor:
     """Shared input checks: embeddings (Q, d) finite; indices unique, in range, non-empty."""
 
     def __init__(self, embeddings, link: str = "sigmoid", eps: float = EPS):
-        x = _checks.as_float_array("embeddings", embeddings)
+        x = checks.as_float_array("embeddings", embeddings)
         if x.ndim != 2 or x.shape[0] < 2:
             raise ValueError(f"embeddings must be a 2-D array (Q prompts x d) with Q >= 2; got shape {x.shape}")
         self.embeddings = x
-        self.link = _checks.choice("link", link, LINKS)
+        self.link = checks.choice("link", link, LINKS)
         if not 0.0 < eps < 0.5:
             raise ValueError(f"eps must lie in (0, 0.5); got {eps}")
         self.eps = float(eps)
@@ -303,13 +303,13 @@ class GPSuccessPredictor(_Predictor):
         if not isinstance(reset_mean, bool):
             raise ValueError(f"reset_mean must be True or False; got {reset_mean!r}")
         self.prior_mean, self.reset_mean = float(prior_mean), reset_mean
-        _checks.choice("precision", precision, PRECISIONS)
+        checks.choice("precision", precision, PRECISIONS)
         if observation_noise not in (None, "binomial"):
             raise ValueError(f"observation_noise must be None or 'binomial'; got {observation_noise!r}")
         if observation_noise == "binomial" and link != "sigmoid":
             raise ValueError("observation_noise='binomial' needs link='sigmoid' (binary rewards)")
         self.observation_noise = observation_noise
-        self.jitter = float(_checks.nonnegative("jitter", jitter))
+        self.jitter = float(checks.nonnegative("jitter", jitter))
         if isinstance(bandwidth, str) and bandwidth == "median":
             bandwidth = median_bandwidth(self.embeddings, rng if rng is not None else np.random.default_rng(0))
         if not (_finite_real(bandwidth) and bandwidth > 0):
@@ -337,7 +337,7 @@ class GPSuccessPredictor(_Predictor):
     def preset(cls, name: str, embeddings, **overrides) -> GPSuccessPredictor:
         """The GP with the settings GP_PRESETS[name] (``paper`` or ``released``); ``overrides``
         set any other keyword (precision, rng, observation_noise, ...)."""
-        settings = GP_PRESETS[_checks.choice("preset", name, tuple(GP_PRESETS))]
+        settings = GP_PRESETS[checks.choice("preset", name, tuple(GP_PRESETS))]
         return cls(embeddings, **(settings | overrides))
 
     def predict(self, indices) -> np.ndarray:
@@ -643,7 +643,7 @@ class RidgePredictor(_Predictor):
 
     def __init__(self, embeddings, alpha: float = 1.0, window: int = 1024, link: str = "sigmoid", eps: float = EPS):
         super().__init__(embeddings, link, eps)
-        self.alpha = float(_checks.nonnegative("alpha", alpha))
+        self.alpha = float(checks.nonnegative("alpha", alpha))
         self.rows: deque = deque(maxlen=int(window))
         self.coef = None
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory import _checks
+from theory import checks
 
 # GRESO's constants, named for what they do.
 KEEP_FLOOR = 0.01  # the keep probability never drops below this: skip = 1 - max(p^z, 0.01) (PS 117, 142)
@@ -40,7 +40,7 @@ def informative(groups) -> np.ndarray:
     docstring). Empty groups and non-finite rewards are refused."""
     mask = np.empty(len(groups), dtype=bool)
     for g, rewards in enumerate(groups):
-        rewards = _checks.as_float_array(f"groups[{g}]", rewards)
+        rewards = checks.as_float_array(f"groups[{g}]", rewards)
         if rewards.ndim != 1 or rewards.size == 0:
             raise ValueError(f"groups[{g}] must be a 1-D array of at least one reward; got shape {rewards.shape}")
         mask[g] = rewards.size == 1 or rewards.max() > rewards.min()
@@ -122,7 +122,7 @@ class GresoSkipper:
         """Append one rolled-out group per prompt: ``group_means[k]`` is the mean success (in
         [0, 1]) of prompt ``indices[k]``'s group; a prompt may appear more than once (in order)."""
         i = self._indices(indices)
-        means = _checks.probability("group_means", group_means)
+        means = checks.probability("group_means", group_means)
         if means.shape != i.shape:
             raise ValueError(f"group_means must hold one mean per index ({i.size}); got shape {means.shape}")
         for q, mean in zip(i.tolist(), means.tolist()):
@@ -133,8 +133,8 @@ class GresoSkipper:
     def adapt(self, easy_fraction: float, hard_fraction: float) -> None:
         """One step of GRESO's adaptation (see the class): the fractions of the step's
         rolled-out groups that were all correct and all wrong."""
-        easy = float(_checks.probability("easy_fraction", easy_fraction))
-        hard = float(_checks.probability("hard_fraction", hard_fraction))
+        easy = float(checks.probability("easy_fraction", easy_fraction))
+        hard = float(checks.probability("hard_fraction", hard_fraction))
         self.p_easy = _moved(self.p_easy, easy >= TARGET_EASY)
         self.p_hard = _moved(self.p_hard, hard >= TARGET_HARD)
 

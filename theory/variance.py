@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from theory import _checks
+from theory import checks
 
 ESTIMATORS = ("dr_grpo", "rloo")
 
@@ -34,7 +34,7 @@ def advantage_coefficients(estimator: str, n):
     Dr. GRPO: c_same = 1 - 1/n, c_diff = -1/n.
     RLOO:     c_same = 1,       c_diff = -1/(n-1).
     """
-    _checks.choice("estimator", estimator, ESTIMATORS)
+    checks.choice("estimator", estimator, ESTIMATORS)
     n = _group_size(estimator, n)
     if estimator == "dr_grpo":
         return 1.0 - 1.0 / n, -1.0 / n
@@ -47,8 +47,8 @@ def group_advantages(rewards, estimator: str) -> np.ndarray:
     ``rewards`` has shape (..., n). Dr. GRPO subtracts the group mean, RLOO the
     leave-one-out mean of the n - 1 other rollouts.
     """
-    _checks.choice("estimator", estimator, ESTIMATORS)
-    rewards = _checks.as_float_array("rewards", rewards)
+    checks.choice("estimator", estimator, ESTIMATORS)
+    rewards = checks.as_float_array("rewards", rewards)
     if rewards.ndim == 0:
         raise ValueError("rewards must have a group axis (shape (..., n)); got a scalar")
     n = rewards.shape[-1]
@@ -64,11 +64,11 @@ def standardised_advantages(rewards, eps: float = 1e-6) -> np.ndarray:
     (last axis), with the sample standard deviation (ddof = 1, as TRL computes it). A constant
     group gets advantage 0. Not linear in R, so the variance formulas above do not cover it.
     """
-    rewards = _checks.as_float_array("rewards", rewards)
+    rewards = checks.as_float_array("rewards", rewards)
     if rewards.ndim == 0 or rewards.shape[-1] < 2:
         raise ValueError(f"rewards must have a group axis of size >= 2 (shape (..., n)); got shape {rewards.shape}")
     centred = group_advantages(rewards, "dr_grpo")
-    return centred / (rewards.std(axis=-1, ddof=1, keepdims=True) + float(_checks.nonnegative("eps", eps)))
+    return centred / (rewards.std(axis=-1, ddof=1, keepdims=True) + float(checks.nonnegative("eps", eps)))
 
 
 def projected_gradient(rewards, norms, estimator: str) -> np.ndarray:
@@ -76,8 +76,8 @@ def projected_gradient(rewards, norms, estimator: str) -> np.ndarray:
 
     ``rewards`` and ``norms`` have the same shape (..., n); the result has shape (...).
     """
-    rewards = _checks.as_float_array("rewards", rewards)
-    norms = _checks.as_float_array("norms", norms)
+    rewards = checks.as_float_array("rewards", rewards)
+    norms = checks.as_float_array("norms", norms)
     if rewards.shape != norms.shape:
         raise ValueError(f"rewards and norms must have the same shape; got {rewards.shape} and {norms.shape}")
     return np.mean(group_advantages(rewards, estimator) * norms, axis=-1)
@@ -94,9 +94,9 @@ def gradient_variance(estimator: str, n, *, p=None, reward_var=None, sigma_z2=1.
     ``n`` may be real-valued (the relaxed allocation problem uses it so); it
     must be >= 1 for Dr. GRPO and >= 2 for RLOO.
     """
-    _checks.choice("estimator", estimator, ESTIMATORS)
+    checks.choice("estimator", estimator, ESTIMATORS)
     var_r = _reward_variance(p, reward_var)
-    sigma_z2 = _checks.nonnegative("sigma_z2", sigma_z2)
+    sigma_z2 = checks.nonnegative("sigma_z2", sigma_z2)
     n = _group_size(estimator, n)
     if estimator == "dr_grpo":
         factor = (n - 1.0) / n**2
@@ -163,14 +163,14 @@ def _reward_variance(p, reward_var) -> np.ndarray:
     if (p is None) == (reward_var is None):
         raise ValueError("give exactly one of p (binary rewards) or reward_var (continuous rewards)")
     if p is not None:
-        p = _checks.probability("p", p)
+        p = checks.probability("p", p)
         return 4.0 * p * (1.0 - p)
-    return _checks.nonnegative("reward_var", reward_var)
+    return checks.nonnegative("reward_var", reward_var)
 
 
 def _group_size(estimator: str, n) -> np.ndarray:
     minimum = 1.0 if estimator == "dr_grpo" else 2.0
-    return _checks.at_least(f"n ({estimator})", n, minimum)
+    return checks.at_least(f"n ({estimator})", n, minimum)
 
 
 @lru_cache(maxsize=1)

@@ -14,6 +14,7 @@ from functools import partial
 
 import numpy as np
 
+from theory import checks
 from theory.variance import group_advantages, standardised_advantages
 from trainer.registry import choose
 
@@ -38,12 +39,7 @@ ADVANTAGES = {
 def rollout_advantages(rewards, prompt_index, name: str) -> np.ndarray:
     """One advantage per rollout by the estimator ``name``; ``prompt_index[r]`` names rollout
     r's group."""
-    rewards = np.asarray(rewards, dtype=float)
-    prompt_index = np.asarray(prompt_index)
-    if rewards.shape != prompt_index.shape or rewards.ndim != 1:
-        raise ValueError(
-            f"rewards and prompt_index must be 1-D of one length; got {rewards.shape} and {prompt_index.shape}"
-        )
+    rewards, prompt_index = _rollouts(rewards, prompt_index)
     estimator = choose(ADVANTAGES, name, "advantage").advantages
     groups = [np.flatnonzero(prompt_index == q) for q in np.unique(prompt_index)]
     out = np.empty_like(rewards)
@@ -55,6 +51,19 @@ def rollout_advantages(rewards, prompt_index, name: str) -> np.ndarray:
 
 def zero_variance_fraction(rewards, prompt_index) -> float:
     """The fraction of groups whose rewards are all equal (they carry no gradient)."""
-    rewards, prompt_index = np.asarray(rewards, dtype=float), np.asarray(prompt_index)
+    rewards, prompt_index = _rollouts(rewards, prompt_index)
     groups = [rewards[prompt_index == q] for q in np.unique(prompt_index)]
     return float(np.mean([np.ptp(g) == 0 for g in groups]))
+
+
+def _rollouts(rewards, prompt_index) -> tuple[np.ndarray, np.ndarray]:
+    """Finite real rewards and integer group ids, 1-D and of one length."""
+    rewards, prompt_index = checks.as_float_array("rewards", rewards), np.asarray(prompt_index)
+    if rewards.shape != prompt_index.shape or rewards.ndim != 1 or rewards.size == 0:
+        raise ValueError(
+            "rewards and prompt_index must be 1-D, non-empty and of one length;"
+            f" got shapes {rewards.shape} and {prompt_index.shape}"
+        )
+    if prompt_index.dtype.kind not in "iu":
+        raise TypeError(f"prompt_index must hold integers (one group id per rollout); got dtype {prompt_index.dtype}")
+    return rewards, prompt_index

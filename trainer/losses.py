@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from theory import checks
 from theory.bounds import optimal_tau
 from theory.importance import (
     CTPO_CLIP,
@@ -240,6 +241,8 @@ KL_ESTIMATORS = {
 
 def kl_penalty(seq_log_ratio, estimator: str, tau: float | None):
     """Per-sequence k1/k2/k3 of l^tau = clip(l, -tau, tau) (no clip when ``tau`` is None)."""
+    if tau is not None and not checks.real("tau", tau) >= 0:
+        raise ValueError(f"tau must be >= 0 or None (no clip); got {tau}")
     seq_l = seq_log_ratio if tau is None else seq_log_ratio.clamp(-tau, tau)
     return choose(KL_ESTIMATORS, estimator, "kl_estimator")(seq_l)
 

@@ -23,6 +23,9 @@ import importlib
 import math
 import re
 
+import numpy as np
+
+from theory import checks
 from trainer.deadline import Expired, call_with_deadline
 from trainer.registry import choose
 
@@ -128,7 +131,7 @@ REWARD_CONVENTIONS = {"binary": lambda v: v, "signed": lambda v: 2.0 * v - 1.0}
 def scaled(values, convention: str) -> list[float]:
     """The rewards under ``convention`` (:data:`REWARD_CONVENTIONS`)."""
     scale = choose(REWARD_CONVENTIONS, convention, "reward_convention")
-    return [scale(v) for v in values]
+    return [scale(v) for v in checks.as_float_array("values", values).tolist()]
 
 
 class RewardError(ValueError):
@@ -175,7 +178,13 @@ def checked_rewards(
 
 
 def _bad_reward(value, binary: bool) -> str | None:
-    """Why ``value`` is not an acceptable reward, or None."""
+    """Why ``value`` is not an acceptable reward, or None. A bool or a string is refused although
+    float() reads it (True as 1, "1" as 1.0): a reward that is text or a comparison's result is
+    more often a bug than a score."""
+    if isinstance(value, (bool, np.bool_)):
+        return "rewards must be numbers, not booleans (return float(correct))"
+    if isinstance(value, (str, bytes)):
+        return "rewards must be numbers, not text"
     try:
         number = float(value)
     except (TypeError, ValueError):

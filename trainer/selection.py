@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from theory import checks
 from theory.selection import GresoSkipper, informative
 from trainer.registry import choose
 from trainer.rewards import REWARD_CONVENTIONS
@@ -68,7 +69,10 @@ def success_means(groups, convention: str) -> np.ndarray:
     """Each group's mean success in [0, 1] from its rewards under ``convention`` (0/1 or +-1)."""
     scale = choose(REWARD_CONVENTIONS, convention, "reward_convention")
     low, high = scale(0.0), scale(1.0)
-    return np.array([(np.mean(g) - low) / (high - low) for g in groups])
+    groups = [checks.as_float_array(f"groups[{q}]", g) for q, g in enumerate(groups)]
+    if any(g.size == 0 for g in groups):
+        raise ValueError("groups must each hold at least one reward")
+    return np.array([(g.mean() - low) / (high - low) for g in groups])
 
 
 class PromptSelector:

@@ -1,11 +1,13 @@
-"""Argument validation shared by the theory modules.
+"""Argument validation shared by theory, stats_tests and the trainer.
 
-Every public formula validates its inputs with these helpers so that bad input
-fails loudly with the argument's name and the accepted range, instead of
-propagating a NaN.
+Every public function validates its inputs with these helpers so that bad input fails loudly
+with the argument's name and the accepted range, instead of propagating a NaN or reading a
+boolean or a string as a number. Hand-written: numpy's conversions accept exactly those.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -14,6 +16,8 @@ def real_array(name: str, value) -> np.ndarray:
     """``value`` as a float array, refused (TypeError naming ``name``) when it holds booleans or
     text, which numpy would silently read as 0/1 or parse as numbers; NaN passes."""
     raw = np.asarray(value)
+    if isinstance(value, (list, tuple)) and raw.dtype.kind in "iuf":  # [True, 4] reads as [1, 4]
+        raw = _as_objects(value, raw)
     if raw.dtype.kind == "O":
         bad = next((v for v in raw.ravel() if isinstance(v, (bool, np.bool_, str, bytes)) or v is None), _NONE)
         if bad is not _NONE:
@@ -39,6 +43,14 @@ def as_float_array(name: str, value) -> np.ndarray:
 _NONE = object()
 
 
+def _as_objects(value, converted: np.ndarray) -> np.ndarray:
+    """The Python sequence ``value`` as an object array (so that its booleans stay visible), or
+    ``converted`` when it holds none."""
+    objects = np.empty(converted.shape, dtype=object)
+    objects[...] = value
+    return objects if any(isinstance(v, (bool, np.bool_)) for v in objects.ravel()) else converted
+
+
 def real(name: str, value) -> float:
     """A scalar real number as a float: not a bool, not text, not an array; NaN passes (the
     range checks of the caller refuse it)."""
@@ -50,15 +62,29 @@ def real(name: str, value) -> float:
         raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}") from None
 
 
-def counts(name: str, value, lower: int = 0) -> np.ndarray:
-    """An array of whole numbers >= ``lower`` (rollout counts, group sizes, budgets) as
-    integers: 2.0 is accepted, 2.5 and True are not."""
-    arr = as_float_array(name, value)
-    if np.any(arr != np.round(arr)):
-        raise ValueError(f"{name} must hold whole numbers; got {arr[arr != np.round(arr)].ravel()[0]:g}")
-    if np.any(arr < lower):
-        raise ValueError(f"{name} must be >= {lower}; got minimum {arr.min():g}")
-    return arr.astype(np.int64)
+def integer(name: str, value) -> int:
+    """``value`` as a Python int: a finite whole number of integer or float type (2.0 passes,
+    2.5 does not), not a bool and not text; ValueError naming ``name`` otherwise."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0:
+        raise ValueError(f"{name} must be an integer; got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer; got {value!r}") from None
+    if not math.isfinite(number) or number != math.floor(number):
+        raise ValueError(f"{name} must be a finite integer; got {value!r}")
+    return int(value) if isinstance(value, (int, np.integer)) else int(number)
+
+
+def flags(name: str, value) -> np.ndarray:
+    """Correct/incorrect marks as a float array of 0s and 1s: booleans, or numbers equal to 0
+    or 1 (text, None and other values are refused)."""
+    raw = np.asarray(value)
+    arr = raw.astype(float) if raw.dtype.kind == "b" else as_float_array(name, raw)
+    wrong = arr[(arr != 0.0) & (arr != 1.0)]
+    if wrong.size:
+        raise ValueError(f"{name} must hold booleans or 0/1; got {wrong[0]:g}")
+    return arr
 
 
 def probability(name: str, value) -> np.ndarray:
