@@ -15,7 +15,7 @@ from theory.variance import group_advantages
 from trainer.advantages import rollout_advantages, zero_variance_fraction
 from trainer.losses import kl_penalty
 from trainer.metrics import maj_at_k, mean_at_k, pass_at_k, summarise
-from trainer.rewards import checked_rewards, scaled
+from trainer.rewards import checked_rewards, same_answer, scaled
 from trainer.selection import success_means
 
 GOOD_P = [0.2, 0.5, 0.7]
@@ -78,6 +78,8 @@ CASES = [
         "a must be >= 0",
     ),
     # the trainer
+    (lambda: same_answer("5", 5), lambda: same_answer("5", "5"), TypeError, "answer must be text (str); got int 5"),
+    (lambda: same_answer(5, "5"), lambda: same_answer(None, "5"), TypeError, "predicted must be text (str) or None"),
     (lambda: pass_at_k(8, True, 1), lambda: pass_at_k(8, 1, 1), ValueError, "c must be an integer; got True"),
     (lambda: pass_at_k(8.5, 2, 1), lambda: pass_at_k(8, 2, 1), ValueError, "n must be a finite integer; got 8.5"),
     (lambda: mean_at_k(["1", "0"]), lambda: mean_at_k([True, False]), TypeError, "correct must hold real numbers"),

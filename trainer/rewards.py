@@ -72,7 +72,12 @@ def _normalise(text: str) -> str:
 def same_answer(predicted: str | None, answer: str) -> bool:
     """Equal after dropping spaces, thousands commas, $ and a final period; numbers compare by
     value: integers exactly (a float's relative tolerance would accept a 16-digit answer with
-    its last digits wrong), other numbers to a relative 1e-9."""
+    its last digits wrong), other numbers to a relative 1e-9. ``answer`` is text, as
+    trainer.data writes every answer (a number there becomes its text)."""
+    if not isinstance(answer, str):
+        raise TypeError(f"answer must be text (str); got {type(answer).__name__} {answer!r:.50}")
+    if predicted is not None and not isinstance(predicted, str):
+        raise TypeError(f"predicted must be text (str) or None; got {type(predicted).__name__} {predicted!r:.50}")
     if predicted is None:
         return False
     p, a = _normalise(predicted), _normalise(answer)
