@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, tiny_config
 from trainer.data import arithmetic_task
 from trainer.loop import Trainer
 from trainer.models import resolve_dtype, tiny_model, tiny_tokenizer
@@ -32,12 +32,7 @@ PROMPTS, GENERATIONS, WARMUP = 8, 8, 3
 
 
 def _config(max_new_tokens: int, steps: int, allocation: str, output_dir: str) -> TrainConfig:
-    return TrainConfig(
-        model="tiny:qwen2",
-        template="plain",
-        chat_template=False,
-        reward="first_number",
-        embedding="hashed",
+    return tiny_config(
         prompts_per_step=PROMPTS,
         budget=PROMPTS * GENERATIONS,
         min_rollouts=4,
@@ -45,7 +40,6 @@ def _config(max_new_tokens: int, steps: int, allocation: str, output_dir: str) -
         allocation=allocation,
         max_new_tokens=max_new_tokens,
         learning_rate=1e-3,
-        warmup_steps=0,
         steps=steps,
         micro_batch_size=PROMPTS * GENERATIONS,
         generation_batch_size=PROMPTS * GENERATIONS,
@@ -55,8 +49,6 @@ def _config(max_new_tokens: int, steps: int, allocation: str, output_dir: str) -
         recompute_old_logprobs=False,
         output_dir=output_dir,
         save_every=10_000,
-        tensorboard=False,
-        progress=False,
     )
 
 

@@ -22,26 +22,23 @@ figures.rl_study.COMPARISONS).
 from __future__ import annotations
 
 from rl_study.tasks import FAMILIES
+from trainer.config import QUIET, TINY_OFFLINE
 
 PROMPTS = 16
 WARMUP_STEPS = 800
-BASE = dict(
-    model="tiny:qwen2",
-    template="plain",
-    chat_template=False,
-    reward="first_number",
-    embedding="hashed",
-    prompts_per_step=PROMPTS,
-    budget=8 * PROMPTS,
-    min_rollouts=4,
-    max_rollouts=16,
-    advantage="rloo",
-    learning_rate=1e-4,
-    warmup_steps=0,
-    micro_batch_size=128,
-    generation_batch_size=256,
-    tensorboard=False,
-    progress=False,
+BASE = (
+    TINY_OFFLINE
+    | QUIET
+    | dict(
+        prompts_per_step=PROMPTS,
+        budget=8 * PROMPTS,
+        min_rollouts=4,
+        max_rollouts=16,
+        advantage="rloo",
+        learning_rate=1e-4,
+        micro_batch_size=128,
+        generation_batch_size=256,
+    )
 )
 PROBLEM_SETS = {  # name -> the rl_study.tasks families and sizes, and the completion budget
     "mixed": {"families": FAMILIES, "sizes": None, "max_new_tokens": 6},

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from trainer.checkpoint import load_checkpoint
-from trainer.config import TrainConfig
+from trainer.config import tiny_config
 from trainer.data import arithmetic_task
 from trainer.loop import Trainer
 from trainer.models import resolve_dtype, tiny_model, tiny_tokenizer
@@ -52,12 +52,7 @@ def _engine(args, tok, out: Path):
 
 
 def _trainer(out: Path, args, steps: int, tok, engine) -> Trainer:
-    config = TrainConfig(
-        model="tiny:qwen2",
-        template="plain",
-        chat_template=False,
-        reward="first_number",
-        embedding="hashed",
+    config = tiny_config(
         prompts_per_step=args.prompts,
         budget=8 * args.prompts,
         min_rollouts=4,
@@ -66,13 +61,10 @@ def _trainer(out: Path, args, steps: int, tok, engine) -> Trainer:
         max_new_tokens=args.new_tokens,
         generation_batch_size=8 * args.prompts,
         learning_rate=1e-4,
-        warmup_steps=0,
         steps=steps,
         save_every=args.steps // 2,
         micro_batch_size=64,
         loss="ctpo",
-        tensorboard=False,
-        progress=False,
         output_dir=str(out),
     )
     examples = arithmetic_task(256, np.random.default_rng(0), max_operand=9)

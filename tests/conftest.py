@@ -27,22 +27,11 @@ TINY = ROOT / "trainer" / "configs" / "tiny_cpu.yaml"
 
 
 def tiny_config(**fields):
-    """A TrainConfig of the tiny local model on a+b= problems, in memory: no run folder, no
-    progress bar; ``fields`` set the sizes and anything else."""
-    from trainer.config import TrainConfig
+    """trainer.config.tiny_config in memory (no run folder); ``fields`` set the sizes and
+    anything else."""
+    from trainer.config import tiny_config
 
-    base = dict(
-        model="tiny:qwen2",
-        template="plain",
-        chat_template=False,
-        reward="first_number",
-        embedding="hashed",
-        warmup_steps=0,
-        tensorboard=False,
-        progress=False,
-        output_dir="unused",
-    )
-    return TrainConfig(**(base | fields))
+    return tiny_config(**({"output_dir": "unused"} | fields))
 
 
 def run_trainer(out, *overrides, flags=()):

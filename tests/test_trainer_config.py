@@ -2,8 +2,8 @@
 
 import pytest
 
-from tests.conftest import ROOT
-from trainer.config import TrainConfig, apply_overrides, load_config, save_config
+from tests.conftest import ROOT, TINY
+from trainer.config import TINY_OFFLINE, TrainConfig, apply_overrides, load_config, save_config, tiny_config
 from trainer.run import main
 
 CONFIGS = sorted((ROOT / "trainer" / "configs").glob("*.yaml"))
@@ -199,3 +199,13 @@ def test_empty_output_dir_writes_nothing_into_the_current_folder(tmp_path, monke
     assert main(["--config", tiny, "--set", "output_dir=", "--set", "steps=1"]) == 2
     assert "output_dir must be a non-empty string" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_tiny_yaml_and_the_tiny_config_are_the_same_offline_run():
+    """trainer/configs/tiny_cpu.yaml and trainer.config.tiny_config share TINY_OFFLINE's fields
+    (control: a field the YAML does not pin, prompts_per_step, takes tiny_config's argument)."""
+    yaml_config, built = load_config(TINY), tiny_config(prompts_per_step=3, budget=12)
+    for name, value in TINY_OFFLINE.items():
+        assert getattr(yaml_config, name) == getattr(built, name) == value, name
+    assert built.prompts_per_step == 3 != yaml_config.prompts_per_step
+    assert not built.tensorboard and not built.progress

@@ -366,6 +366,29 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
     return values
 
 
+# What makes a run offline and small enough for a CPU in seconds: the two-layer Qwen2-architecture
+# model built locally with random weights (trainer.models.tiny_model), the question as is, the
+# first number of the completion as its answer, hashed words as the GP's features (no
+# sentence-transformers model), no warm-up. trainer/configs/tiny_cpu.yaml holds the same fields
+# (tests/test_trainer_config.py checks it); the tests, the RL study, the GPU smoke check and the
+# TRL benchmark build their configs from these.
+TINY_OFFLINE = {
+    "model": "tiny:qwen2",
+    "template": "plain",
+    "chat_template": False,
+    "reward": "first_number",
+    "embedding": "hashed",
+    "warmup_steps": 0,
+}
+QUIET = {"tensorboard": False, "progress": False}  # for runs inside another program
+
+
+def tiny_config(**fields) -> TrainConfig:
+    """A validated TrainConfig of :data:`TINY_OFFLINE`, quiet (:data:`QUIET`), with ``fields``
+    setting the sizes and anything else."""
+    return TrainConfig(**(TINY_OFFLINE | QUIET | fields))
+
+
 def load_config(path=None, overrides=()) -> TrainConfig:
     """The YAML file at ``path`` (if any) with ``overrides`` applied, validated."""
     import yaml
