@@ -25,6 +25,7 @@ import torch
 from trainer.checkpoint import load_checkpoint
 from trainer.config import tiny_config
 from trainer.data import arithmetic_task
+from trainer.engines import ENGINES, build_engine
 from trainer.loop import Trainer
 from trainer.models import resolve_dtype, tiny_model, tiny_tokenizer
 from trainer.rewards import get_reward
@@ -43,12 +44,11 @@ def _engine(args, tok, out: Path):
     (vLLM loads models from a path)."""
     if args.engine != "vllm":
         return None
-    from trainer.vllm_engine import VLLMEngine, make_llm
-
     path = out / "smoke_model"
     _model(args, tok).save_pretrained(path)
     tok.save_pretrained(path)
-    return VLLMEngine(make_llm(str(path), 0, 0.3, None, True), tok, args.device)
+    config = tiny_config(model=str(path), rollout_engine="vllm", output_dir=str(out))
+    return build_engine(config, None, tok, torch.device(args.device))
 
 
 def _trainer(out: Path, args, steps: int, tok, engine) -> Trainer:
@@ -79,9 +79,7 @@ def main(argv=None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument(
-        "--engine", choices=("transformers", "vllm"), default="transformers", help="vllm needs the gpu extra"
-    )
+    parser.add_argument("--engine", choices=sorted(ENGINES), default="transformers", help="vllm needs the gpu extra")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no GPU here: run with --device cpu for a CPU smoke run", file=sys.stderr)

@@ -37,8 +37,8 @@ from theory.importance import CTPO_CLIP
 from trainer.advantages import ADVANTAGES
 from trainer.allocation import PREDICTORS
 from trainer.data import TEMPLATES
+from trainer.engines import ENGINES
 from trainer.losses import AGGREGATIONS, KL_CLIPS, KL_ESTIMATORS, LOSSES
-from trainer.model_sources import is_gguf_source
 from trainer.precision import CPU_BF16
 from trainer.registry import choose
 from trainer.rewards import BUILT_IN as REWARDS
@@ -48,7 +48,6 @@ from trainer.selection import SELECTIONS
 # Options without a table of their own elsewhere: how VIP's integer problem is solved
 # (theory.allocation.allocate) and who samples.
 ALLOCATION_METHODS = ("exact", "paper")
-ENGINES = ("transformers", "vllm")
 # The tables a name is looked up in: the only lists of valid names
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # of the trainable weights (trainer.models.resolve_dtype)
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -211,21 +210,9 @@ class TrainConfig:
         low, high = self.clip_range
         if not (0 <= low < 1 and high >= 0):
             raise ValueError(f"clip_low must lie in [0, 1) and clip_high be >= 0; got {low}, {high}")
-        if self.rollout_engine == "vllm":
-            if not self.recompute_old_logprobs:
-                raise ValueError(
-                    "rollout_engine=vllm needs recompute_old_logprobs=true: "
-                    "vLLM's log-probs differ from the trainer's (trainer/vllm_engine.py)"
-                )
-            if self.model.startswith("tiny:") or is_gguf_source(self.model):
-                raise ValueError(
-                    "rollout_engine=vllm needs a model vLLM can load (hub name or local folder), not a tiny: model, "
-                    f"a .gguf file or a packaged model; got {self.model!r} (rlvr-convert writes one to a folder)"
-                )
-            if not 0 < self.vllm_gpu_memory_utilization < 1:
-                raise ValueError(
-                    f"vllm_gpu_memory_utilization must lie in (0, 1); got {self.vllm_gpu_memory_utilization}"
-                )
+        refusal = ENGINES[self.rollout_engine].refusal(self)
+        if refusal:
+            raise ValueError(refusal)
         if not 0 < self.kl_delta < 1:
             raise ValueError(f"kl_delta must lie in (0, 1); got {self.kl_delta}")
         if self.mini_batches > self.prompts_per_step * self.min_rollouts:

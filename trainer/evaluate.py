@@ -21,11 +21,12 @@ import write_guard
 from trainer.checkpoint import load_checkpoint
 from trainer.config import MAX_SEED, load_config
 from trainer.data import load_examples, prompt_text
+from trainer.engines import build_engine
 from trainer.metrics import summarise
 from trainer.models import inference_dtype, load_policy, load_tokenizer, resolve_device
 from trainer.precision import compute_context
 from trainer.rewards import EXTRACTORS, answer_line, boxed, checked_rewards, get_reward
-from trainer.rollout import Sampling, TransformersEngine
+from trainer.rollout import Sampling
 
 
 def extract(reward: str, completion: str) -> str | None:
@@ -41,14 +42,7 @@ def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, pro
     if any(k > n or k < 1 for k in ks):
         raise ValueError(f"every k must lie in [1, n = {n}]; got {list(ks)}")
     reward_fn = get_reward(config.reward)
-    if config.rollout_engine == "vllm":
-        from trainer.vllm_engine import colocated_engine
-
-        engine = colocated_engine(config, tokenizer, next(policy.parameters()).device)
-    else:
-        engine = TransformersEngine(
-            policy, tokenizer, config.generation_batch_size, share_prompt_cache=config.share_prompts
-        )
+    engine = build_engine(config, policy, tokenizer, next(policy.parameters()).device)
     every_prompt = [prompt_text(e, config, tokenizer) for e in examples]
     engine.check_prompt_lengths(every_prompt, config.max_new_tokens, [e.prompt_id for e in examples])
     engine.sync_weights(policy)  # vLLM: the checkpoint's weights, not the hub's (a no-op for transformers)

@@ -56,6 +56,7 @@ from trainer.checkpoint import ResumeError, load_checkpoint, load_newest_checkpo
 from trainer.config import TrainConfig
 from trainer.data import examples_digest, prompt_text
 from trainer.distributed import World
+from trainer.engines import build_engine
 from trainer.logs import RunLogs, resume_plan
 from trainer.losses import (
     KL_CLIPS,
@@ -73,7 +74,6 @@ from trainer.rollout import (
     NonFiniteLogits,
     RolloutBatch,
     Sampling,
-    TransformersEngine,
     completion_logprobs,
     concat_batches,
     select_groups,
@@ -229,10 +229,7 @@ class Trainer:
                     config.max_generation_rounds,
                     config.reward_convention,
                 )
-        all_done = lambda flag: distributed.all_true(flag, world, self.device)  # noqa: E731
-        self.engine = engine or TransformersEngine(
-            policy, tokenizer, config.generation_batch_size, all_done, share_prompt_cache=config.share_prompts
-        )
+        self.engine = engine or build_engine(config, policy, tokenizer, self.device, world)
         self.engine.check_prompt_lengths(self.prompts, config.max_new_tokens, [e.prompt_id for e in self.examples])
         self.sampling = Sampling(config.temperature, config.max_new_tokens)
         # each prompt's forward pass shared by its rollouts, but where checkpointing turns the cache off

@@ -32,6 +32,7 @@ from trainer.config import TrainConfig, load_config
 from trainer.data import load_examples
 from trainer.disk import WriteError
 from trainer.distributed import World
+from trainer.engines import engine_of
 from trainer.loop import DivergenceError, StoppedByRankZero, Trainer
 from trainer.models import (
     enable_activation_checkpointing,
@@ -70,10 +71,8 @@ def build_trainer(config: TrainConfig, world: World = World()) -> Trainer:
     import numpy as np
 
     reward_fn = get_reward(config.reward)
-    if config.rollout_engine == "vllm":  # before any model loads
-        from trainer.vllm_engine import vllm_module
-
-        vllm_module()
+    engine = engine_of(config)
+    engine.available()  # before any model loads
     tokenizer = load_tokenizer(config.model)
     examples = load_examples(
         config.dataset,
@@ -108,18 +107,9 @@ def build_trainer(config: TrainConfig, world: World = World()) -> Trainer:
         examples,
         reward_fn,
         reference,
-        engine=_engine(config, tokenizer, world, device),
+        engine=engine.build(config, policy, tokenizer, device, world),
         world=world,
     )
-
-
-def _engine(config: TrainConfig, tokenizer, world: World, device):
-    """The vLLM engine when asked for; None lets the Trainer sample with transformers."""
-    if config.rollout_engine != "vllm":
-        return None
-    from trainer.vllm_engine import colocated_engine
-
-    return colocated_engine(config, tokenizer, device, world.rank)
 
 
 def main(argv=None) -> int:
