@@ -33,11 +33,11 @@ import numpy as np
 from tqdm import tqdm
 
 from simulators.ledger import ClaimResult, claim, control, report
-from simulators.predictor import LOOP_PREDICTORS, DriftingWorld
+from simulators.predictor import DriftingWorld, loop_predictor
 from simulators.registry import Check, RunConfig
 from simulators.timing import median_seconds
 from theory.allocation import ALLOCATION_RULES
-from theory.predictor import RewardBufferPredictor
+from theory.predictors import allocate_step
 from theory.selection import GresoSkipper, informative
 from theory.variance import gradient_variance
 
@@ -51,7 +51,7 @@ GOAL = 0.92  # the uncertainty-aware rule's target: realised variance <= 0.92 x 
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
-    """A predictor (None, "oracle" or a name of PREDICTORS below), an allocation rule of
+    """A predictor (None, "oracle" or a name of theory.predictors.PREDICTORS), an allocation rule of
     ALLOCATION_RULES and a prompt selection ("none", "dapo", "greso")."""
 
     predictor: str | None
@@ -60,20 +60,18 @@ class Arm:
     lower: int = LOWER
 
 
-PREDICTORS = LOOP_PREDICTORS | {"buffer": RewardBufferPredictor}
-
 ARMS = {
     "uniform": Arm(None, "uniform"),
     "VIP (paper GP)": Arm("gp", "vip"),
-    "VIP released": Arm("gp-released", "vip_released", lower=4),
+    "VIP released": Arm("gp_released_rescaled", "vip_released", lower=4),
     "inverse accuracy": Arm("gp", "inverse_accuracy"),
     "inverse variance": Arm("gp", "inverse_variance"),
-    "Knapsack RL": Arm("buffer", "knapsack", lower=2),
+    "Knapsack RL": Arm("reward_buffer", "knapsack", lower=2),
     "DAPO": Arm(None, "uniform", "dapo"),
     "GRESO": Arm(None, "uniform", "greso"),
-    "VIP, noisy GP": Arm("gp-noise", "vip"),
-    "VIP posterior, noisy GP (ours)": Arm("gp-noise", "vip_posterior"),
-    "VIP posterior, GP fitted scale (ours)": Arm("gp-fitted", "vip_posterior"),
+    "VIP, noisy GP": Arm("gp_binomial", "vip"),
+    "VIP posterior, noisy GP (ours)": Arm("gp_binomial", "vip_posterior"),
+    "VIP posterior, GP fitted scale (ours)": Arm("gp_fitted", "vip_posterior"),
     "oracle p + VIP": Arm("oracle", "vip"),
 }
 
@@ -85,17 +83,8 @@ class _Step:
         self.arm, self.world, self.model, self.skipper, self.rng = arm, world, model, skipper, rng
 
     def counts(self, idx: np.ndarray, budget: int) -> np.ndarray:
-        rule = ALLOCATION_RULES[self.arm.rule]
-        if self.arm.predictor == "oracle":
-            p_hat = self.world.p(idx)
-        elif self.model is not None:
-            p_hat = self.model.predict(idx)
-        else:
-            p_hat = np.full(idx.size, 0.5)
-        extra = {}
-        if rule.uses_posterior:
-            extra["success_variance"] = self.model.expected_success_variance(idx)
-        return rule.allocate(p_hat, budget, self.arm.lower, UPPER, "rloo", rng=self.rng, **extra)
+        counts, _ = allocate_step(self.arm.rule, self.model, idx, budget, self.arm.lower, UPPER, "rloo", rng=self.rng)
+        return counts
 
     def run(self, draw, batch: int) -> dict:
         """Trained prompts, their counts, and the rollouts generated in all (kept or not)."""
@@ -172,7 +161,7 @@ def arm_run(seed_seq, arm: Arm, q: int, batch: int, steps: int) -> dict:
     """One arm over ``steps`` steps of a world seeded by ``seed_seq`` (the same for every arm)."""
     rng = np.random.default_rng(seed_seq)
     world = DriftingWorld.random(rng, q, steps=steps)
-    model = PREDICTORS[arm.predictor](world.embeddings) if arm.predictor in PREDICTORS else None
+    model = loop_predictor(arm.predictor, world)
     skipper = GresoSkipper(q) if arm.selection == "greso" else None
     step = _Step(arm, world, model, skipper, rng)
     draw = _Passes(rng, q).draw

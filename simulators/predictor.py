@@ -14,7 +14,8 @@ true p.
   mean m_B subtracted. Softplus link (App. E.2): round trip.
   Algorithm 1 leaves the clip eps open; we use 0.05 and report 1e-3 next to it.
 - V9 (Fig. 3): per-step MAE on the next batch of the GP (paper, with binomial noise, and
-  with the settings of VIP's released code: :func:`released_gp`), moving average, ridge and
+  with the settings of VIP's released code, its length scale relative to the features' median
+  distance: theory.predictors ``gp_released_rescaled``), moving average, ridge and
   last-observed predictors over seeds. The claim: the GP's MAE
   is lower than moving average's (z of the paired difference over seeds >= 4); against
   ridge the comparison depends on how linear the difficulty is in the embedding, so it is
@@ -26,7 +27,8 @@ true p.
   variance sum_q Var(G_q) at the true p (RLOO, Prop 4.3) and the share of rollouts spent
   on groups whose rewards all agree (zero advantage, no gradient). The claim: with the
   true p the variance-optimal allocation beats uniform in the loop; every predictor +
-  allocator pair is reported against uniform, among them our ``vip_posterior`` rule on the
+  allocator pair (predictors by their theory.predictors name, the step
+  theory.predictors.allocate_step) is reported against uniform, among them our ``vip_posterior`` rule on the
   GP's posterior E[p (1 - p)] (with the GP's variance as Algorithm 1's model gives it, and
   with its scale fitted, ``variance_scale="fitted"``).
 - V12 (Table 4, GP rows): wall time of one predict + update at the paper's scale.
@@ -45,20 +47,17 @@ from simulators.ledger import ClaimResult, claim, control, report
 from simulators.math_prompts import generate_math_prompts
 from simulators.registry import Check, RunConfig
 from simulators.timing import median_seconds
-from theory.allocation import ALLOCATION_RULES
 from theory.predictor import (
-    EPS,
-    GP_PRESETS,
     GPSuccessPredictor,
     LastObservedPredictor,
     MovingAveragePredictor,
     RidgePredictor,
     latent_observation,
     link_function,
-    median_bandwidth,
     rbf_block,
     success_rates,
 )
+from theory.predictors import PREDICTORS, allocate_step
 from theory.variance import gradient_variance
 
 LOWER, UPPER = 3, 32
@@ -69,10 +68,6 @@ MISMATCHED = "GP fed rewards of the wrong prompts"
 RELEASED = "GP, released settings"
 RELEASED_WIDER_CLIP = "GP, released settings but eps = 0.05"  # the ablation: our clip instead of 1e-6
 FITTED = "variance scale fitted"  # GPSuccessPredictor(variance_scale="fitted")
-# Median pairwise Euclidean distance of unit-length all-MiniLM-L6-v2 embeddings of 1,500 generated
-# math problems (simulators.math_prompts; measured 1.153-1.154 over seeds 0-2): the scale on which
-# the released length scale 0.27 was chosen (VIP's embeddings are MiniLM's too).
-MINILM_MEDIAN_DISTANCE = 1.154
 
 
 @dataclasses.dataclass
@@ -154,23 +149,13 @@ def batches(rng: np.random.Generator, n_prompts: int, batch: int, steps: int):
         pos += batch
 
 
-def released_gp(x: np.ndarray, **overrides) -> GPSuccessPredictor:
-    """The GP with VIP's released settings (theory.predictor.GP_PRESETS["released"]), its fixed
-    length scale 0.27 carried over as the same fraction (0.23) of the median pairwise distance:
-    0.27 is a distance between MiniLM embeddings, and on ``x`` of another scale it would share
-    nothing (or everything). On MiniLM embeddings it is 0.27 itself. ``overrides`` change a setting."""
-    ratio = GP_PRESETS["released"]["bandwidth"] / MINILM_MEDIAN_DISTANCE
-    bandwidth = ratio * median_bandwidth(x, np.random.default_rng(0))
-    return GPSuccessPredictor.preset("released", x, **({"bandwidth": bandwidth} | overrides))
-
-
 def predictors(x: np.ndarray) -> dict:
     return {
         "GP (Algorithm 1)": GPSuccessPredictor(x),
         "GP, eps = 1e-3": GPSuccessPredictor(x, eps=1e-3),
         "GP + binomial noise": GPSuccessPredictor(x, observation_noise="binomial"),
-        RELEASED: released_gp(x),
-        RELEASED_WIDER_CLIP: released_gp(x, eps=EPS),
+        RELEASED: PREDICTORS["gp_released_rescaled"].build(x),
+        RELEASED_WIDER_CLIP: PREDICTORS["gp_released_rescaled_wide_clip"].build(x),
         "moving average": MovingAveragePredictor(x),
         "ridge": RidgePredictor(x),
         "last observed": LastObservedPredictor(x),
@@ -350,49 +335,40 @@ def _real_embedding_row(rng: np.random.Generator, q: int, batch: int, steps: int
 
 # --- V10 ------------------------------------------------------------------------------------
 
-COMBOS = {  # name: (predictor, allocator)
+COMBOS = {  # name: (theory.predictors.PREDICTORS name, or None or "oracle"; theory.allocation rule)
     "uniform": (None, "uniform"),
-    "VIP (GP + optimal)": ("gp", "optimal"),
-    "GP + inverse-accuracy": ("gp", "inverse-accuracy"),
-    "GP + inverse-variance": ("gp", "inverse-variance"),
-    "GP + binomial noise + optimal": ("gp-noise", "optimal"),
-    f"{RELEASED} + optimal": ("gp-released", "optimal"),
-    f"{RELEASED_WIDER_CLIP} + optimal": ("gp-released-wider-clip", "optimal"),
-    "GP + posterior optimal": ("gp", "posterior-optimal"),
-    "GP + binomial noise + posterior optimal": ("gp-noise", "posterior-optimal"),
-    f"GP, {FITTED} + posterior optimal": ("gp-fitted", "posterior-optimal"),
-    f"GP + binomial noise, {FITTED} + posterior optimal": ("gp-noise-fitted", "posterior-optimal"),
-    "ridge + optimal": ("ridge", "optimal"),
-    "oracle p + optimal": ("oracle", "optimal"),
+    "VIP (GP + optimal)": ("gp", "vip"),
+    "GP + inverse-accuracy": ("gp", "inverse_accuracy"),
+    "GP + inverse-variance": ("gp", "inverse_variance"),
+    "GP + binomial noise + optimal": ("gp_binomial", "vip"),
+    f"{RELEASED} + optimal": ("gp_released_rescaled", "vip"),
+    f"{RELEASED_WIDER_CLIP} + optimal": ("gp_released_rescaled_wide_clip", "vip"),
+    "GP + posterior optimal": ("gp", "vip_posterior"),
+    "GP + binomial noise + posterior optimal": ("gp_binomial", "vip_posterior"),
+    f"GP, {FITTED} + posterior optimal": ("gp_fitted", "vip_posterior"),
+    f"GP + binomial noise, {FITTED} + posterior optimal": ("gp_binomial_fitted", "vip_posterior"),
+    "ridge + optimal": ("ridge", "vip"),
+    "oracle p + optimal": ("oracle", "vip"),
 }
 
 
-_RULES = {
-    "uniform": "uniform",
-    "inverse-accuracy": "inverse_accuracy",
-    "inverse-variance": "inverse_variance",
-    "optimal": "vip",
-    "posterior-optimal": "vip_posterior",
-}
+class Oracle:
+    """The true success rates of ``world`` as a predictor (the V10 and V14 upper bounds); its
+    updates learn nothing."""
+
+    def __init__(self, world: DriftingWorld):
+        self.predict = world.p
+
+    def update(self, indices, rewards) -> None:
+        pass
 
 
-def _allocation(kind: str, p_hat: np.ndarray, budget: int, model=None, idx=None) -> np.ndarray:
-    """The loop's allocation ``kind`` (theory.allocation.ALLOCATION_RULES) with RLOO's objective;
-    a rule that uses the posterior gets ``model``'s E[p (1 - p)] for the prompts ``idx``."""
-    rule = ALLOCATION_RULES[_RULES[kind]]
-    posterior = {"success_variance": model.expected_success_variance(idx)} if rule.uses_posterior else {}
-    return rule.allocate(p_hat, budget, LOWER, UPPER, "rloo", **posterior)
-
-
-LOOP_PREDICTORS = {  # name in COMBOS -> build(embeddings); None (uniform) and "oracle" use none
-    "gp": GPSuccessPredictor,
-    "gp-noise": lambda x: GPSuccessPredictor(x, observation_noise="binomial"),
-    "gp-fitted": lambda x: GPSuccessPredictor(x, variance_scale="fitted"),
-    "gp-noise-fitted": lambda x: GPSuccessPredictor(x, observation_noise="binomial", variance_scale="fitted"),
-    "gp-released": released_gp,
-    "gp-released-wider-clip": lambda x: released_gp(x, eps=EPS),
-    "ridge": RidgePredictor,
-}
+def loop_predictor(name: str | None, world: DriftingWorld):
+    """The predictor ``name`` names (theory.predictors.PREDICTORS, or "oracle") on ``world``'s
+    embeddings; None for None (uniform)."""
+    if name is None:
+        return None
+    return Oracle(world) if name == "oracle" else PREDICTORS[name].build(world.embeddings)
 
 
 def loop_run(seed_seq, q: int, batch: int, steps: int) -> dict:
@@ -401,12 +377,11 @@ def loop_run(seed_seq, q: int, batch: int, steps: int) -> dict:
     for name, (pred, alloc) in COMBOS.items():
         rng = np.random.default_rng(seed_seq)
         world = DriftingWorld.random(rng, q, steps=steps)
-        model = LOOP_PREDICTORS[pred](world.embeddings) if pred in LOOP_PREDICTORS else None
+        model = loop_predictor(pred, world)
         variance, wasted = [], []
         for idx in batches(rng, q, batch, steps):
             truth = world.p(idx)
-            p_hat = truth if pred == "oracle" else (model.predict(idx) if model is not None else np.full(idx.size, 0.5))
-            n = _allocation(alloc, p_hat, 8 * batch, model, idx)
+            n, _ = allocate_step(alloc, model, idx, 8 * batch, LOWER, UPPER, "rloo")
             rewards = world.rollouts(rng, idx, n)
             variance.append(float(np.sum(gradient_variance("rloo", n, p=truth))))
             wasted.append(float(sum(len(r) for r in rewards if np.ptp(r) == 0) / n.sum()))

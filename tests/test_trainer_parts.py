@@ -10,10 +10,11 @@ import torch
 
 from tests.conftest import tiny_config
 from theory.predictor import GP_PRESETS
+from theory.predictors import PREDICTORS
 from theory.variance import group_advantages
 from trainer import rewards
 from trainer.advantages import rollout_advantages, zero_variance_fraction
-from trainer.allocation import PREDICTORS, RolloutAllocator
+from trainer.allocation import RolloutAllocator
 from trainer.checkpoint import ResumeError, latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import VIP_MATH_TEMPLATE, arithmetic_task, format_prompt, load_examples

@@ -34,8 +34,8 @@ from pathlib import Path
 from prompt_features import EMBEDDINGS
 from theory.allocation import ALLOCATION_RULES
 from theory.importance import CTPO_CLIP
+from theory.predictors import PREDICTORS
 from trainer.advantages import ADVANTAGES
-from trainer.allocation import PREDICTORS
 from trainer.data import TEMPLATES
 from trainer.engines import ENGINES
 from trainer.losses import AGGREGATIONS, KL_CLIPS, KL_ESTIMATORS, LOSSES
