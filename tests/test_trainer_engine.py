@@ -11,9 +11,10 @@ import torch
 
 from trainer import precision
 from trainer.config import TrainConfig
+from trainer.logprobs import completion_logprobs
 from trainer.models import tiny_model, tiny_tokenizer
 from trainer.precision import compute_context, compute_dtype, logprob_gap
-from trainer.rollout import Sampling, TransformersEngine, completion_logprobs
+from trainer.rollout import Sampling, TransformersEngine
 
 PROMPTS = ["1+2=", "33+4=", "0+0=", "12+9="]
 COUNTS = [3, 0, 5, 2]

@@ -18,11 +18,12 @@ from trainer.allocation import RolloutAllocator
 from trainer.checkpoint import ResumeError, latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import VIP_MATH_TEMPLATE, arithmetic_task, format_prompt, load_examples
+from trainer.logprobs import completion_logprobs
 from trainer.logs import apply_resume_plan, read_jsonl, resume_plan
 from trainer.loop import Trainer
 from trainer.metrics import maj_at_k, pass_at_k, summarise
 from trainer.models import tiny_model, tiny_tokenizer
-from trainer.rollout import Sampling, TransformersEngine, completion_logprobs
+from trainer.rollout import Sampling, TransformersEngine
 
 # --- rewards ----------------------------------------------------------------------------------
 

@@ -16,10 +16,11 @@ from tests.vllm_standin import VERSIONS, GarbageOutput, SamplingParams, WouldHan
 from trainer.config import load_config
 from trainer.data import arithmetic_task
 from trainer.distributed import launched_by_torchrun
+from trainer.logprobs import completion_logprobs
 from trainer.loop import Trainer
 from trainer.models import tiny_model, tiny_tokenizer
 from trainer.rewards import get_reward
-from trainer.rollout import Sampling, completion_logprobs
+from trainer.rollout import Sampling
 from trainer.vllm_engine import VLLMEngine, make_llm, vllm_weights
 
 LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")

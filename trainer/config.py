@@ -111,7 +111,7 @@ class TrainConfig:
     temperature: float = 1.0
     max_new_tokens: int = 10_240
     generation_batch_size: int = 64
-    share_prompts: bool = True  # run each prompt once for all its rollouts, sampling and training (trainer.rollout)
+    share_prompts: bool = True  # each prompt run once for all its rollouts (trainer.rollout, trainer.logprobs)
     recompute_old_logprobs: bool = True
     # --- advantages and losses --------------------------------------------------------------
     advantage: str = "dr_grpo"

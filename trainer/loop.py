@@ -35,7 +35,6 @@ import math
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +49,15 @@ from torch.distributed.checkpoint.state_dict import (
 from tqdm.auto import tqdm
 
 from trainer import distributed
-from trainer.advantages import ADVANTAGES, rollout_advantages, zero_variance_fraction
+from trainer.advantages import ADVANTAGES, rollout_advantages
 from trainer.allocation import RolloutAllocator
 from trainer.checkpoint import ResumeError, load_checkpoint, load_newest_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import examples_digest, prompt_text
 from trainer.distributed import World
 from trainer.engines import build_engine
+from trainer.experience import Experience, RolloutBatch, concat_batches, select_groups
+from trainer.logprobs import completion_logprobs, float32_logprobs, gradient_norms, logprobs_in_micro_batches
 from trainer.logs import RunLogs, resume_plan
 from trainer.losses import (
     KL_CLIPS,
@@ -68,18 +69,12 @@ from trainer.losses import (
     policy_loss,
     sequence_log_ratio,
 )
-from trainer.precision import compute_context, compute_dtype, logprob_gap
+from trainer.precision import compute_context, compute_dtype
 from trainer.rewards import checked_rewards, scaled
-from trainer.rollout import (
-    NonFiniteLogits,
-    RolloutBatch,
-    Sampling,
-    completion_logprobs,
-    concat_batches,
-    select_groups,
-)
+from trainer.rollout import NonFiniteLogits, Sampling
 from trainer.run_folder import record_config
 from trainer.selection import PromptSelector
+from trainer.step_records import rollout_rows, step_metrics
 
 
 class DivergenceError(ArithmeticError):
@@ -88,36 +83,6 @@ class DivergenceError(ArithmeticError):
 
 class StoppedByRankZero(RuntimeError):
     """Raised on the other ranks when rank 0's part of the work (a write, a resume) failed."""
-
-
-@dataclass
-class Experience:
-    """One step's rollouts and what learning from them needs.
-
-    Over the whole step (every rank's rollouts, sorted by prompt): ``indices`` (the step's
-    dataset rows), ``counts`` and ``p_hat`` per prompt, ``prompt_index`` (rollout -> prompt),
-    ``rewards``, ``lengths``. This rank's slice: ``batch``, ``advantages``, ``old`` (the
-    sampling policy's log-probs), ``ref`` (the reference's, with a KL), ``z_norms``. ``tau``
-    and ``kl_stats``: the KL clip of the whole step; ``precision``: the bfloat16 log-prob gap
-    (CPU bfloat16 compute, trainer.precision); ``selection``: the prompt selection's
-    metrics (trainer.selection).
-    """
-
-    indices: np.ndarray
-    counts: np.ndarray
-    p_hat: np.ndarray | None
-    prompt_index: np.ndarray
-    rewards: np.ndarray
-    lengths: np.ndarray
-    batch: RolloutBatch
-    advantages: torch.Tensor
-    old: torch.Tensor
-    ref: torch.Tensor | None
-    tau: float | None
-    kl_stats: dict
-    precision: dict
-    z_norms: list[float] | None
-    selection: dict
 
 
 class PromptSampler:
@@ -399,7 +364,10 @@ class Trainer:
         token_stats = self._token_stats(exp)
         if not self.world.main:
             return None, None
-        return self._metrics(exp, token_stats | update | {"lr": lr}, timer.seconds), self._rollout_rows(exp)
+        metrics = step_metrics(
+            self.step, exp, token_stats | update | {"lr": lr}, timer.seconds, self.allocator, self.selector
+        )
+        return metrics, rollout_rows(self.step, exp, [self.examples[i].prompt_id for i in exp.indices])
 
     def _collect(self, timer) -> Experience:
         """Plan, generate, reward (or the selection's rounds of them), advantages, log-probs and
@@ -407,9 +375,8 @@ class Trainer:
         cfg = self.cfg
         if self.selector is None:
             indices, counts, p_hat, batch, rewards = self._planned_rollouts(timer)
-            selection = {}
         else:
-            indices, batch, rewards, selection = self._selected_rollouts(timer)
+            indices, batch, rewards = self._selected_rollouts(timer)
             counts, p_hat = np.bincount(batch.prompt_index, minlength=len(indices)), None
         prompt_index = np.repeat(np.arange(len(counts)), counts)
         _, mine = self._my_counts(prompt_index, len(counts))
@@ -417,8 +384,8 @@ class Trainer:
         with timer("logprobs"), self._compute():
             old, ref = self._old_and_reference_logprobs(batch)
         with timer("precision_check"):
-            precision = self._bf16_gap(old, batch)
-        tau, kl_stats = self._kl_tau(old, ref, batch)
+            float32_old = self._float32_old(batch)
+        log_ratio, tau = self._kl_clip(old, ref, batch)
         return Experience(
             indices=indices,
             counts=counts,
@@ -430,11 +397,10 @@ class Trainer:
             advantages=torch.as_tensor(advantages, device=self.device, dtype=torch.float32),
             old=old,
             ref=ref,
+            log_ratio=log_ratio,
             tau=tau,
-            kl_stats=kl_stats,
-            precision=precision,
-            z_norms=self._z_norms(batch) if cfg.log_z_norm else None,
-            selection=selection,
+            float32_old=float32_old,
+            z_norms=gradient_norms(self.policy, batch, cfg.temperature, self.share_prompts) if cfg.log_z_norm else None,
         )
 
     def _planned_rollouts(self, timer):
@@ -450,7 +416,7 @@ class Trainer:
         return indices, counts, p_hat, batch, rewards
 
     def _selected_rollouts(self, timer):
-        """(indices, rollouts, rewards, metrics) of the groups the selection keeps: rounds of
+        """(indices, rollouts, rewards) of the groups the selection keeps: rounds of
         draw, generate, reward and filter (trainer.selection) until ``prompts_per_step`` groups
         are kept, in draw order; one process."""
         selector = self.selector
@@ -471,7 +437,8 @@ class Trainer:
                 kept.append((indices[taken], select_groups(batch, taken), np.concatenate([groups[q] for q in taken])))
         indices, batches, rewards = zip(*kept)
         batch = concat_batches(list(batches), self.tokenizer.pad_token_id)
-        return np.concatenate(indices), batch, np.concatenate(rewards), selector.finish()
+        selector.finish()
+        return np.concatenate(indices), batch, np.concatenate(rewards)
 
     def _sync_engine(self, timer) -> None:
         self.policy.eval()
@@ -503,15 +470,13 @@ class Trainer:
         (trainer.precision)."""
         return compute_context(self.device, self.cfg.cpu_bf16)
 
-    def _bf16_gap(self, old: torch.Tensor, batch: RolloutBatch) -> dict:
-        """The log-prob gap of CPU bfloat16 compute: the step's first micro-batch recomputed in
-        float32 against ``old`` (one process; under FSDP the shards' precision is its own)."""
+    def _float32_old(self, batch: RolloutBatch) -> torch.Tensor | None:
+        """The step's first micro-batch's log-probs recomputed in float32, when the step computes in
+        bfloat16 on a CPU (one process; under FSDP the shards' precision is its own)."""
         if not self.measure_bf16_gap:
-            return {}
+            return None
         rows = slice(0, self.cfg.micro_batch_size)
-        with torch.no_grad(), torch.autocast(device_type=self.device.type, enabled=False):
-            exact = completion_logprobs(self.policy, batch, self.cfg.temperature, rows, self.share_prompts)
-        return logprob_gap(old[rows], exact, batch.completion_mask[rows])
+        return float32_logprobs(self.policy, batch, self.cfg.temperature, rows, self.share_prompts)
 
     def _rewards(self, indices, batch) -> np.ndarray:
         prompts = [self.prompts[indices[q]] for q in batch.prompt_index]
@@ -521,46 +486,20 @@ class Trainer:
         values = checked_rewards(self.reward_fn, prompts, batch.completions, answers, **checks)
         return np.asarray(scaled(values, self.cfg.reward_convention))
 
-    def _logprobs(self, model, batch) -> torch.Tensor:
-        """Completion log-probs of every rollout by ``model``, in micro-batches, no gradient."""
-        size = self.cfg.micro_batch_size
-        with torch.no_grad():
-            parts = [
-                completion_logprobs(model, batch, self.cfg.temperature, slice(i, i + size), self.share_prompts)
-                for i in range(0, len(batch), size)
-            ]
-        return torch.cat(parts).float()
-
     def _old_and_reference_logprobs(self, batch):
-        old = self._logprobs(self.policy, batch) if self.cfg.recompute_old_logprobs else batch.old_logprobs.float()
-        ref = self._logprobs(self.reference, batch) if self.cfg.kl_coef > 0 else None
-        return old, ref
+        cfg = self.cfg
+        passes = (cfg.temperature, cfg.micro_batch_size, self.share_prompts)
+        old = logprobs_in_micro_batches(self.policy, batch, *passes) if cfg.recompute_old_logprobs else None
+        ref = logprobs_in_micro_batches(self.reference, batch, *passes) if cfg.kl_coef > 0 else None
+        return (batch.old_logprobs.float() if old is None else old), ref
 
-    def _kl_tau(self, old, ref, batch):
-        """tau for the KL clip and the KL of the rollout policy to the reference (whole step)."""
+    def _kl_clip(self, old, ref, batch):
+        """Every rank's sequence log ratios l of the rollout policy to the reference, and the KL
+        clip's tau of the whole step (None, None without a KL)."""
         if ref is None:
-            return None, {}
-        seq_l = sequence_log_ratio(old, ref, batch.completion_mask)
-        everyone = torch.as_tensor(self.comm.concat(seq_l.cpu().numpy()))
-        tau = KL_CLIPS[self.cfg.kl_clip](everyone.abs().numpy(), self.cfg)
-        stats = {
-            "kl/k3": float(kl_penalty(everyone, "k3", None).mean()),
-            "kl/log_ratio_abs_mean": float(everyone.abs().mean()),
-        }
-        stats["kl/clip_fraction"] = 0.0 if tau is None else float((everyone.abs() > tau).float().mean())
-        return tau, stats
-
-    def _z_norms(self, batch) -> list[float]:
-        """||H(o)||_2 per rollout: the norm of the gradient of the token-averaged log-likelihood
-        (VIP §4). One backward pass per rollout."""
-        norms = []
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        for r in range(len(batch)):
-            logp = completion_logprobs(self.policy, batch, self.cfg.temperature, slice(r, r + 1), self.share_prompts)
-            mean = logp.sum() / batch.completion_mask[r].sum()
-            grads = torch.autograd.grad(mean, params, allow_unused=True)
-            norms.append(float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))))
-        return norms
+            return None, None
+        log_ratio = self.comm.concat(sequence_log_ratio(old, ref, batch.completion_mask).cpu().numpy())
+        return log_ratio, KL_CLIPS[self.cfg.kl_clip](np.abs(log_ratio), self.cfg)
 
     def _learn(self, exp: Experience) -> dict:
         """``ppo_epochs`` passes over this rank's rollouts, each split into ``mini_batches``
@@ -637,50 +576,6 @@ class Trainer:
             "entropy": self.comm.total(-old[mask].sum()) / self.comm.total(mask.sum()),
             "logprob_mismatch": self.comm.maximum(gap),
         }
-
-    # --- records ----------------------------------------------------------------------------
-
-    def _metrics(self, exp: Experience, update: dict, seconds: dict) -> dict:
-        """The step's metrics row; ``update`` holds the loss, clip, entropy and learning-rate
-        figures."""
-        hist = np.bincount(exp.counts)
-        metrics = {
-            "step": self.step,
-            "reward/mean": float(exp.rewards.mean()),
-            "reward/std": float(exp.rewards.std()),
-            "zero_variance_groups": zero_variance_fraction(exp.rewards, exp.prompt_index),
-            "allocation/histogram": {str(n): int(c) for n, c in enumerate(hist) if c},
-            "allocation/min": int(exp.counts.min()),
-            "allocation/max": int(exp.counts.max()),
-            "response_length/mean": float(exp.lengths.mean()),
-            "response_length/max": int(exp.lengths.max()),
-        }
-        metrics |= update | exp.kl_stats | exp.precision
-        metrics |= {f"time/{k}": v for k, v in seconds.items()}
-        metrics["time/allocation"] = self.allocator.seconds
-        metrics["time/allocation_fraction"] = self.allocator.seconds / seconds["total"]
-        metrics |= self.allocator.metrics() | exp.selection
-        if exp.tau is not None:
-            metrics["kl/tau"] = float(exp.tau)
-        return metrics
-
-    def _rollout_rows(self, exp: Experience) -> list[dict]:
-        rows, seen = [], {}
-        for r, q in enumerate(exp.prompt_index.tolist()):
-            j = seen[q] = seen.get(q, -1) + 1
-            row = {
-                "step": self.step,
-                "prompt_id": int(self.examples[exp.indices[q]].prompt_id),
-                "rollout": j,
-                "reward": float(exp.rewards[r]),
-                "response_length": int(exp.lengths[r]),
-                "n_allocated": int(exp.counts[q]),
-                "p_hat": None if exp.p_hat is None else float(exp.p_hat[q]),
-            }
-            if exp.z_norms is not None:
-                row["z_norm"] = exp.z_norms[r]
-            rows.append(row)
-        return rows
 
 
 def _as_float(norm) -> float:

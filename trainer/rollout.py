@@ -10,84 +10,26 @@ trainer's rule is that randomness comes from a ``torch.Generator`` passed in (a 
 must replay the same samples); the loop also reads the log-probabilities of the sampled
 tokens directly. Sampling is at ``temperature`` over the full vocabulary (VIP and CTPO
 sample at 1.0 with no top-p/top-k). The vLLM engine (gpu extra) is trainer.vllm_engine's.
+
+This module is sampling only: the batch types are trainer.experience's, the training-time
+log-prob passes trainer.logprobs'.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
 import torch
+
+from trainer.experience import RolloutBatch, pad_columns
+from trainer.forward import cache_argument, last_logits, position_ids, returned_cache
 
 
 @dataclass(frozen=True)
 class Sampling:
     temperature: float = 1.0
     max_new_tokens: int = 256
-
-
-@dataclass
-class RolloutBatch:
-    """R rollouts. ``sequences`` (R, P + T) holds each left-padded prompt then its completion;
-    ``completion_mask`` (R, T) marks real completion tokens (a prefix of each row, the end of
-    sequence token included); ``old_logprobs`` (R, T) are the sampling log-probabilities (0 at
-    padding); ``prompt_index[r]`` is the rollout's prompt within the step's batch."""
-
-    sequences: torch.Tensor
-    attention_mask: torch.Tensor
-    completion_mask: torch.Tensor
-    old_logprobs: torch.Tensor
-    prompt_index: list[int]
-    completions: list[str]
-
-    @property
-    def prompt_length(self) -> int:
-        return self.sequences.shape[1] - self.completion_mask.shape[1]
-
-    def __len__(self) -> int:
-        return len(self.prompt_index)
-
-
-def select_groups(batch: RolloutBatch, prompts) -> RolloutBatch:
-    """The rollouts of the batch's prompts ``prompts`` (positions in its prompt list), those of
-    ``prompts[k]`` renumbered as prompt k, in that order."""
-    renumber = {int(q): k for k, q in enumerate(prompts)}
-    members = {}
-    for r, q in enumerate(batch.prompt_index):
-        members.setdefault(q, []).append(r)
-    rows = [r for q in renumber for r in members.get(q, [])]
-    return RolloutBatch(
-        sequences=batch.sequences[rows],
-        attention_mask=batch.attention_mask[rows],
-        completion_mask=batch.completion_mask[rows],
-        old_logprobs=batch.old_logprobs[rows],
-        prompt_index=[renumber[batch.prompt_index[r]] for r in rows],
-        completions=[batch.completions[r] for r in rows],
-    )
-
-
-def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
-    """One batch of several: prompts left-padded and completions right-padded (``pad_id``,
-    masked out) to the widest; each batch's prompts numbered after the previous batches'."""
-    prompt_width = max(b.prompt_length for b in batches)
-    width = max(b.completion_mask.shape[1] for b in batches)
-
-    def widened(b: RolloutBatch, x: torch.Tensor, value) -> torch.Tensor:
-        left = x.new_full((len(b), prompt_width - b.prompt_length), value)
-        right = x.new_full((len(b), width - b.completion_mask.shape[1]), value)
-        return torch.cat([left, x, right], dim=1)
-
-    offsets = np.cumsum([0] + [max(b.prompt_index) + 1 for b in batches[:-1]])
-    return RolloutBatch(
-        sequences=torch.cat([widened(b, b.sequences, pad_id) for b in batches]),
-        attention_mask=torch.cat([widened(b, b.attention_mask, 0) for b in batches]),
-        completion_mask=torch.cat([_pad(b.completion_mask, width, False) for b in batches]),
-        old_logprobs=torch.cat([_pad(b.old_logprobs, width, 0.0) for b in batches]),
-        prompt_index=[int(o) + q for o, b in zip(offsets, batches) for q in b.prompt_index],
-        completions=[c for b in batches for c in b.completions],
-    )
 
 
 class RolloutEngine(Protocol):
@@ -115,96 +57,6 @@ def check_context(prompt_lengths, max_new_tokens: int, context: int, what: str, 
             f"with max_new_tokens = {max_new_tokens} it needs {need} tokens, "
             f"more than {what} = {context}"
         )
-
-
-def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that skip left padding (0 for the first real token)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def completion_logprobs(model, batch: RolloutBatch, temperature: float, rows=None, share_prompts: bool = True):
-    """log pi(o_t | q, o_<t) of the completion tokens (R, T) at ``temperature``; 0 at padding.
-    ``rows`` selects rollouts (a micro-batch).
-
-    With ``share_prompts`` (and a model that returns a KV cache), each distinct prompt among the
-    rows runs through the model once and its keys and values are indexed out to its rollouts,
-    whose completions then run on top of them: the same log-probabilities as one pass over every
-    full sequence, and, with gradients, the same gradient (indexing and concatenating the cache
-    are differentiable), at the cost of the prompt once per prompt rather than once per rollout.
-    Without it (activation checkpointing turns the cache off), one pass over the full sequences.
-    The vocabulary head runs only where a completion token is predicted (``logits_to_keep``).
-    """
-    device = batch.sequences.device  # the loop's micro-batch rows are on it (torch.randperm on the device)
-    index = torch.arange(len(batch), device=device)[rows if rows is not None else slice(None)]
-    seq, att = batch.sequences[index], batch.attention_mask[index]
-    width = batch.completion_mask.shape[1]
-    owners = torch.as_tensor(batch.prompt_index, device=device)[index]
-    distinct, rollout_of = torch.unique(owners, return_inverse=True)
-    if share_prompts and len(distinct) < len(index):
-        logits = _logits_on_shared_prompts(model, seq, att, width, rollout_of)
-    else:
-        logits = model(
-            input_ids=seq, attention_mask=att, position_ids=position_ids(att), **_last_logits(model, width + 1)
-        ).logits[:, -width - 1 : -1]
-    taken = logits.gather(-1, seq[:, -width:, None]).squeeze(-1).float() / temperature
-    # log-normaliser row by row: a float32 copy of all (rows, T, vocab) logits would double the
-    # peak memory of long completions with large vocabularies
-    log_z = torch.stack([torch.logsumexp(row.float() / temperature, dim=-1) for row in logits])
-    return (taken - log_z) * batch.completion_mask[index]
-
-
-def _logits_on_shared_prompts(model, seq, att, width: int, rollout_of: torch.Tensor) -> torch.Tensor:
-    """The (R, T, vocab) logits that predict the completion tokens, each distinct prompt run
-    once (``rollout_of[r]``: rollout r's prompt among the distinct ones)."""
-    prompt_length = seq.shape[1] - width
-    first = torch.stack([torch.nonzero(rollout_of == k)[0, 0] for k in range(int(rollout_of.max()) + 1)])
-    prompt_att = att[first, :prompt_length]
-    prompt = model(
-        input_ids=seq[first, :prompt_length],
-        attention_mask=prompt_att,
-        position_ids=position_ids(prompt_att),
-        use_cache=True,
-        **_last_logits(model, 1),
-    )
-    last_prompt_logits = prompt.logits[:, -1:][rollout_of]
-    if width == 1:
-        return last_prompt_logits
-    cache = _returned_cache(prompt)
-    cache.batch_select_indices(rollout_of)
-    pos = position_ids(att)[:, prompt_length:]
-    rest = model(
-        input_ids=seq[:, prompt_length:-1],
-        attention_mask=att[:, :-1],
-        position_ids=pos[:, :-1],
-        use_cache=True,
-        **{_cache_argument(model): cache},
-    )
-    return torch.cat([last_prompt_logits, rest.logits], dim=1)
-
-
-def _forward_parameters(model) -> frozenset:
-    return frozenset(inspect.signature(model.forward).parameters)
-
-
-def _last_logits(model, k: int) -> dict:
-    """``logits_to_keep=k`` where the model's forward takes it (transformers >= 4.50): the
-    vocabulary projection of only the last ``k`` positions."""
-    return {"logits_to_keep": k} if "logits_to_keep" in _forward_parameters(model) else {}
-
-
-def _cache_argument(model) -> str:
-    """The name ``forward`` takes the KV cache by: ``cache`` from transformers 5.x (whose
-    ``deprecate_kwarg`` maps ``past_key_values`` to it with a warning on every call, and drops
-    the old name in 5.40: models/llama/modeling_llama.py of 5.24, ``@deprecate_kwarg(
-    "past_key_values", "5.40.0", new_name="cache")``), ``past_key_values`` before."""
-    return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
-
-
-def _returned_cache(out):
-    """The KV cache a forward pass returns (``cache`` in transformers 5.x outputs,
-    ``past_key_values`` before)."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
 
 
 class NonFiniteLogits(FloatingPointError):
@@ -241,13 +93,13 @@ def sample_tokens(
     completion mask (R, t), t <= max_new_tokens; the draws consume ``generator`` row by row in
     rollout order, whichever prompts share a prefill.
     """
-    cache_argument = _cache_argument(model)
+    cache_name = cache_argument(model)
     rows = torch.arange(ids.shape[0], device=ids.device) if rollouts is None else torch.as_tensor(rollouts)
     rows = rows.to(ids.device)
     out = model(
-        input_ids=ids, attention_mask=att, position_ids=position_ids(att), use_cache=True, **_last_logits(model, 1)
+        input_ids=ids, attention_mask=att, position_ids=position_ids(att), use_cache=True, **last_logits(model, 1)
     )
-    cache = _returned_cache(out)
+    cache = returned_cache(out)
     if rollouts is not None:
         cache.batch_select_indices(rows)
     att, logits = att[rows], out.logits[:, -1][rows]
@@ -266,10 +118,8 @@ def sample_tokens(
             break
         att = torch.cat([att, att.new_ones(att.shape[0], 1)], dim=1)  # finished rows' padding is masked out later
         pos = pos + 1
-        out = model(
-            input_ids=tok[:, None], attention_mask=att, position_ids=pos, use_cache=True, **{cache_argument: cache}
-        )
-        cache, logits = _returned_cache(out), out.logits[:, -1]
+        out = model(input_ids=tok[:, None], attention_mask=att, position_ids=pos, use_cache=True, **{cache_name: cache})
+        cache, logits = returned_cache(out), out.logits[:, -1]
     return torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(masks, 1)
 
 
@@ -324,9 +174,9 @@ class TransformersEngine:
             for i in range(0, len(index), self.batch_size)
         ]
         width = max(c[0].shape[1] for c in chunks)
-        tokens = torch.cat([_pad(c[0], width, self.tokenizer.pad_token_id) for c in chunks])
-        logps = torch.cat([_pad(c[1], width, 0.0) for c in chunks])
-        mask = torch.cat([_pad(c[2], width, False) for c in chunks])
+        tokens = torch.cat([pad_columns(c[0], width, self.tokenizer.pad_token_id) for c in chunks])
+        logps = torch.cat([pad_columns(c[1], width, 0.0) for c in chunks])
+        mask = torch.cat([pad_columns(c[2], width, False) for c in chunks])
         completions = self.tokenizer.batch_decode(
             torch.where(mask, tokens, self.tokenizer.pad_token_id), skip_special_tokens=True
         )
@@ -357,7 +207,3 @@ def _trim_padding(ids: torch.Tensor, att: torch.Tensor):
     """Drop the left-padding columns that every row of the chunk has."""
     first = int((att.sum(0) > 0).float().argmax()) if att.any() else 0
     return ids[:, first:], att[:, first:]
-
-
-def _pad(x: torch.Tensor, width: int, value) -> torch.Tensor:
-    return torch.cat([x, x.new_full((x.shape[0], width - x.shape[1]), value)], dim=1)

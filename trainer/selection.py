@@ -143,11 +143,15 @@ class PromptSelector:
         self.kept += taken.size
         return taken
 
-    def finish(self) -> dict:
-        """GRESO's adaptation (when a candidate had a history) and the step's metrics."""
+    def finish(self) -> None:
+        """GRESO's adaptation, when a candidate of the step had a history."""
         groups = self.generated // self.group_size
         if self.skipper is not None and self.informed:
             self.skipper.adapt(self.easy / groups, self.hard / groups)
+
+    def metrics(self) -> dict:
+        """The step's rounds, rollouts and groups (and GRESO's skips and probabilities, as
+        :meth:`finish` adapted them)."""
         metrics = {
             "selection/rounds": self.rounds,
             "selection/rollouts_generated": self.generated,

@@ -40,7 +40,8 @@ from contextlib import contextmanager
 import torch
 
 from trainer.distributed import launched_by_torchrun
-from trainer.rollout import RolloutBatch, Sampling, check_context
+from trainer.experience import RolloutBatch
+from trainer.rollout import Sampling, check_context
 
 TAGS = ("weights", "kv_cache")
 # Names that wrappers put in front of a parameter's own name: torch's checkpoint_wrapper
