@@ -19,24 +19,32 @@ import numpy as np
 from prompt_features.hashed import HASHED_DIM, hashed_embeddings
 from prompt_features.sentence import embed_prompts
 
-EMBEDDINGS = ("auto", "sentence_transformers", "hashed")
+
+def _sentence(texts) -> tuple[np.ndarray, str]:
+    return embed_prompts(texts), "sentence_transformers"
+
+
+def _hashed(texts) -> tuple[np.ndarray, str]:
+    return hashed_embeddings(texts), "hashed"
+
+
+def _auto(texts) -> tuple[np.ndarray, str]:
+    try:
+        return _sentence(texts)
+    except ImportError:
+        return _hashed(texts)
+
+
+# embedding -> texts -> (features, the kind they are): ``sentence_transformers``, the sentence
+# embedding (ImportError without the ``embed`` extra); ``hashed``, the hashed bag of words;
+# ``auto``, the sentence embedding when its extra is installed, else the hashed bag of words
+EMBEDDINGS = {"auto": _auto, "sentence_transformers": _sentence, "hashed": _hashed}
 
 __all__ = ["EMBEDDINGS", "HASHED_DIM", "embed_prompts", "hashed_embeddings", "prompt_features"]
 
 
 def prompt_features(texts, embedding: str = "auto") -> tuple[np.ndarray, str]:
-    """The features of ``texts`` and which kind they are.
-
-    ``sentence_transformers``: the sentence embedding (ImportError without the ``embed``
-    extra); ``hashed``: the hashed bag of words; ``auto``: the sentence embedding when its
-    extra is installed, else the hashed bag of words.
-    """
-    if embedding not in EMBEDDINGS:
+    """The features of ``texts`` and which kind they are, by :data:`EMBEDDINGS`' ``embedding``."""
+    if not isinstance(embedding, str) or embedding not in EMBEDDINGS:
         raise ValueError(f"embedding must be one of {', '.join(EMBEDDINGS)}; got {embedding!r}")
-    if embedding != "hashed":
-        try:
-            return embed_prompts(texts), "sentence_transformers"
-        except ImportError:
-            if embedding == "sentence_transformers":
-                raise
-    return hashed_embeddings(texts), "hashed"
+    return EMBEDDINGS[embedding](texts)

@@ -268,23 +268,18 @@ def run_rounding(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     ]
 
 
-# The rules compared (theory.allocation.ALLOCATION_RULES) under their labels in the rows.
-RULE_LABELS = {
-    "uniform": "uniform",
-    "inverse_accuracy": "inverse-accuracy",
-    "inverse_variance": "inverse-variance",
-    "vip": "VIP",
-    "vip_released": "released code",
-}
+# The rules compared (theory.allocation.ALLOCATION_RULES), each under its label in the rows.
+COMPARED_RULES = ("uniform", "inverse_accuracy", "inverse_variance", "vip", "vip_released")
 
 
 def rule_allocations(p: np.ndarray, budget: int, estimator: str) -> dict:
-    """The allocation of every rule for true success probabilities ``p`` (App. C.1 and §5.2);
-    the released code's rule with its own bounds [4, 32]."""
+    """The allocation of every compared rule for true success probabilities ``p`` (App. C.1 and
+    §5.2), by label; the released code's rule with its own bounds [4, 32]."""
     out = {}
-    for name, label in RULE_LABELS.items():
+    for name in COMPARED_RULES:
         lower, upper = (RELEASED_LOWER, RELEASED_UPPER) if name == "vip_released" else (LOWER, UPPER)
-        out[label] = ALLOCATION_RULES[name].allocate(p, budget, lower, upper, estimator)
+        rule = ALLOCATION_RULES[name]
+        out[rule.label] = rule.allocate(p, budget, lower, upper, estimator)
     return out
 
 

@@ -5,6 +5,8 @@ write_guard nothing but the standard library (every package that writes imports 
 prompt_features nothing of rlvr-lab; only trainer and rl_study import the torch stack;
 figures import no simulator and no trainer (they read records); simulators and stats_tests
 import no trainer; trainer imports no simulators, stats_tests, figures or rl_study.
+Within trainer, loading and checking a config imports no torch: trainer.config and every
+trainer module it reaches import the torch stack only inside functions.
 
 Checked on the source with ast: every import statement, the lazy ones inside functions too.
 Hand-written rather than with import-linter: two contracts are allowlists (theory: numpy and
@@ -127,3 +129,59 @@ def test_no_trainer_module_shadows_what_the_trainer_imports():
     sources = [path.read_text() for path in (ROOT / "trainer").rglob("*.py")]
     imported = {name for source in sources for _, name in imported_modules(source, "trainer")}
     assert modules & (set(sys.stdlib_module_names) | imported) == set()
+
+
+# --- loading a config needs no torch -----------------------------------------------------------
+
+
+def _module_level_imports(source: str) -> list[tuple[int, str]]:
+    """(line, dotted module) of the imports that run when the module is imported: those outside
+    function bodies (``from trainer import x`` gives ``trainer.x``)."""
+    found = []
+
+    def visit(node):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.append((node.lineno, node.module))
+            found.extend((node.lineno, f"{node.module}.{alias.name}") for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(source))
+    return found
+
+
+def torch_on_config_import(root: Path, start: str = "trainer.config") -> list[str]:
+    """``module:line imports name`` for every module-level import of the torch stack in the
+    trainer modules that importing ``start`` runs (followed through module-level imports)."""
+    seen, queue, found = set(), [start], []
+    while queue:
+        module = queue.pop()
+        path = root / (module.replace(".", "/") + ".py")
+        if module in seen or not path.exists():
+            continue
+        seen.add(module)
+        for line, name in _module_level_imports(path.read_text()):
+            if name.split(".")[0] in TORCH_STACK:
+                found.append(f"{module}:{line} imports {name}")
+            elif name.startswith("trainer."):
+                queue.append(name)
+    return sorted(found)
+
+
+def test_the_modules_a_config_loads_import_no_torch_when_imported():
+    """trainer.config and every trainer module it imports import torch only inside the functions
+    that build a model or an engine (tests/test_trainer_config.py checks the same at run time)."""
+    assert torch_on_config_import(ROOT) == []
+
+
+def test_a_config_module_that_reaches_torch_is_flagged(tmp_path):
+    """Negative control: config -> engines -> a module-level import of torch, two steps away."""
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "config.py").write_text("from trainer.engines import ENGINES\n")
+    (tmp_path / "trainer" / "engines.py").write_text("def build():\n    import vllm\n\nfrom trainer import rollout\n")
+    (tmp_path / "trainer" / "rollout.py").write_text("import numpy\nimport torch.nn\n")
+    assert torch_on_config_import(tmp_path) == ["trainer.rollout:2 imports torch.nn"]

@@ -9,7 +9,7 @@ from scipy import integrate, special, stats
 
 from tests.conftest import tiny_config
 from theory import allocation as alloc
-from trainer import losses
+from trainer import losses, option_names
 from trainer.config import CHOICES, load_config
 from trainer.data import arithmetic_task
 from trainer.loop import Trainer
@@ -41,10 +41,12 @@ def _step_metrics(**overrides):
     return [trainer.train_step()[0] for _ in range(config.steps)]
 
 
-def test_a_new_loss_is_one_table_entry(monkeypatch):
-    """A loss registered in trainer.losses.LOSSES is accepted by the config, trained with and
-    logged (its clip fraction beside the others) without another change."""
+def test_a_new_loss_is_one_table_entry_and_its_name(monkeypatch):
+    """A loss registered in trainer.losses.LOSSES, with its name and default clip in
+    trainer.option_names.LOSS_CLIPS (what the config checks without torch), is accepted by the
+    config, trained with and logged (its clip fraction beside the others) without another change."""
     monkeypatch.setitem(losses.LOSSES, "grpo_wide", losses.TokenRatioLoss((0.4, 0.4), "token ratio, wide clip"))
+    monkeypatch.setitem(option_names.LOSS_CLIPS, "grpo_wide", (0.4, 0.4))
     rows = _step_metrics(loss="grpo_wide")
     assert tiny_config(**(SIZES | {"loss": "grpo_wide"})).clip_range == (0.4, 0.4)
     assert all(np.isfinite(r["loss"]) and 0 <= r["clip/grpo_wide"] <= 1 for r in rows)
@@ -58,7 +60,7 @@ def test_a_new_allocation_rule_is_one_table_entry(monkeypatch):
         n[0] += budget - n.sum()
         return n
 
-    rule = alloc.AllocationRule(everything_to_the_first, True, 2, "the rest to the first prompt")
+    rule = alloc.AllocationRule(everything_to_the_first, True, 2, "first", "the rest to the first prompt")
     monkeypatch.setitem(alloc.ALLOCATION_RULES, "first", rule)
     rows = _step_metrics(allocation="first")
     assert all(r["allocation/max"] == 16 - 3 * 3 and r["allocation/min"] == 3 for r in rows)

@@ -209,3 +209,70 @@ def test_the_tiny_yaml_and_the_tiny_config_are_the_same_offline_run():
         assert getattr(yaml_config, name) == getattr(built, name) == value, name
     assert built.prompts_per_step == 3 != yaml_config.prompts_per_step
     assert not built.tensorboard and not built.progress
+
+
+# --- the option tables ------------------------------------------------------------------------
+
+_IMPORTS_TORCH = "import sys; {code}; print('torch' in sys.modules)"
+
+
+def _imports_torch(code: str) -> bool:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_TORCH.format(code=code)], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip() == "True"
+
+
+def test_loading_and_checking_a_config_imports_no_torch():
+    load = "from trainer.config import load_config; load_config('trainer/configs/tiny_cpu.yaml', []).validate()"
+    assert not _imports_torch(load)
+    assert _imports_torch("import trainer.losses")  # control: the check sees an import of torch
+
+
+def test_the_torch_tables_hold_the_names_the_config_checks():
+    from trainer import losses, option_names, precision
+
+    assert tuple(losses.LOSSES) == tuple(option_names.LOSS_CLIPS)
+    assert {name: loss.default_clip for name, loss in losses.LOSSES.items()} == option_names.LOSS_CLIPS
+    assert tuple(losses.AGGREGATIONS) == option_names.AGGREGATIONS
+    assert tuple(losses.KL_ESTIMATORS) == option_names.KL_ESTIMATORS
+    assert tuple(precision.CPU_BF16) == option_names.CPU_BF16
+
+
+def test_allocation_method_offers_the_methods_that_give_whole_counts():
+    import numpy as np
+
+    from theory.allocation import METHODS, allocate
+
+    assert [name for name in METHODS if METHODS[name].integer] == ["exact", "paper"]
+    for name in ("exact", "paper"):
+        assert TrainConfig(allocation="vip", allocation_method=name).allocation_method == name
+    with pytest.raises(ValueError, match="allocation_method must be one of exact, paper; got 'relaxed'"):
+        TrainConfig(allocation="vip", allocation_method="relaxed").validate()
+    a = np.random.default_rng(0).uniform(0.1, 1.0, 12)
+    counts = {name: allocate(a, 96, 3, 16, "rloo", name) for name in METHODS}
+    for name in ("exact", "paper"):
+        assert counts[name].sum() == 96 and np.array_equal(counts[name], np.round(counts[name]))
+    assert not np.array_equal(counts["relaxed"], np.round(counts["relaxed"]))  # why the trainer does not offer it
+
+
+def test_every_embedding_is_a_table_entry_and_auto_falls_back_to_the_hashed_features(monkeypatch):
+    import prompt_features
+
+    texts = ["1 + 2 =", "what is 3 + 4?"]
+    hashed, kind = prompt_features.prompt_features(texts, "hashed")
+    assert kind == "hashed"
+
+    def missing(texts):
+        raise ImportError("no sentence-transformers")
+
+    monkeypatch.setattr(prompt_features, "embed_prompts", missing)
+    features, kind = prompt_features.prompt_features(texts, "auto")
+    assert kind == "hashed" and (features == hashed).all()
+    with pytest.raises(ImportError):
+        prompt_features.prompt_features(texts, "sentence_transformers")
+    with pytest.raises(ValueError, match="embedding must be one of auto, sentence_transformers, hashed"):
+        prompt_features.prompt_features(texts, "bag")

@@ -40,7 +40,6 @@ from theory import allocation_knapsack, allocation_slsqp, checks
 from theory.allocation_knapsack import KNAPSACK_ALPHA, KNAPSACK_MAX_N, KNAPSACK_MIN_N
 from theory.variance import ESTIMATORS
 
-METHODS = ("exact", "paper", "relaxed")
 # Per-prompt objective shapes g(n), f_q = a_q g(n): the two estimators of VIP, and
 # "proportional" (g = 1/n), whose relaxed minimiser is n_q proportional to sqrt(a_q) within
 # the box: the normalisation of the App. C.1 heuristics, with a_q = w_q^2.
@@ -347,16 +346,33 @@ def _round(n_relaxed, a: np.ndarray, budget: int, lower: int, upper: int, estima
     return _take_largest(scores, floors, remaining, lower)
 
 
-def allocate(a, budget, lower, upper, estimator: str, method: str = "exact") -> np.ndarray:
-    """The allocation the trainer calls: ``exact`` (integer optimum of (5)), ``paper``
-    (Theorem 5.1/5.2 then Algorithm 2), or ``relaxed`` (the real-valued minimiser)."""
-    checks.choice("method", method, METHODS)
-    if method == "exact":
-        return integer_allocation(a, budget, lower, upper, estimator)
+def _paper_allocation(a, budget, lower, upper, estimator: str) -> np.ndarray:
+    """Theorem 5.1/5.2's relaxed minimiser rounded by Algorithm 2."""
     relaxed = relaxed_allocation(a, budget, lower, upper, estimator)
-    if method == "relaxed":
-        return relaxed
     return round_allocation(relaxed, a, budget, lower, upper, estimator)
+
+
+@dataclass(frozen=True)
+class Method:
+    """How problem (5) is solved: ``solve(a, budget, lower, upper, estimator)``, and whether it
+    gives whole rollout counts (what a trainer can sample)."""
+
+    solve: Callable
+    integer: bool
+
+
+# method -> how :func:`allocate` solves (5)
+METHODS = {
+    "exact": Method(integer_allocation, integer=True),  # the integer optimum of (5)
+    "paper": Method(_paper_allocation, integer=True),  # Theorem 5.1/5.2, then Algorithm 2
+    "relaxed": Method(relaxed_allocation, integer=False),  # the real-valued minimiser
+}
+
+
+def allocate(a, budget, lower, upper, estimator: str, method: str = "exact") -> np.ndarray:
+    """The allocation the trainer calls, by :data:`METHODS`' ``method``."""
+    checks.choice("method", method, tuple(METHODS))
+    return METHODS[method].solve(a, budget, lower, upper, estimator)
 
 
 # --- baselines (App. C.1) ---------------------------------------------------------------
@@ -625,12 +641,14 @@ class AllocationRule:
     rules that draw; ``success_variance`` the predictor's posterior E[p (1 - p)] per prompt
     (None for a predictor without a posterior).
     ``uses_p_hat``: the rule needs predicted success rates (a predictor, binary rewards);
-    ``min_lower``: the smallest L it is defined for; ``uses_posterior``: the rule needs
-    ``success_variance`` (a predictor with a posterior)."""
+    ``min_lower``: the smallest L it is defined for; ``label``: its name in the claim checks'
+    rows and figures; ``uses_posterior``: the rule needs ``success_variance`` (a predictor
+    with a posterior)."""
 
     allocate: Callable[..., np.ndarray]
     uses_p_hat: bool
     min_lower: int
+    label: str
     summary: str
     uses_posterior: bool = False
 
@@ -699,13 +717,14 @@ def _inverse_variance_rule(p_hat, budget, lower, upper, estimator, method="exact
 # ``method`` is how VIP's integer problem is solved (:func:`allocate`); the other rules ignore it.
 ALLOCATION_RULES = {
     "uniform": AllocationRule(
-        _uniform_rule, False, BASELINE_MIN_LOWER, "floor(C/B) each, the rest to the first prompts"
+        _uniform_rule, False, BASELINE_MIN_LOWER, "uniform", "floor(C/B) each, the rest to the first prompts"
     ),
-    "vip": AllocationRule(_vip_rule, True, 3, "VIP §5.2: minimise problem (5) with a_q = 4 p_hat (1 - p_hat)"),
+    "vip": AllocationRule(_vip_rule, True, 3, "VIP", "VIP §5.2: minimise problem (5) with a_q = 4 p_hat (1 - p_hat)"),
     "vip_posterior": AllocationRule(
         _vip_posterior_rule,
         True,
         3,
+        "VIP (posterior)",
         "ours: problem (5) with a_q = 4 E[p (1 - p)] under the predictor's posterior (Bayes decision)",
         uses_posterior=True,
     ),
@@ -713,24 +732,35 @@ ALLOCATION_RULES = {
         _vip_released_rule,
         True,
         3,
+        "released code",
         "VIP's released objective solved exactly (V13): + gamma log(p_hat) n, drops prompts under 4",
     ),
     "vip_released_slsqp": AllocationRule(
         _vip_released_slsqp_rule,
         True,
         3,
+        "released code (SLSQP)",
         "VIP's released code run literally (V13): SLSQP with scipy's defaults, float-noise ties, p_hat to 5 dp",
     ),
     "knapsack": AllocationRule(
         _knapsack_rule,
         True,
         KNAPSACK_MIN_N,
+        "Knapsack RL",
         "Knapsack RL (arXiv 2509.25849) as released: max sum P(mixed group) p (1-p)^2 over the extra rollouts",
     ),
     "inverse_accuracy": AllocationRule(
-        _inverse_accuracy_rule, True, BASELINE_MIN_LOWER, "App. C.1: n_q proportional to 1 - p_hat + eps"
+        _inverse_accuracy_rule,
+        True,
+        BASELINE_MIN_LOWER,
+        "inverse-accuracy",
+        "App. C.1: n_q proportional to 1 - p_hat + eps",
     ),
     "inverse_variance": AllocationRule(
-        _inverse_variance_rule, True, BASELINE_MIN_LOWER, "App. C.1: n_q proportional to 1 / (p_hat (1 - p_hat) + eps)"
+        _inverse_variance_rule,
+        True,
+        BASELINE_MIN_LOWER,
+        "inverse-variance",
+        "App. C.1: n_q proportional to 1 / (p_hat (1 - p_hat) + eps)",
     ),
 }

@@ -32,29 +32,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prompt_features import EMBEDDINGS
-from theory.allocation import ALLOCATION_RULES
+from theory.allocation import ALLOCATION_RULES, METHODS
 from theory.importance import CTPO_CLIP
 from theory.predictors import PREDICTORS
 from trainer.advantages import ADVANTAGES
 from trainer.data import TEMPLATES
 from trainer.engines import ENGINES
-from trainer.losses import AGGREGATIONS, KL_CLIPS, KL_ESTIMATORS, LOSSES
-from trainer.precision import CPU_BF16
+from trainer.kl_clips import KL_CLIPS
+from trainer.option_names import AGGREGATIONS, CPU_BF16, KL_ESTIMATORS, LOSS_CLIPS
 from trainer.registry import choose
 from trainer.rewards import BUILT_IN as REWARDS
 from trainer.rewards import REWARD_CONVENTIONS, REWARD_TIMEOUT_S
 from trainer.selection import SELECTIONS
 
-# Options without a table of their own elsewhere: how VIP's integer problem is solved
-# (theory.allocation.allocate) and who samples.
-ALLOCATION_METHODS = ("exact", "paper")
-# The tables a name is looked up in: the only lists of valid names
+# how VIP's problem (5) is solved: theory.allocation's methods that give whole rollout counts
+ALLOCATION_METHODS = {name: method for name, method in METHODS.items() if method.integer}
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # of the trainable weights (trainer.models.resolve_dtype)
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 MAX_SEED = 2**62
 TEMPERATURE = (1e-5, 1e5)  # sampling temperature; the range refused past its ends is in TrainConfig.validate
+# option -> the table its value is looked up in (trainer.registry.choose): the only lists of valid names
 CHOICES = {
-    "loss": LOSSES,
+    "loss": LOSS_CLIPS,
     "advantage": ADVANTAGES,
     "allocation": ALLOCATION_RULES,
     "allocation_method": ALLOCATION_METHODS,
@@ -116,7 +115,7 @@ class TrainConfig:
     # --- advantages and losses --------------------------------------------------------------
     advantage: str = "dr_grpo"
     loss: str = "grpo"
-    clip_low: float | None = None  # None: the loss's default (trainer.losses.LOSSES)
+    clip_low: float | None = None  # None: the loss's default (trainer.option_names.LOSS_CLIPS)
     clip_high: float | None = None
     ctpo_power: float = CTPO_CLIP[2]
     aggregation: str = "token_mean"
@@ -164,7 +163,7 @@ class TrainConfig:
 
     @property
     def clip_range(self) -> tuple[float, float]:
-        low, high = LOSSES[self.loss].default_clip
+        low, high = LOSS_CLIPS[self.loss]
         return (low if self.clip_low is None else self.clip_low, high if self.clip_high is None else self.clip_high)
 
     def validate(self) -> None:

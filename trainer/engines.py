@@ -11,7 +11,8 @@ default, scripts/gpu_smoke.py) builds its engine with :func:`build_engine`.
 
 An engine's ``refusal(config)`` is called by TrainConfig's validation; ``available()`` before
 any model loads (an ImportError naming the extra to install); ``build(config, policy,
-tokenizer, device, world)`` makes it.
+tokenizer, device, world)`` makes it. The builders import what they build (torch, vLLM) when
+they are called, so that the config's checks import neither.
 """
 
 from __future__ import annotations
@@ -19,11 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trainer import distributed
-from trainer.distributed import World
 from trainer.model_sources import is_gguf_source
 from trainer.registry import choose
-from trainer.rollout import TransformersEngine
 
 
 @dataclass(frozen=True)
@@ -35,7 +33,10 @@ class Engine:
     available: Callable[[], None] = lambda: None
 
 
-def _transformers(config, policy, tokenizer, device, world: World) -> TransformersEngine:
+def _transformers(config, policy, tokenizer, device, world):
+    from trainer import distributed
+    from trainer.rollout import TransformersEngine
+
     # FSDP needs every rank to run the same forward passes: a chunk ends when every rank's has
     all_done = lambda flag: distributed.all_true(flag, world, device)  # noqa: E731
     return TransformersEngine(
@@ -43,7 +44,7 @@ def _transformers(config, policy, tokenizer, device, world: World) -> Transforme
     )
 
 
-def _vllm(config, policy, tokenizer, device, world: World):
+def _vllm(config, policy, tokenizer, device, world):
     from trainer.vllm_engine import colocated_engine
 
     return colocated_engine(config, tokenizer, device, world.rank)
@@ -82,6 +83,11 @@ def engine_of(config) -> Engine:
     return choose(ENGINES, config.rollout_engine, "rollout_engine")
 
 
-def build_engine(config, policy, tokenizer, device, world: World = World()):
-    """The engine ``config.rollout_engine`` names, sampling ``policy``'s weights on ``device``."""
+def build_engine(config, policy, tokenizer, device, world=None):
+    """The engine ``config.rollout_engine`` names, sampling ``policy``'s weights on ``device``
+    (``world``: trainer.distributed.World, one process by default)."""
+    if world is None:
+        from trainer.distributed import World
+
+        world = World()
     return engine_of(config).build(config, policy, tokenizer, device, world)

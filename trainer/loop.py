@@ -57,10 +57,10 @@ from trainer.data import examples_digest, prompt_text
 from trainer.distributed import World
 from trainer.engines import build_engine
 from trainer.experience import Experience, RolloutBatch, concat_batches, select_groups
+from trainer.kl_clips import KL_CLIPS
 from trainer.logprobs import completion_logprobs, float32_logprobs, gradient_norms, logprobs_in_micro_batches
 from trainer.logs import RunLogs, resume_plan
 from trainer.losses import (
-    KL_CLIPS,
     LOSSES,
     ClipSpec,
     aggregation_weights,

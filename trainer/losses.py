@@ -33,18 +33,15 @@ import numpy as np
 import torch
 
 from theory import checks
-from theory.bounds import optimal_tau
 from theory.importance import (
-    CTPO_CLIP,
     CTPO_LOG_RATIO_CAP,
-    GRPO_CLIP,
-    GSPO_CLIP,
     RELEASED_DUAL_CLIP,
     RELEASED_LOG_RATIO_CAP,
     RELEASED_TOKEN_LOG_RATIO_CLAMP,
     adaptive_clip_bounds,
     dual_clip_threshold,
 )
+from trainer.option_names import LOSS_CLIPS
 from trainer.registry import choose
 
 
@@ -202,13 +199,13 @@ class SequenceRatioLoss(PolicyLoss):
         return (log_r.sum(1) / mask.sum(1)).exp()
 
 
-# name -> loss; the default clip ranges are theory.importance's
+# name -> loss; the default clip ranges are trainer.option_names.LOSS_CLIPS (theory.importance's)
 LOSSES = {
-    "grpo": TokenRatioLoss(GRPO_CLIP, "token ratio"),
-    "gspo": SequenceRatioLoss(GSPO_CLIP, "length-normalised sequence ratio"),
-    "ctpo": CumulativeRatioLoss(CTPO_CLIP[:2], "cumulative ratio, sqrt(t)-adaptive clip"),
+    "grpo": TokenRatioLoss(LOSS_CLIPS["grpo"], "token ratio"),
+    "gspo": SequenceRatioLoss(LOSS_CLIPS["gspo"], "length-normalised sequence ratio"),
+    "ctpo": CumulativeRatioLoss(LOSS_CLIPS["ctpo"], "cumulative ratio, sqrt(t)-adaptive clip"),
     "ctpo_released": ReleasedCumulativeRatioLoss(
-        CTPO_CLIP[:2], "cumulative ratio as CTPO's released code: current-token gradient, caps, dual clip"
+        LOSS_CLIPS["ctpo_released"], "cumulative ratio as CTPO's released code: current-token gradient, caps, dual clip"
     ),
 }
 
@@ -245,14 +242,3 @@ def kl_penalty(seq_log_ratio, estimator: str, tau: float | None):
         raise ValueError(f"tau must be >= 0 or None (no clip); got {tau}")
     seq_l = seq_log_ratio if tau is None else seq_log_ratio.clamp(-tau, tau)
     return choose(KL_ESTIMATORS, estimator, "kl_estimator")(seq_l)
-
-
-def _tau_star(abs_l, config):
-    """Corollary 3: the (1 - 2 alpha)-quantile of |l| (theory.bounds.optimal_tau), n = prompts,
-    K = floor(C / n)."""
-    n = config.prompts_per_step
-    return optimal_tau(abs_l, n, config.rollout_budget // n, config.kl_delta)
-
-
-# name -> tau(|l| of the step's rollouts, config): how the KL's log ratio is clipped
-KL_CLIPS = {"none": lambda abs_l, config: None, "fixed": lambda abs_l, config: config.kl_tau, "tau_star": _tau_star}

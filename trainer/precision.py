@@ -15,8 +15,7 @@ import contextlib
 
 import torch
 
-CPU_BF16 = ("off", "on", "auto")
-
+from trainer.registry import choose
 
 # cpuinfo's names (torch.cpu.get_capabilities) of bfloat16 instructions: AVX512_BF16 and AMX-BF16
 # on x86, the Armv8.6 BF16 extension and SVE's on Arm.
@@ -41,13 +40,14 @@ def cpu_has_native_bf16() -> bool:
     return onednn and (not features or any(features.get(name) for name in NATIVE_BF16))
 
 
+# cpu_bf16 -> whether a CPU computes in bfloat16 (the names: trainer.option_names.CPU_BF16)
+CPU_BF16 = {"off": lambda: False, "on": lambda: True, "auto": cpu_has_native_bf16}
+
+
 def compute_dtype(device: torch.device, cpu_bf16: str = "off") -> torch.dtype:
     """The dtype the forward and backward passes compute in on ``device``."""
-    if cpu_bf16 not in CPU_BF16:
-        raise ValueError(f"cpu_bf16 must be one of {', '.join(CPU_BF16)}; got {cpu_bf16!r}")
-    if device.type == "cuda":
-        return torch.bfloat16
-    if device.type == "cpu" and (cpu_bf16 == "on" or (cpu_bf16 == "auto" and cpu_has_native_bf16())):
+    cpu_in_bf16 = choose(CPU_BF16, cpu_bf16, "cpu_bf16")
+    if device.type == "cuda" or (device.type == "cpu" and cpu_in_bf16()):
         return torch.bfloat16
     return torch.float32
 
