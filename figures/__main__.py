@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from pathlib import Path
 
+import figures
 import write_guard
 from figures import style
 from figures.records import claims_of, load_records, newest_check
 
-FIGURE_MODULES = (
-    "figures.variance",
-    "figures.allocation",
-    "figures.stats_tests",
-    "figures.importance",
-    "figures.predictor",
-    "figures.allocation_peers",
-    "figures.bounds",
-    "figures.rl_study",
-    "figures.real_model",
-)
+
+def figure_modules() -> list:
+    """Every module of this package that defines ``FIGURES``, in alphabetical order: a new figure
+    module is found without being listed."""
+    names = sorted(info.name for info in pkgutil.iter_modules(figures.__path__) if not info.name.startswith("_"))
+    modules = [importlib.import_module(f"figures.{name}") for name in names]
+    return [module for module in modules if hasattr(module, "FIGURES")]
 
 
 def how_to_record(module, check_names, records, records_dir: Path) -> str:
@@ -56,8 +54,7 @@ def main(argv=None) -> int:
     records, warnings = load_records(records_dir)
     style.apply()
     written, missing = [], []
-    for module_name in FIGURE_MODULES:
-        module = importlib.import_module(module_name)
+    for module in figure_modules():
         for name, check_names, draw in module.FIGURES:
             check_names = (check_names,) if isinstance(check_names, str) else check_names
             checks = [newest_check(records, check_name) for check_name in check_names]

@@ -8,10 +8,11 @@ A check produces :class:`ClaimResult` rows of three kinds, each built by its con
 - :func:`report`  a measured comparison with no pass/fail meaning (how far a
   statement holds outside its assumptions): REPORT.
 
-The ledger decides whether a row's statement holds: from a z-statistic by the one
-threshold rule (:data:`Z_THRESHOLD`, :data:`Z_TESTS`), or from ``holds=`` computed by the
-check, with its rule named in the row. A run fails when a claim fails or a control is
-not rejected.
+The ledger decides whether a row's statement holds, and writes its rule: from a z-statistic
+by the one threshold rule (:data:`Z_THRESHOLD`, :data:`Z_TESTS`), or from a statistic and the
+bound it must keep (:data:`BOUNDS`: an exact identity within a tolerance, a rate, a
+comparison). No check computes a verdict or words a rule itself. A run fails when a claim
+fails or a control is not rejected.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ Z_TESTS = {  # z_test: (rule of the statement, whether a z meets it)
     "equal": (f"|z| < {Z_THRESHOLD:g}", lambda z: abs(z) < Z_THRESHOLD),  # no difference either way
     "not greater": (f"z < {Z_THRESHOLD:g}", lambda z: z < Z_THRESHOLD),  # no significant excess (a bound kept)
     "greater": (f"z >= {Z_THRESHOLD:g}", lambda z: z >= Z_THRESHOLD),  # a significant excess (one is better)
+}
+BOUNDS = {  # keyword: (its sign in the rule, whether a statistic keeps the bound)
+    "at_most": ("<=", lambda statistic, bound: statistic <= bound),
+    "below": ("<", lambda statistic, bound: statistic < bound),
+    "at_least": (">=", lambda statistic, bound: statistic >= bound),
+    "above": (">", lambda statistic, bound: statistic > bound),
 }
 TABLE_WIDTH = 120  # columns of the printed verdict table; the "what" text wraps to fit
 MIN_WHAT_WIDTH = 30  # the "what" column is never narrower, even if the table then exceeds TABLE_WIDTH
@@ -121,8 +128,10 @@ def decided(
     max_abs_z: float | None = None,
     min_abs_z: float | None = None,
     z_test: str = "equal",
-    holds: bool | None = None,
-    rule: str = "",
+    at_most: float | None = None,
+    below: float | None = None,
+    at_least: float | None = None,
+    above: float | None = None,
     statistic: float | None = None,
     stat_name: str = "",
     estimate: float | None = None,
@@ -130,42 +139,52 @@ def decided(
     theory: float | None = None,
     details: dict | None = None,
 ) -> ClaimResult:
-    """A claim or control row whose statement holds by one of two kinds of rule.
+    """A claim or control row whose statement holds by one of two kinds of rule, both judged here.
 
-    - A z-statistic, judged by the ledger at :data:`Z_THRESHOLD`: ``z`` with ``z_test``
-      "equal" (holds at |z| < 4), "not greater" (z < 4: e.g. a violation rate not above delta)
-      or "greater" (z >= 4: a significant improvement); or ``max_abs_z`` (every cell of a grid
-      has |z| < 4), or ``min_abs_z`` (some cell has |z| < 4; its control is rejected when every
-      cell is).
-    - ``holds=`` for a rule that is not a z-test (an exact identity within a tolerance, a rate,
-      a comparison), with the ``rule`` in words and optionally the ``statistic`` it was applied
-      to and its ``stat_name``.
+    - A z-statistic, at :data:`Z_THRESHOLD`: ``z`` with ``z_test`` "equal" (holds at |z| < 4),
+      "not greater" (z < 4: e.g. a violation rate not above delta) or "greater" (z >= 4: a
+      significant improvement); or ``max_abs_z`` (every cell of a grid has |z| < 4), or
+      ``min_abs_z`` (some cell has |z| < 4; its control is rejected when every cell is).
+    - A bound (:data:`BOUNDS`) on ``statistic``, named ``stat_name``: ``at_most=`` (statistic
+      <= bound), ``below=`` (<), ``at_least=`` (>=) or ``above=`` (>); the rule reads
+      "<stat_name> <= <bound>".
     """
-    statistics = (("z", z), ("max|z|", max_abs_z), ("min|z|", min_abs_z))
-    given = {name: value for name, value in statistics if value is not None}
-    if len(given) + (holds is not None) != 1:
+    z_given = {
+        name: value for name, value in (("z", z), ("max|z|", max_abs_z), ("min|z|", min_abs_z)) if value is not None
+    }
+    bounds = {
+        name: value
+        for name, value in (("at_most", at_most), ("below", below), ("at_least", at_least), ("above", above))
+        if value is not None
+    }
+    if len(z_given) + len(bounds) != 1:
         raise ValueError(
-            f"{claim_id} {kind}: give exactly one of z=, max_abs_z=, min_abs_z= (a z-test) or holds= "
-            f"(with its rule); got {', '.join(given) or 'none of the z keywords'} and holds={holds!r}"
+            f"{claim_id} {kind}: give exactly one of z=, max_abs_z=, min_abs_z= (a z-test) or "
+            f"{'=, '.join(BOUNDS)}= (a bound on statistic=); got {', '.join([*z_given, *bounds]) or 'none of them'}"
         )
     if z_test not in Z_TESTS:
         raise ValueError(f"{claim_id} {kind}: z_test must be one of {', '.join(Z_TESTS)}; got {z_test!r}")
-    if z_test != "equal" and "z" not in given:
+    if z_test != "equal" and "z" not in z_given:
         raise ValueError(
             f"{claim_id} {kind}: z_test={z_test!r} applies to z= only (max|z| and min|z| are judged "
-            f"by < {Z_THRESHOLD:g}, holds= by its own rule)"
+            f"by < {Z_THRESHOLD:g}, a bound by its own sign)"
         )
-    if holds is not None:
-        if not isinstance(holds, (bool, np.bool_)):
-            raise ValueError(f"{claim_id} {kind}: holds must be True or False; got {holds!r}")
-        holds = bool(holds)
-    else:
-        if rule or statistic is not None or stat_name:
+    if bounds:
+        ((keyword, bound),) = bounds.items()
+        if statistic is None or not stat_name:
             raise ValueError(
-                f"{claim_id} {kind}: a z-test sets its rule, statistic and stat_name; "
-                f"pass rule=/statistic=/stat_name= only with holds="
+                f"{claim_id} {kind}: {keyword}= bounds statistic=, named by stat_name=; got statistic={statistic!r}, "
+                f"stat_name={stat_name!r}"
             )
-        ((stat_name, statistic),) = given.items()
+        sign, keeps = BOUNDS[keyword]
+        statistic, bound = float(statistic), float(bound)
+        rule, holds = f"{stat_name} {sign} {_exact_text(bound)}", bool(keeps(statistic, bound))
+    else:
+        if statistic is not None or stat_name:
+            raise ValueError(
+                f"{claim_id} {kind}: a z-test names its own statistic; pass statistic=/stat_name= only with a bound"
+            )
+        ((stat_name, statistic),) = z_given.items()
         rule, meets = Z_TESTS[z_test] if stat_name == "z" else (f"{stat_name} < {Z_THRESHOLD:g}", Z_TESTS["equal"][1])
         holds = bool(meets(statistic))
     return ClaimResult(
@@ -293,6 +312,13 @@ def _publish(out_dir: Path, stem: str, text: str) -> Path:
             return path
     finally:
         Path(handle.name).unlink(missing_ok=True)
+
+
+def _exact_text(x: float) -> str:
+    """``x`` in its shortest form (``:g``) where that is exactly ``x``; else every digit it needs
+    (1 - 1e-09 reads 0.999999999, not 1)."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(x)
 
 
 def _fmt_number(x) -> str:

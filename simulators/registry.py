@@ -4,19 +4,35 @@ Each topic module (``simulators.<topic>``) exposes ``CHECKS``, a list of
 :class:`Check`. A check is one experiment that yields rows for one or more claim
 ids (the ids of CLAIMS.md); one experiment may serve several claims
 because they share draws (V1 and V2 come from the same rollouts).
-A new topic is a module with ``CHECKS`` and its name in ``TOPICS``.
+A new topic is a module with ``CHECKS``: :data:`TOPICS` is every module of this package that
+assigns ``CHECKS`` at module level, in alphabetical order.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
 import zlib
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-TOPICS = ("variance", "allocation", "stats_calibration", "importance", "predictor", "allocation_peers", "bounds")
+
+def _assigns(path: Path, name: str) -> bool:
+    """Whether the module at ``path`` assigns ``name`` at module level. Read from the source:
+    the topic modules import this registry, so finding them by importing would be circular."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        if any(isinstance(target, ast.Name) and target.id == name for target in targets):
+            return True
+    return False
+
+
+TOPICS = tuple(sorted(path.stem for path in Path(__file__).parent.glob("*.py") if _assigns(path, "CHECKS")))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,8 @@ def _row(kind, ok, claim="X1"):
     """A row of ``kind`` whose verdict is ``ok`` (a claim that holds, a control that does not)."""
     if kind == "report":
         return ledger.report(claim, "w")
-    return ledger.decided(kind, claim, "w", holds=ok if kind == "claim" else not ok, rule="set by the test")
+    holds = ok if kind == "claim" else not ok
+    return ledger.decided(kind, claim, "w", at_most=0.0, statistic=0.0 if holds else 1.0, stat_name="set by the test")
 
 
 def test_topic_cli_passes_and_writes_record(variance_run):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from simulators import cli, ledger
-from simulators.ledger import Z_THRESHOLD, ClaimResult, claim, control, report
+from simulators.ledger import BOUNDS, Z_THRESHOLD, ClaimResult, claim, control, report
 
 JUST_BELOW = math.nextafter(Z_THRESHOLD, 0.0)
 
@@ -42,10 +42,8 @@ def test_a_control_with_a_small_z_is_not_rejected_and_fails_the_run():
     assert ledger.run_failed([claim("X1", "w", max_abs_z=0.5), row])
 
 
-def test_an_explicit_rule_is_named_in_the_record():
-    row = claim(
-        "X1", "w", holds=np.float64(1e-13) <= 1e-12, rule="max rel <= 1e-12", statistic=1e-13, stat_name="max rel"
-    )
+def test_a_bound_is_judged_and_worded_by_the_ledger():
+    row = claim("X1", "w", at_most=1e-12, statistic=np.float64(1e-13), stat_name="max rel")
     assert row.verdict == "PASS"
     assert {k: row.to_json()[k] for k in ("rule", "holds", "ok", "verdict")} == {
         "rule": "max rel <= 1e-12",
@@ -55,10 +53,30 @@ def test_an_explicit_rule_is_named_in_the_record():
     }
 
 
+@pytest.mark.parametrize(
+    "keyword, statistic, holds",
+    [
+        ("at_most", 1.0, True),
+        ("at_most", 1.0 + 1e-15, False),
+        ("below", 1.0, False),
+        ("below", 1.0 - 1e-15, True),
+        ("at_least", 1.0, True),
+        ("at_least", 1.0 - 1e-15, False),
+        ("above", 1.0, False),
+        ("above", 1.0 + 1e-15, True),
+    ],
+)
+def test_each_bound_holds_exactly_on_its_side(keyword, statistic, holds):
+    row = control("X1", "w", **{keyword: 1.0}, statistic=statistic, stat_name="s")
+    assert row.holds is holds and row.verdict == ("NOT REJECTED" if holds else "REJECTED")
+    assert row.rule == f"s {BOUNDS[keyword][0]} 1"
+
+
 def test_a_nan_statistic_neither_passes_nor_rejects():
     assert claim("X1", "w", z=float("nan")).verdict == "FAIL"
     assert control("X1", "w", max_abs_z=float("nan")).verdict == "NOT REJECTED"
-    assert control("X1", "w", holds=False, rule="r", statistic=float("nan")).verdict == "NOT REJECTED"
+    assert control("X1", "w", below=1.0, statistic=float("nan"), stat_name="s").verdict == "NOT REJECTED"
+    assert claim("X1", "w", at_least=0.0, statistic=float("nan"), stat_name="s").verdict == "FAIL"
 
 
 @pytest.mark.parametrize(
@@ -66,19 +84,37 @@ def test_a_nan_statistic_neither_passes_nor_rejects():
     [
         ({}, "give exactly one of z=, max_abs_z=, min_abs_z="),
         ({"z": 1.0, "max_abs_z": 1.0}, "give exactly one of"),
-        ({"z": 1.0, "holds": True, "rule": "r"}, "give exactly one of"),
-        ({"holds": True}, "holds must be True or False and rule a non-empty text"),
-        ({"holds": 0.3, "rule": "r"}, "holds must be True or False; got 0.3"),
-        ({"holds": np.array([True, False]), "rule": "r"}, "holds must be True or False"),
+        ({"z": 1.0, "at_most": 1.0, "statistic": 0.5, "stat_name": "s"}, "give exactly one of"),
+        ({"at_most": 1.0, "below": 2.0, "statistic": 0.5, "stat_name": "s"}, "give exactly one of"),
+        ({"at_most": 1.0, "stat_name": "s"}, "at_most= bounds statistic=, named by stat_name="),
+        ({"below": 1.0, "statistic": 0.5}, "below= bounds statistic=, named by stat_name="),
         ({"z": 1.0, "z_test": "less"}, "z_test must be one of equal, not greater, greater; got 'less'"),
         ({"max_abs_z": 1.0, "z_test": "greater"}, "z_test='greater' applies to z= only"),
-        ({"holds": True, "rule": "r", "z_test": "not greater"}, "z_test='not greater' applies to z= only"),
-        ({"z": 1.0, "rule": "my own"}, "pass rule=/statistic=/stat_name= only with holds="),
+        (
+            {"at_most": 1.0, "statistic": 0.5, "stat_name": "s", "z_test": "not greater"},
+            "z_test='not greater' applies to z= only",
+        ),
+        ({"z": 1.0, "statistic": 3.0, "stat_name": "mine"}, "pass statistic=/stat_name= only with a bound"),
     ],
 )
 def test_a_row_without_one_clear_rule_is_refused(measured, match):
     with pytest.raises(ValueError, match=match):
         claim("X1", "w", **measured)
+
+
+def test_a_bound_is_worded_with_every_digit_it_needs():
+    assert (
+        claim("X1", "w", at_least=1.0 - 1e-9, statistic=1.01, stat_name="min ratio").rule == "min ratio >= 0.999999999"
+    )
+    assert claim("X1", "w", at_least=-1e-9, statistic=0.0, stat_name="min").rule == "min >= -1e-09"
+
+
+def test_a_check_cannot_judge_its_own_row():
+    """holds= and rule= are the ledger's to set: a row gives a z or a bound on a statistic."""
+    with pytest.raises(TypeError, match="holds"):
+        claim("X1", "w", holds=True, rule="r")
+    with pytest.raises(TypeError, match="rule"):
+        claim("X1", "w", at_most=1.0, statistic=0.5, stat_name="s", rule="mine")
 
 
 def test_rows_are_built_by_keyword_only():

@@ -178,3 +178,45 @@ def test_clip_fractions_once_per_mini_batch_equal_the_micro_batches_token_weight
             losses.clip_fractions(new[p], old[p], mask[p], clips)[name] * float(mask[p].sum()) for p in parts
         )
         assert whole[name] == pytest.approx(weighted / float(mask.sum()), rel=1e-6)
+
+
+# --- claim checks and figures are found, not listed ----------------------------------------------
+
+
+def test_every_module_with_checks_is_a_topic_and_no_other():
+    import importlib
+    import pkgutil
+
+    import simulators
+    from simulators.registry import TOPICS
+
+    names = [m.name for m in pkgutil.iter_modules(simulators.__path__) if not m.name.startswith("_")]
+    with_checks = [name for name in names if hasattr(importlib.import_module(f"simulators.{name}"), "CHECKS")]
+    assert list(TOPICS) == sorted(with_checks) and "ledger" not in TOPICS
+
+
+def test_a_new_topic_module_is_found_by_its_checks(tmp_path):
+    from simulators.registry import _assigns
+
+    (tmp_path / "new_topic.py").write_text("from simulators.registry import Check\n\nCHECKS: list = []\n")
+    (tmp_path / "helpers.py").write_text("def CHECKS():\n    pass\n\nCHECKS_NOTE = 1\n")  # control: no assignment
+    assert _assigns(tmp_path / "new_topic.py", "CHECKS")
+    assert not _assigns(tmp_path / "helpers.py", "CHECKS")
+
+
+def test_every_figure_module_is_drawn(tmp_path, monkeypatch):
+    """A module of figures/ that defines FIGURES is drawn by ``python -m figures`` without being
+    listed; one without (records, style) is not."""
+    import sys
+    import types
+
+    import figures
+    from figures.__main__ import figure_modules
+
+    found = {m.__name__ for m in figure_modules()}
+    assert {"figures.variance", "figures.rl_study"} <= found and not found & {"figures.records", "figures.style"}
+    (tmp_path / "extra.py").write_text("FIGURES = []\n")
+    monkeypatch.setattr(figures, "__path__", [*figures.__path__, str(tmp_path)])
+    monkeypatch.setitem(sys.modules, "figures.extra", types.ModuleType("figures.extra"))
+    sys.modules["figures.extra"].FIGURES = []
+    assert "figures.extra" in {m.__name__ for m in figure_modules()}
