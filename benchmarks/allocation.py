@@ -17,7 +17,8 @@ import numpy as np
 
 from simulators.allocation_oracle import cvxpy_relaxed
 from simulators.timing import median_seconds
-from theory.allocation import allocate, released_vip_allocation, success_variance_weights
+from theory.allocation import allocate, success_variance_weights
+from theory.allocation_released import released_vip_allocation
 
 ORACLE_MAX_B = 4096  # the Dr. GRPO cutting-plane oracle needs minutes beyond this
 

@@ -30,19 +30,17 @@ from simulators.registry import Check, RunConfig
 from simulators.success_laws import P_DISTRIBUTIONS, draw_p
 from simulators.timing import median_seconds
 from theory.allocation import (
-    ALLOCATION_RULES,
-    RELEASED_LOWER,
-    RELEASED_UPPER,
     allocate,
     integer_allocation,
     marginal_value,
     per_prompt_objective,
     relaxed_allocation,
-    released_vip_allocation,
     round_allocation,
     success_variance_weights,
     total_objective,
 )
+from theory.allocation_released import RELEASED_LOWER, RELEASED_UPPER, released_vip_allocation
+from theory.allocation_rules import ALLOCATION_RULES
 from theory.variance import gradient_variance
 
 LOWER, UPPER = 3, 32
@@ -264,7 +262,7 @@ def run_rounding(config: RunConfig, rng: np.random.Generator) -> list[ClaimResul
     ]
 
 
-# The rules compared (theory.allocation.ALLOCATION_RULES), each under its label in the rows.
+# The rules compared (theory.allocation_rules.ALLOCATION_RULES), each under its label in the rows.
 COMPARED_RULES = ("uniform", "inverse_accuracy", "inverse_variance", "vip", "vip_released")
 
 

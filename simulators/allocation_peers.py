@@ -2,7 +2,7 @@
 
 ``python -m simulators --only V14``. The loop is V10's (simulators.predictor): a drifting
 world of Q prompts, batches of B prompts from reshuffled passes, C = 8B rollouts per step,
-+-1 rewards, RLOO. Each arm pairs a predictor with a rule of theory.allocation.ALLOCATION_RULES
++-1 rewards, RLOO. Each arm pairs a predictor with a rule of theory.allocation_rules.ALLOCATION_RULES
 or a prompt selection of theory.selection; every arm sees the same world and batches (common
 random numbers). Per step it records:
 
@@ -36,7 +36,7 @@ from simulators.ledger import ClaimResult, claim, control, report
 from simulators.predictor import DriftingWorld, loop_predictor
 from simulators.registry import Check, RunConfig
 from simulators.timing import median_seconds
-from theory.allocation import ALLOCATION_RULES
+from theory.allocation_rules import ALLOCATION_RULES
 from theory.predictors import allocate_step
 from theory.selection import GresoSkipper, informative
 from theory.variance import gradient_variance

@@ -36,18 +36,16 @@ from simulators.ledger import ClaimResult, claim, control, report
 from simulators.registry import RunConfig
 from simulators.success_laws import P_DISTRIBUTIONS, draw_p
 from theory import allocation_slsqp
-from theory.allocation import (
+from theory.allocation import integer_allocation, marginal_value, success_variance_weights
+from theory.allocation_released import (
     RELEASED_EQUAL_STD,
     RELEASED_LOWER,
     RELEASED_P_CLIP,
     RELEASED_UPPER,
-    integer_allocation,
-    marginal_value,
     released_objective,
     released_relaxed_allocation,
     released_terms,
     released_vip_allocation,
-    success_variance_weights,
 )
 from theory.variance import gradient_variance
 

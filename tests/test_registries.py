@@ -9,6 +9,7 @@ from scipy import integrate, special, stats
 
 from tests.conftest import tiny_config
 from theory import allocation as alloc
+from theory import allocation_rules as rules
 from trainer import losses, option_names
 from trainer.config import CHOICES, load_config
 from trainer.data import arithmetic_task
@@ -60,8 +61,8 @@ def test_a_new_allocation_rule_is_one_table_entry(monkeypatch):
         n[0] += budget - n.sum()
         return n
 
-    rule = alloc.AllocationRule(everything_to_the_first, True, 2, "first", "the rest to the first prompt")
-    monkeypatch.setitem(alloc.ALLOCATION_RULES, "first", rule)
+    rule = rules.AllocationRule(everything_to_the_first, True, 2, "first", "the rest to the first prompt")
+    monkeypatch.setitem(rules.ALLOCATION_RULES, "first", rule)
     rows = _step_metrics(allocation="first")
     assert all(r["allocation/max"] == 16 - 3 * 3 and r["allocation/min"] == 3 for r in rows)
 
@@ -71,13 +72,13 @@ def test_vip_posterior_trains_on_the_gps_posterior(monkeypatch):
     the first step every prompt has the prior N(0, 1), so each value is E[sigmoid(g)(1 - sigmoid(g))]
     under N(0, 1) (scipy's quad here), and after an update they differ."""
     seen = []
-    real = alloc.ALLOCATION_RULES["vip_posterior"]
+    real = rules.ALLOCATION_RULES["vip_posterior"]
 
     def recording(*args, success_variance=None, **kwargs):
         seen.append(success_variance)
         return real.allocate(*args, success_variance=success_variance, **kwargs)
 
-    monkeypatch.setitem(alloc.ALLOCATION_RULES, "vip_posterior", dataclasses.replace(real, allocate=recording))
+    monkeypatch.setitem(rules.ALLOCATION_RULES, "vip_posterior", dataclasses.replace(real, allocate=recording))
     rows = _step_metrics(allocation="vip_posterior", predictor="gp")
     prior, _ = integrate.quad(lambda g: special.expit(g) * special.expit(-g) * stats.norm.pdf(g), -40, 40)
     assert len(seen) == 2 and all(v.shape == (4,) for v in seen)
@@ -113,7 +114,7 @@ def test_the_literal_released_rule_trains_and_draws_with_the_runs_generator():
 @pytest.mark.parametrize("rule", ["uniform", "inverse_accuracy", "inverse_variance"])
 def test_every_rule_trains_at_its_smallest_lower_bound(rule):
     """The config accepts min_rollouts down to a rule's ``min_lower``; the rule must then run."""
-    need = alloc.ALLOCATION_RULES[rule].min_lower
+    need = rules.ALLOCATION_RULES[rule].min_lower
     rows = _step_metrics(allocation=rule, min_rollouts=need, budget=4 * need)
     assert all(sum(int(n) * c for n, c in r["allocation/histogram"].items()) == 4 * need for r in rows)
 
@@ -135,7 +136,7 @@ ISSUE_P_HAT = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 0.999, 0.3
 
 
 def test_the_trainer_and_the_ledger_allocate_inverse_variance_alike():
-    """Both call theory.allocation.ALLOCATION_RULES, which weighs the answer variance p (1 - p);
+    """Both call theory.allocation_rules.ALLOCATION_RULES, which weighs the answer variance p (1 - p);
     negative control: the +-1 reward variance 4 p (1 - p) moves 4 of these
     12 prompts (the eps of App. C.1 is additive)."""
     from simulators.allocation import rule_allocations

@@ -8,14 +8,8 @@ from simulators import allocation, allocation_released
 from simulators.allocation_oracle import cvxpy_relaxed
 from simulators.registry import RunConfig, check_rng
 from tests.conftest import run_module
-from theory.allocation import (
-    relaxed_allocation,
-    released_objective,
-    released_relaxed_allocation,
-    released_terms,
-    success_variance_weights,
-    total_objective,
-)
+from theory.allocation import relaxed_allocation, success_variance_weights, total_objective
+from theory.allocation_released import released_objective, released_relaxed_allocation, released_terms
 
 QUICK = RunConfig(full=False, progress=False)
 

@@ -17,12 +17,12 @@ from theory.allocation import (
     marginal_value,
     per_prompt_objective,
     relaxed_allocation,
-    released_vip_allocation,
     round_allocation,
     success_variance_weights,
     total_objective,
     uniform_allocation,
 )
+from theory.allocation_released import released_vip_allocation
 
 estimators = st.sampled_from(["dr_grpo", "rloo"])
 

@@ -25,13 +25,13 @@ import pytest
 
 from tests.pinning import TIE_ORDERS, perturbed, robust_outputs, up_to_ties
 from theory import allocation_slsqp
-from theory.allocation import (
-    ALLOCATION_RULES,
+from theory.allocation_released import (
     released_objective,
     released_relaxed_allocation,
     released_terms,
     released_vip_allocation,
 )
+from theory.allocation_rules import ALLOCATION_RULES
 
 
 class Case(NamedTuple):

@@ -1,4 +1,4 @@
-"""Knapsack RL's allocation (theory.allocation.knapsack_allocation, theory/allocation_knapsack.py):
+"""Knapsack RL's allocation (theory.allocation_knapsack.knapsack_allocation, theory/allocation_knapsack.py):
 the knapsack optimum, the fallback, feasibility, refusals, and the rule in the trainer."""
 
 import itertools
@@ -9,14 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.test_registries import SIZES, _step_metrics
-from theory.allocation import (
-    ALLOCATION_RULES,
-    allocate,
+from theory.allocation import allocate, success_variance_weights, uniform_allocation
+from theory.allocation_knapsack import (
+    KNAPSACK_MIN_N,
+    fallback_cost,
     knapsack_allocation,
-    success_variance_weights,
-    uniform_allocation,
+    knapsack_value,
+    log_gain_scores,
 )
-from theory.allocation_knapsack import KNAPSACK_MIN_N, fallback_cost, knapsack_value, log_gain_scores
+from theory.allocation_rules import ALLOCATION_RULES
 from trainer.config import load_config
 
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from scipy import integrate, special, stats
 
-from theory import allocation as alloc
+from theory import allocation_rules as rules
 from theory.predictor import SCALE_GRID, GPSuccessPredictor, VarianceScaleFit, success_rates
 
-POSTERIOR = alloc.ALLOCATION_RULES["vip_posterior"]
+POSTERIOR = rules.ALLOCATION_RULES["vip_posterior"]
 
 
 def world(seed=0, q=30, d=3):
@@ -227,7 +227,7 @@ def test_zero_posterior_variance_gives_vip_exactly(estimator, method):
     rng = np.random.default_rng(1)
     p_hat = rng.uniform(0.001, 0.999, 64)
     budget = 8 * 64
-    vip = alloc.ALLOCATION_RULES["vip"].allocate(p_hat, budget, 3, 32, estimator, method)
+    vip = rules.ALLOCATION_RULES["vip"].allocate(p_hat, budget, 3, 32, estimator, method)
     ours = POSTERIOR.allocate(p_hat, budget, 3, 32, estimator, method, success_variance=p_hat * (1 - p_hat))
     np.testing.assert_array_equal(ours, vip)
     gp = GPSuccessPredictor(rng.standard_normal((64, 2)), prior_mean=0.0)
@@ -246,7 +246,7 @@ def test_posterior_spread_moves_the_allocation_toward_uniform():
     x = np.array([[0.0], [10.0], [20.0], [30.0]])
     gp = GPSuccessPredictor(x, bandwidth=1.0, variance_scale=4.0)
     gp.mean = latent
-    vip = alloc.ALLOCATION_RULES["vip"].allocate(p_hat, 40, 3, 32, "rloo")
+    vip = rules.ALLOCATION_RULES["vip"].allocate(p_hat, 40, 3, 32, "rloo")
     ours = POSTERIOR.allocate(p_hat, 40, 3, 32, "rloo", success_variance=gp.expected_success_variance(np.arange(4)))
     assert ours[0] > vip[0] and ours[1] < vip[1]
 
@@ -268,7 +268,7 @@ def test_bad_success_variance_is_refused_by_name(success_variance, match):
 
 def test_every_rule_takes_success_variance_and_only_vip_posterior_uses_it():
     p_hat = np.array([0.1, 0.5, 0.9, 0.3])
-    for name, rule in alloc.ALLOCATION_RULES.items():
+    for name, rule in rules.ALLOCATION_RULES.items():
         assert rule.uses_posterior == (name == "vip_posterior")
         if rule.uses_posterior:
             continue

@@ -1,4 +1,4 @@
-"""The released code's allocation rule (claim V13): theory.allocation.released_vip_allocation."""
+"""The released code's allocation rule (claim V13): theory.allocation_released.released_vip_allocation."""
 
 import itertools
 
@@ -8,15 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from theory.allocation import (
+from theory.allocation import integer_allocation, success_variance_weights, uniform_allocation
+from theory.allocation_released import (
     RELEASED_GAMMA,
-    integer_allocation,
     released_objective,
     released_relaxed_allocation,
     released_terms,
     released_vip_allocation,
-    success_variance_weights,
-    uniform_allocation,
 )
 
 estimators = st.sampled_from(["dr_grpo", "rloo"])

@@ -68,6 +68,7 @@ from __future__ import annotations
 import numpy as np
 
 from theory import checks
+from theory.allocation import _check_box, _largest_count, _take_largest
 
 KNAPSACK_MIN_N = 2  # min_n: EU 23, SH 77
 KNAPSACK_MAX_N = 128  # max_n: SH 80
@@ -152,3 +153,45 @@ def fill_rest(n: np.ndarray, p: np.ndarray, budget: int, upper: int) -> np.ndarr
         n[group] += give // group.size
         n[group[: give % group.size]] += 1
     return n
+
+
+def knapsack_allocation(
+    p_hat,
+    budget,
+    lower: int = KNAPSACK_MIN_N,
+    upper: int = KNAPSACK_MAX_N,
+    alpha: float = KNAPSACK_ALPHA,
+    fallback: bool = True,
+) -> np.ndarray:
+    """Knapsack RL's allocation (:mod:`theory.allocation_knapsack`: source, value, proof, choices).
+
+    ``lower`` and ``upper`` are the code's min_n and max_n. Every prompt starts at L; the
+    budget left, C - B L, goes to the prompts with 0 < p_hat < 1 by the exact knapsack
+    maximising sum_i V_i(k_i) (:func:`theory.knapsack_value`), solved by
+    taking its largest marginal gains (each V_i is concave). With ``fallback`` (the code's
+    default, ``alpha`` = 0.9), when est = sum_i floor(min(U, cost_i)) < C - B L the knapsack
+    places est and the rest goes to the p_hat == 0 prompts, then the p_hat == 1 prompts, each
+    up to U; what they cannot take stays with the knapsack. Returns integer counts with sum C
+    and L <= n <= U.
+    """
+    p = checks.probability("p_hat", p_hat)
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError(f"p_hat must be a non-empty 1-D array (one success rate per prompt); got shape {p.shape}")
+    why = "Knapsack RL's min_n: a group of 2 is the smallest with a non-zero advantage"
+    budget, lower, upper = _check_box(p.size, budget, lower, upper, KNAPSACK_MIN_N, why)
+    try:  # a number in (0, 1); NaN fails the comparison
+        valid = not isinstance(alpha, (str, bytes)) and np.ndim(alpha) == 0 and 0.0 < float(alpha) < 1.0
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"alpha must be a number in (0, 1) (the fallback's confidence level); got {alpha!r}")
+    if not isinstance(fallback, (bool, np.bool_)):
+        raise ValueError(f"fallback must be True or False; got {fallback!r}")
+    _largest_count(p.size, budget, lower, upper)  # refuses a problem too large to rank at once
+    n = np.full(p.size, lower, dtype=np.int64)
+    units = knapsack_units(p, budget - lower * p.size, lower, upper, alpha, bool(fallback))
+    if units > 0:
+        eff = effective(p)
+        scores = log_gain_scores(p[eff], lower, min(upper - lower, units))
+        n[eff] = _take_largest(scores, n[eff], units, lower)
+    return fill_rest(n, p, budget, upper)

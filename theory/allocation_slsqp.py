@@ -2,7 +2,7 @@
 
 Source: HieuNT91/VIP, ``src/vip/allocation/bernoulli_allocation.py`` at commit 0c17c79
 (functions ``solve``, ``allocation_rounding``, ``enforce_min_after_rounding`` and
-``allocate_rollout``). :func:`theory.allocation.released_vip_allocation`
+``allocate_rollout``). :func:`theory.allocation_released.released_vip_allocation`
 solves the same objective exactly (``solver="exact"``, the idealised rule); with
 ``solver="slsqp"`` it calls the functions here, which keep every numerical choice of that
 code, because those choices decide its output:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.allocation import ALLOCATION_RULES, AllocationRule
+from theory.allocation_rules import ALLOCATION_RULES, AllocationRule
 from theory.predictor import (
     EPS,
     GP_PRESETS,
@@ -126,7 +126,7 @@ def allocate_step(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(counts, p_hat) of one step for the prompts ``indices``: ``predictor.predict`` gives
     p_hat (None: a rule that reads none, uniform), its posterior E[p (1 - p)] goes to a rule that
-    uses it, and the rule (theory.allocation.ALLOCATION_RULES) solves for the counts with sum =
+    uses it, and the rule (theory.allocation_rules.ALLOCATION_RULES) solves for the counts with sum =
     ``budget`` and ``lower`` <= n <= ``upper``; ``rng`` for a rule that draws."""
     rule = ALLOCATION_RULES[rule] if isinstance(rule, str) else rule
     if predictor is None and rule.uses_p_hat:

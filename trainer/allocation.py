@@ -1,4 +1,4 @@
-"""Per-prompt rollout counts for a step, by a rule of theory.allocation.ALLOCATION_RULES
+"""Per-prompt rollout counts for a step, by a rule of theory.allocation_rules.ALLOCATION_RULES
 (uniform, VIP as published or as released, Knapsack RL, inverse accuracy, inverse variance, our
 rule on the predictor's posterior).
 
@@ -28,14 +28,14 @@ import time
 import numpy as np
 
 from prompt_features import prompt_features
-from theory import allocation as alloc
+from theory import allocation_rules
 from theory.predictors import PREDICTORS, allocate_step
 from trainer.registry import choose
 
 
 class RolloutAllocator:
     """Counts n_q with sum = budget and lower <= n_q <= upper for each step's prompts, by the
-    rule ``mode`` of theory.allocation.ALLOCATION_RULES; ``estimator`` names the objective VIP's
+    rule ``mode`` of theory.allocation_rules.ALLOCATION_RULES; ``estimator`` names the objective VIP's
     rules minimise (``rloo`` or ``dr_grpo``)."""
 
     def __init__(
@@ -51,7 +51,7 @@ class RolloutAllocator:
         rng=None,
         predictor="gp_binomial",
     ):
-        self.rule = choose(alloc.ALLOCATION_RULES, mode, "allocation")
+        self.rule = choose(allocation_rules.ALLOCATION_RULES, mode, "allocation")
         build = choose(PREDICTORS, predictor, "predictor").build
         self.budget, self.lower, self.upper, self.method = int(budget), int(lower), int(upper), method
         self.estimator, self.rng = estimator, rng  # rng: for the rules that draw (saved with the run)

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prompt_features import EMBEDDINGS
-from theory.allocation import ALLOCATION_RULES, METHODS
+from theory.allocation import METHODS
+from theory.allocation_rules import ALLOCATION_RULES
 from theory.importance import CTPO_CLIP
 from theory.predictors import PREDICTORS
 from trainer.advantages import ADVANTAGES
