@@ -16,7 +16,7 @@ random numbers). Per step it records:
 Choices: VIP as released runs its objective solved exactly (``vip_released`` with the released
 GP settings): V13 shows that SLSQP's literal solution changes the variance by a median factor of
 1.000 and would cost seconds per step here. Knapsack RL estimates p as its code does, by the
-mean of each prompt's last 16 rewards, unclipped (theory.predictor.RewardBufferPredictor).
+mean of each prompt's last 16 rewards, unclipped (theory.predictor_baselines.RewardBufferPredictor).
 DAPO and GRESO draw refill prompts from the same reshuffled passes and allocate uniformly,
 8 rollouts each, as their papers' runs do; DAPO's draw limit is 10 rounds (the DAPO 32B
 script), after which the step trains on what it kept.

@@ -47,16 +47,8 @@ from simulators.ledger import ClaimResult, claim, control, report
 from simulators.math_prompts import generate_math_prompts
 from simulators.registry import Check, RunConfig
 from simulators.timing import median_seconds
-from theory.predictor import (
-    GPSuccessPredictor,
-    LastObservedPredictor,
-    MovingAveragePredictor,
-    RidgePredictor,
-    latent_observation,
-    link_function,
-    rbf_block,
-    success_rates,
-)
+from theory.predictor import GPSuccessPredictor, latent_observation, link_function, rbf_block, success_rates
+from theory.predictor_baselines import LastObservedPredictor, MovingAveragePredictor, RidgePredictor
 from theory.predictors import PREDICTORS, allocate_step
 from theory.variance import gradient_variance
 

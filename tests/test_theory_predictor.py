@@ -10,14 +10,12 @@ from theory.predictor import (
     AMPLIFICATION_LIMIT,
     GP_PRESETS,
     GPSuccessPredictor,
-    LastObservedPredictor,
-    MovingAveragePredictor,
-    RidgePredictor,
     latent_observation,
     link_function,
     rbf_block,
     success_rates,
 )
+from theory.predictor_baselines import LastObservedPredictor, MovingAveragePredictor, RidgePredictor
 
 
 def world(seed=0, q=40, d=5):
@@ -389,7 +387,7 @@ def test_bad_construction():
 def test_reward_buffer_is_knapsack_rls_estimate():
     """The mean of the last 16 rewards across visits, or the last visit's rate when it had 16
     or more; unclipped; unseen prompts get the seen prompts' mean; the state round-trips."""
-    from theory.predictor import RewardBufferPredictor
+    from theory.predictor_baselines import RewardBufferPredictor
 
     x = np.zeros((3, 2))
     buffer = RewardBufferPredictor(x)

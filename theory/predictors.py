@@ -40,14 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from theory.allocation_rules import ALLOCATION_RULES, AllocationRule
-from theory.predictor import (
-    EPS,
-    GP_PRESETS,
-    GPSuccessPredictor,
-    RewardBufferPredictor,
-    RidgePredictor,
-    median_bandwidth,
-)
+from theory.predictor import EPS, GP_PRESETS, GPSuccessPredictor, median_bandwidth
+from theory.predictor_baselines import RewardBufferPredictor, RidgePredictor
 
 # Median pairwise Euclidean distance of unit-length all-MiniLM-L6-v2 embeddings of 1,500 generated
 # math problems (simulators.math_prompts; measured 1.153-1.154 over seeds 0-2): the scale on which
