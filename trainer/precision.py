@@ -40,8 +40,9 @@ def cpu_has_native_bf16() -> bool:
     return onednn and (not features or any(features.get(name) for name in NATIVE_BF16))
 
 
-# cpu_bf16 -> whether a CPU computes in bfloat16 (the names: trainer.option_names.CPU_BF16)
-CPU_BF16 = {"off": lambda: False, "on": lambda: True, "auto": cpu_has_native_bf16}
+# cpu_bf16 -> whether a CPU computes in bfloat16 (the names: trainer.option_names.CPU_BF16);
+# ``auto`` asks cpu_has_native_bf16 at each call, so that a test can force either answer
+CPU_BF16 = {"off": lambda: False, "on": lambda: True, "auto": lambda: cpu_has_native_bf16()}
 
 
 def compute_dtype(device: torch.device, cpu_bf16: str = "off") -> torch.dtype:
