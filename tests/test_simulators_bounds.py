@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from simulators import bounds
+from simulators import bound_rows, bounds, bounds_trained
 from simulators.registry import RunConfig
 from simulators.rlhf_world import make_world
 from tests.conftest import run_module
@@ -48,7 +48,7 @@ def test_sampling_check_passes_claims_and_rejects_both_controls():
 
 def test_violation_row_fails_a_claim_when_the_bound_is_too_small():
     errors = np.abs(np.random.default_rng(0).normal(size=4000))
-    row = bounds.violation_row("R4", "claim", "too small", errors, bound=0.1, details={})
+    row = bound_rows.violation_row("R4", "claim", "too small", errors, bound=0.1, details={})
     assert not row.ok and row.statistic > 4
 
 
@@ -80,19 +80,19 @@ def test_budget_check_holds_and_rejects_the_wrong_variance():
 
 
 def test_ou_check_holds_and_rejects_the_missing_half():
-    rows = bounds.run_ou(QUICK, np.random.default_rng(0))
+    rows = bounds_trained.run_ou(QUICK, np.random.default_rng(0))
     assert all(r.ok for r in rows)
     control = next(r for r in rows if r.kind == "control")
     assert control.statistic >= 4
 
 
 def test_commuting_pair_commutes():
-    _, _, _, hess, sigma_g = bounds._commuting_pair(np.random.default_rng(0))
+    _, _, _, hess, sigma_g = bounds_trained._commuting_pair(np.random.default_rng(0))
     assert np.allclose(hess @ sigma_g, sigma_g @ hess)
 
 
 def test_pac_bayes_check_holds_and_selection_is_optimistic():
-    rows = bounds.run_pac_bayes(QUICK, np.random.default_rng(0))
+    rows = bounds_trained.run_pac_bayes(QUICK, np.random.default_rng(0))
     assert {r.claim for r in rows} == {"R9", "R10"} and all(r.ok for r in rows)
     optimism = next(r for r in rows if r.kind == "report").estimate
     assert optimism > 0  # choosing the best J_hat on the same sample biases it upwards

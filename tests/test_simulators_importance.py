@@ -5,6 +5,7 @@ import pytest
 
 from simulators import importance
 from simulators.registry import RunConfig, check_rng
+from simulators.token_enumeration import Enumerated
 from simulators.token_mdp import MarkovPolicyPair, TabularTokenMDP, prefix_states, state_lengths
 
 QUICK = RunConfig(full=False, progress=False)
@@ -24,12 +25,12 @@ def test_prefix_states_index_every_prefix_once():
 def test_enumeration_is_a_distribution_and_score_sum_is_the_gradient():
     rng = np.random.default_rng(0)
     mdp = TabularTokenMDP.random(rng, vocab=3, horizon=4)
-    e = importance.Enumerated(mdp)
+    e = Enumerated(mdp)
     assert e.p_b.sum() == pytest.approx(1.0) and e.p_t.sum() == pytest.approx(1.0)
     grad = e.true_gradient()
 
     def value(logits):
-        return importance.Enumerated(mdp.with_theta(logits)).p_t @ e.reward
+        return Enumerated(mdp.with_theta(logits)).p_t @ e.reward
 
     u = rng.standard_normal(grad.shape)
     h = 1e-6
@@ -40,7 +41,7 @@ def test_enumeration_is_a_distribution_and_score_sum_is_the_gradient():
 def test_score_norm2_is_the_squared_norm_of_each_sequences_gradient():
     """Enumerated.score_norm2 (the C9 variances) against score_sum one sequence at a time."""
     rng = np.random.default_rng(4)
-    e = importance.Enumerated(TabularTokenMDP.random(rng, vocab=3, horizon=4, delta=0.5))
+    e = Enumerated(TabularTokenMDP.random(rng, vocab=3, horizon=4, delta=0.5))
     weights = rng.standard_normal(e.lp_t.shape)
     brute = [
         np.sum(e.mdp.score_sum(weights[n : n + 1], e.seqs[n : n + 1], e.states[n : n + 1], e.mdp.logits_theta) ** 2)
@@ -50,7 +51,7 @@ def test_score_norm2_is_the_squared_norm_of_each_sequences_gradient():
 
 
 def test_independent_kind_makes_token_ratios_independent():
-    e = importance.Enumerated(TabularTokenMDP.random(np.random.default_rng(1), vocab=3, horizon=4, kind="independent"))
+    e = Enumerated(TabularTokenMDP.random(np.random.default_rng(1), vocab=3, horizon=4, kind="independent"))
     r = np.exp(e.log_r)
     # E_b[r_1 r_3] = E_b[r_1] E_b[r_3] (= 1) under independence
     assert e.p_b @ (r[:, 0] * r[:, 2]) == pytest.approx(1.0, rel=1e-12)
