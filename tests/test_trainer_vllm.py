@@ -1,4 +1,4 @@
-"""The vLLM engine against tests/vllm_standin.py, a stand-in with vLLM 0.22-0.31's semantics per
+"""The vLLM engine against tests/vllm_standin.py, a stand-in with vLLM 0.22-0.32's semantics per
 version: sleep, wake-up and the scheduler, discarded weights, tied aliases, torch's cache, the
 launcher's environment and the context length. The negative control drives the stand-in with
 a call order that ignores those semantics, and it must fail there."""
@@ -12,7 +12,7 @@ import torch
 
 from tests import vllm_standin
 from tests.conftest import tiny_config
-from tests.vllm_standin import VERSIONS, GarbageOutput, SamplingParams, WouldHang, standin
+from tests.vllm_standin import BLOCK_SIZE, VERSIONS, GarbageOutput, SamplingParams, StaleKV, WouldHang, standin
 from trainer.config import load_config
 from trainer.data import arithmetic_task
 from trainer.distributed import launched_by_torchrun
@@ -93,6 +93,58 @@ def test_engine_meets_vllm_semantics_of_every_pinned_version(version, sleep, tie
         assert llm.events[-1] == "sleep"  # vLLM gives its memory back after generating
         waking = [i for i, e in enumerate(llm.events) if e == "wake_up"]
         assert waking and all(llm.events[i - 1] == "empty_cache" for i in waking)
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=lambda v: "%d.%d" % v)
+def test_an_evaluation_syncs_and_wakes_once_however_many_batches(version):
+    """Inside ``generating()`` four batches take one sync (one prefix-cache reset), one wake-up
+    of each tag and one sleep at the end; the control, the same batches outside it, re-syncs
+    the weights that each batch's level-2 sleep discarded."""
+    tok = tiny_tokenizer()
+    policy = _model(tok, seed=7)
+    held, control = standin(version, _model(tok)), standin(version, _model(tok))
+    engine = _engine(held, tok)
+    with engine.generating():
+        evaluation_flow(engine, policy, batches=4)
+    assert held.events.count("reset") == 1 and held.events.count("wake_up") == 2
+    assert held.events.count("sleep") == 2 and held.events[-1] == "sleep"  # the engine's first sleep, and the last
+    evaluation_flow(_engine(control, tok), policy, batches=4)
+    assert control.events.count("reset") == 4
+
+
+class SyncKeepingThePrefixCache(VLLMEngine):
+    """The negative control: a sync that loads the weights but leaves vLLM's prefix cache."""
+
+    def sync_weights(self, policy):
+        self._wake("weights")
+        model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
+        for name, tensor in vllm_weights(policy):
+            model.load_weights([(name, tensor)])
+        self.policy, self.weights_current = policy, True
+
+
+@pytest.mark.parametrize("engine_class", [VLLMEngine, SyncKeepingThePrefixCache], ids=["engine", "no-reset"])
+def test_a_weight_sync_resets_the_prefix_cache(engine_class):
+    """With vLLM awake (``vllm_sleep: false``, where no sleep empties the cache), the second step's
+    prompt hits the blocks the first step cached: without the reset they hold the old weights' KV."""
+    tok = tiny_tokenizer()
+    prompt = "12+34+56+78+90+11+22+33+44="
+    assert len(tok(prompt, add_special_tokens=False)["input_ids"]) > BLOCK_SIZE  # one full block is cached
+    policy, llm = _model(tok, seed=7), standin((0, 31), _model(tok))
+    engine = _engine(llm, tok, sleep=False, engine_class=engine_class)
+
+    def two_steps():
+        for step in range(2):
+            engine.sync_weights(policy)
+            batch = engine.generate([prompt], [2], Sampling(1.0, 3), torch.Generator())
+            _samples_follow(policy, engine, batch)
+            _nudge(policy, step)
+
+    if engine_class is VLLMEngine:
+        two_steps()
+    else:
+        with pytest.raises(StaleKV):
+            two_steps()
 
 
 class CallOrderThatIgnoresSleepSemantics(VLLMEngine):
@@ -320,6 +372,27 @@ def test_vllm_config_refusals():
         load_config(None, ["rollout_engine=vllm", "model=Qwen/Qwen2.5-Math-1.5B", "recompute_old_logprobs=false"])
     with pytest.raises(ValueError, match="not a tiny: model"):
         load_config(None, ["rollout_engine=vllm"])
+    for name, bad in (("vllm_max_num_batched_tokens", 0), ("vllm_max_model_len", -1)):
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
+            load_config(None, ["rollout_engine=vllm", "model=Qwen/Qwen2.5-Math-1.5B", f"{name}={bad}"])
+
+
+def test_the_config_sets_vllm_max_num_batched_tokens(monkeypatch):
+    """vLLM's default depends on the card (16384 on H100/H200, 8192 elsewhere): the engine
+    always passes the config's."""
+    from trainer import vllm_engine
+
+    monkeypatch.setitem(sys.modules, "vllm", vllm_standin.module((0, 32)))
+    built = []
+    monkeypatch.setattr(vllm_standin.LLM, "__init__", lambda self, **kw: built.append(kw))
+    monkeypatch.setattr(vllm_engine, "VLLMEngine", lambda llm, *args: llm)
+    config = load_config(
+        None, ["rollout_engine=vllm", "model=Qwen/Qwen2.5-Math-1.5B", "vllm_max_num_batched_tokens=4096"]
+    )
+    vllm_engine.colocated_engine(config, tiny_tokenizer(), "cpu")
+    assert built[0]["max_num_batched_tokens"] == 4096
+    make_llm("some/model", 0, 0.3, None, True)
+    assert built[1]["max_num_batched_tokens"] == load_config(None, []).vllm_max_num_batched_tokens == 16384
 
 
 def _fake_vllm(monkeypatch, version, built):
@@ -354,6 +427,7 @@ def test_evaluate_samples_every_batch_through_vllm(tmp_path, monkeypatch, versio
         config, arithmetic_task(12, np.random.default_rng(0)), policy, tok, n=2, ks=[1, 2], prompts_per_batch=4
     )
     assert result["problems"] == 12 and 0 <= result["pass@2"] <= 1 and len(built) == 1
+    assert built[0].events.count("reset") == 1  # one weight sync for the three batches
 
 
 def test_gpu_smoke_script_builds_one_vllm_engine(monkeypatch, capsys):

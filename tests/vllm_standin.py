@@ -1,4 +1,4 @@
-"""A stand-in for ``vllm`` 0.22-0.31 as trainer/vllm_engine.py uses it, with the semantics vLLM's
+"""A stand-in for ``vllm`` 0.22-0.32 as trainer/vllm_engine.py uses it, with the semantics vLLM's
 sources define per version (file:line of the vLLM wheels, paths relative to the wheel root):
 
 - ``LLM(...)`` with ``distributed_executor_backend="external_launcher"`` reads RANK and
@@ -23,6 +23,15 @@ sources define per version (file:line of the vLLM wheels, paths relative to the 
   unmapped memory, and on discarded weights it samples garbage: both raise
   :class:`GarbageOutput`. A prompt longer than ``max_model_len`` is refused; a completion that
   would pass it is cut at ``max_model_len`` without a word, as vLLM does.
+- The prefix cache (on by default, 0.32 vllm/engine/arg_utils.py:3021-3022) keys each full block
+  of BLOCK_SIZE prompt tokens by its tokens alone (0.32 vllm/v1/core/kv_cache_utils.py:625-663);
+  the block holding a prompt's last token is always computed. A block cached before a
+  ``load_weights`` and hit after it raises :class:`StaleKV`. ``reset_prefix_cache`` empties it,
+  and so does a sleep at level >= 1 (the engine core resets its caches, 0.27
+  vllm/v1/engine/core.py:882-883, 0.32 :973-974).
+- 0.32 reads as 0.31 in everything above (0.32 abstract.py:383-385, :398-404, core.py:1016-1018,
+  models/utils.py:491-502, uniproc_executor.py:186-197 unchanged); its ``wake_up`` now returns
+  whether every tag is awake, which the engine does not read.
 - ``load_weights`` writes into the weights' memory, which must be awake. From 0.29 a tied
   alias (``lm_head.weight`` of a model with tied embeddings) loaded without its owner in the
   same call raises (0.29 vllm/model_executor/models/utils.py:459-470); before 0.29 it is
@@ -40,9 +49,14 @@ import torch
 
 from trainer.rollout import Sampling, sample_tokens
 
-VERSIONS = ((0, 22), (0, 23), (0, 24), (0, 27), (0, 28), (0, 29), (0, 30), (0, 31))
+VERSIONS = ((0, 22), (0, 23), (0, 24), (0, 27), (0, 28), (0, 29), (0, 30), (0, 31), (0, 32))
 TAGS = frozenset({"weights", "kv_cache"})
 EMBEDDING, TIED_ALIAS = "model.embed_tokens.weight", "lm_head.weight"
+BLOCK_SIZE = 16  # tokens per KV-cache block, vLLM's default on CUDA
+
+
+class StaleKV(RuntimeError):
+    """A request reused prefix-cache blocks computed with the weights of before the last load."""
 
 
 class WouldHang(RuntimeError):
@@ -103,6 +117,7 @@ class _Model:
         llm = self.llm
         pairs = list(pairs)
         llm.events.append("load")
+        llm.weights_version += 1
         if "weights" in llm.executor.sleeping_tags:
             raise GarbageOutput("load_weights into the memory of sleeping weights (unmapped)")
         names = {name for name, _ in pairs}
@@ -127,7 +142,7 @@ class _Model:
 class LLM:
     """``vllm.LLM`` as the engine uses it; samples with its own copy of the model."""
 
-    version: tuple[int, int] = (0, 31)
+    version: tuple[int, int] = (0, 32)
 
     def __init__(
         self,
@@ -155,6 +170,9 @@ class LLM:
         self.tied = bool(self.model.config.tie_word_embeddings)
         self.max_model_len = max_model_len or self.model.config.max_position_embeddings
         self.sleep_mode, self.events, self.garbage = enable_sleep_mode, [], set()
+        # prefix cache: the hash of each cached full block's token prefix -> the weights it was computed with
+        self.prefix_cache: dict[tuple, int] = {}
+        self.weights_version = 0
         self.generator = torch.Generator().manual_seed(seed)
         self.executor = _Executor(self)
         self.scheduler_paused = False
@@ -170,6 +188,7 @@ class LLM:
     def sleep(self, level: int = 1) -> None:
         if not self.sleep_mode:
             raise ValueError("Sleep mode is not enabled. Please compile vLLM with enable_sleep_mode=True.")
+        self.prefix_cache.clear()  # the engine core resets its caches before it sleeps (level >= 1)
         self.events.append("sleep")
         self.scheduler_paused = True
         self.executor.sleep(level)
@@ -183,7 +202,19 @@ class LLM:
 
     def reset_prefix_cache(self) -> bool:
         self.events.append("reset")
+        self.prefix_cache.clear()
         return True
+
+    def _cached_prefix(self, prompt) -> None:
+        """Look up and fill the prefix cache for ``prompt``: its full blocks but the one holding the
+        last token (which is always recomputed), keyed by their tokens alone."""
+        for end in range(BLOCK_SIZE, len(prompt), BLOCK_SIZE):
+            key = tuple(prompt[:end])
+            if self.prefix_cache.setdefault(key, self.weights_version) != self.weights_version:
+                raise StaleKV(
+                    f"the prompt's first {end} tokens hit prefix-cache blocks computed before the last "
+                    "load_weights: its samples come partly from the previous weights"
+                )
 
     def generate(self, requests, sampling_params, use_tqdm=True):
         self.events.append("generate")
@@ -203,6 +234,7 @@ class LLM:
                 f"The decoder prompt (length {len(prompt)}) is longer than the maximum model length "
                 f"of {self.max_model_len}."
             )
+        self._cached_prefix(prompt)
         room = min(
             params.max_tokens, self.max_model_len - len(prompt)
         )  # the rest is cut silently (finish_reason "length")

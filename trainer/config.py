@@ -107,6 +107,10 @@ class TrainConfig:
     rollout_engine: str = "transformers"  # or vllm (the gpu extra; one colocated engine per process)
     vllm_gpu_memory_utilization: float = 0.3
     vllm_max_model_len: int | None = None
+    # tokens per vLLM scheduler step; vLLM's own default for the LLM class is 16384 on a GPU of
+    # >= 70 GiB other than an A100 (H100, H200) and 8192 elsewhere (vllm 0.31/0.32
+    # vllm/engine/arg_utils.py:2894-2985): set here so that every card schedules alike
+    vllm_max_num_batched_tokens: int = 16384
     vllm_sleep: bool = True  # release vLLM's GPU memory while training
     temperature: float = 1.0
     max_new_tokens: int = 10_240
@@ -274,6 +278,7 @@ _AT_LEAST_ONE = (
     "max_prompts",
     "budget",
     "vllm_max_model_len",
+    "vllm_max_num_batched_tokens",
     "max_generation_rounds",
 )
 _TRUE, _FALSE, _NULL = ("true", "yes", "on", "1"), ("false", "no", "off", "0"), ("none", "null", "~")

@@ -69,6 +69,10 @@ def _vllm_refusal(config) -> str | None:
         )
     if not 0 < config.vllm_gpu_memory_utilization < 1:
         return f"vllm_gpu_memory_utilization must lie in (0, 1); got {config.vllm_gpu_memory_utilization}"
+    if config.vllm_max_model_len is not None and config.vllm_max_model_len < 1:
+        return f"vllm_max_model_len must be an integer >= 1 (or null: the model's own); got {config.vllm_max_model_len}"
+    if config.vllm_max_num_batched_tokens < 1:
+        return f"vllm_max_num_batched_tokens must be an integer >= 1; got {config.vllm_max_num_batched_tokens}"
     return None
 
 

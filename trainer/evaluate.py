@@ -50,11 +50,14 @@ def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, pro
     sampling = Sampling(config.temperature, config.max_new_tokens)
     correct, answers = [], []
     policy.eval()
-    for start in range(0, len(examples), prompts_per_batch):
+    with engine.generating():  # vLLM: one wake-up for every batch, one sleep after the last
+        batches = [
+            _sample(engine, config, every_prompt[start : start + prompts_per_batch], n, sampling, generator)
+            for start in range(0, len(examples), prompts_per_batch)
+        ]
+    for start, batch in zip(range(0, len(examples), prompts_per_batch), batches):
         chunk = examples[start : start + prompts_per_batch]
         prompts = every_prompt[start : start + prompts_per_batch]
-        with compute_context(generator.device, config.cpu_bf16):
-            batch = engine.generate(prompts, [n] * len(chunk), sampling, generator)
         gold = [chunk[q].answer for q in batch.prompt_index]
         values = (
             np.asarray(checked_rewards(reward_fn, [prompts[q] for q in batch.prompt_index], batch.completions, gold))
@@ -66,6 +69,12 @@ def evaluate(config, examples, policy, tokenizer, n: int, ks, seed: int = 0, pro
             answers.append([extract(config.reward, batch.completions[r]) for r in rows])
     per_problem = {"mean_per_problem": [float(c.mean()) for c in correct]}  # for paired comparisons
     return {"problems": len(examples), "samples_per_problem": n} | summarise(correct, answers, ks) | per_problem
+
+
+def _sample(engine, config, prompts, n: int, sampling: Sampling, generator: torch.Generator):
+    """``n`` completions of each prompt, in the config's compute precision."""
+    with compute_context(generator.device, config.cpu_bf16):
+        return engine.generate(prompts, [n] * len(prompts), sampling, generator)
 
 
 def k_values(text: str) -> list[int]:

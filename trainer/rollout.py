@@ -17,6 +17,7 @@ log-prob passes trainer.logprobs'.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,6 +42,10 @@ class RolloutEngine(Protocol):
     def check_prompt_lengths(self, prompts: list[str], max_new_tokens: int, rows=None) -> None:
         """Raise ValueError when a prompt plus ``max_new_tokens`` does not fit the context
         (naming its dataset row from ``rows``, if given)."""
+
+    def generating(self) -> contextlib.AbstractContextManager:
+        """A context for several generate calls with no weight change between them (evaluation),
+        in which the engine may keep what it would otherwise release after each call."""
 
 
 def check_context(prompt_lengths, max_new_tokens: int, context: int, what: str, rows=None) -> None:
@@ -145,6 +150,10 @@ class TransformersEngine:
 
     def sync_weights(self, policy) -> None:
         """Nothing to do: this engine samples with the policy itself."""
+
+    def generating(self):
+        """Several generate calls in a row (evaluation): nothing to hold for this engine."""
+        return contextlib.nullcontext(self)
 
     def check_prompt_lengths(self, prompts, max_new_tokens: int, rows=None) -> None:
         """Refuse prompts that leave no room for ``max_new_tokens`` in the model's context

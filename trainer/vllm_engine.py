@@ -5,7 +5,11 @@
 - Weights: before each step's generation (so after the previous step's optimizer updates),
   :meth:`VLLMEngine.sync_weights` streams the policy's parameters (gathered from FSDP2 shards
   one at a time, ``full_tensor``) into vLLM's model with ``load_weights`` and resets the
-  prefix cache. Tied weights are sent once, under the name the policy owns them by.
+  prefix cache: vLLM keys cached blocks by their tokens alone (0.32
+  vllm/v1/core/kv_cache_utils.py:625-663, nothing names the weights) and caches prefixes by
+  default, so without the reset a prompt seen before the sync would reuse KV computed with the
+  old weights (the engine core resets it itself only when it sleeps, 0.32 core.py:973-974).
+  Tied weights are sent once, under the name the policy owns them by.
 - Memory (``vllm_sleep``): vLLM sleeps at level 2 while the trainer trains. The engine keeps
   its own record of what sleeps, because vLLM's sleep mode has rules that a naive call order
   breaks (the comments above :meth:`VLLMEngine._wake` cite vLLM's sources). The order, the one
@@ -13,7 +17,10 @@
 
   - sync: empty torch's cache, wake ``weights``, load, reset the prefix cache; no sleep after;
   - generate: re-sync first if a sleep discarded the weights, empty torch's cache, wake
-    ``kv_cache``, generate, sleep at level 2 (which discards the weights again).
+    ``kv_cache``, generate, sleep at level 2 (which discards the weights again);
+  - inside ``with engine.generating():`` (evaluation: several batches, no training between
+    them) the engine stays awake from the first batch to the last and sleeps once at the end,
+    so an evaluation makes one sync and one wake-up however many batches it samples.
 
 - Reproducibility: a resumed run restores the weights, the optimizer, the prompt order, the
   allocation and every generator, but vLLM's samples are not replayed. Its kernels are
@@ -27,7 +34,7 @@
   the sequence. So the trainer recomputes old log-probs with the policy
   (``recompute_old_logprobs`` must stay on) and logs the largest gap as ``logprob_mismatch``.
 
-Checked against vLLM's sources (0.22-0.31) and ``tests/vllm_standin.py``, a stand-in that
+Checked against vLLM's sources (0.22-0.32) and ``tests/vllm_standin.py``, a stand-in that
 models those semantics per version; never run on a GPU here (the project's machines have none).
 """
 
@@ -97,8 +104,18 @@ def vllm_module():
     return vllm
 
 
-def make_llm(model: str, seed: int, gpu_memory_utilization: float, max_model_len: int | None, sleep: bool):
-    """A colocated ``vllm.LLM`` for this process (one per rank, tensor parallel size 1)."""
+def make_llm(
+    model: str,
+    seed: int,
+    gpu_memory_utilization: float,
+    max_model_len: int | None,
+    sleep: bool,
+    max_num_batched_tokens: int = 16384,
+):
+    """A colocated ``vllm.LLM`` for this process (one per rank, tensor parallel size 1).
+    ``max_num_batched_tokens`` goes to vLLM's EngineArgs (``LLM(**kwargs)``, vllm 0.32
+    vllm/entrypoints/llm.py:223, :336); with chunked prefill (vLLM's default) a prompt longer
+    than it is prefilled in chunks (vllm/config/scheduler.py:315-326 refuses it only without)."""
     LLM = vllm_module().LLM
     with single_process_launcher_env():
         return LLM(
@@ -106,6 +123,7 @@ def make_llm(model: str, seed: int, gpu_memory_utilization: float, max_model_len
             seed=seed,
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
+            max_num_batched_tokens=max_num_batched_tokens,
             enable_sleep_mode=sleep,
             distributed_executor_backend="external_launcher",  # join torchrun's processes, one engine per rank
             logprobs_mode="processed_logprobs",  # log-probs after temperature, like the trainer's
@@ -120,6 +138,7 @@ def colocated_engine(config, tokenizer, device, rank: int = 0) -> "VLLMEngine":
         config.vllm_gpu_memory_utilization,
         config.vllm_max_model_len,
         config.vllm_sleep,
+        config.vllm_max_num_batched_tokens,
     )
     return VLLMEngine(llm, tokenizer, device, config.vllm_sleep)
 
@@ -165,6 +184,7 @@ class VLLMEngine:
         self.llm, self.tokenizer, self.device, self.sleep = llm, tokenizer, torch.device(device), sleep
         self.params, self.empty_cache = params, empty_cache or (lambda: torch.cuda.empty_cache())
         self.asleep: set[str] = set()
+        self.held = False  # inside generating(): no sleep after a generate
         self.weights_current = not sleep  # vLLM holds weights it can sample from
         self.policy = None  # the policy of the last sync, for a re-sync after a sleep
         if sleep:
@@ -172,7 +192,8 @@ class VLLMEngine:
 
     # --- sleep mode ---------------------------------------------------------------------------
     #
-    # vLLM's rules, as the sources of vLLM 0.22-0.31 define them (file:line in their wheels):
+    # vLLM's rules, as the sources of vLLM 0.22-0.32 define them (file:line in their wheels;
+    # 0.32 reads as 0.31 in each, at abstract.py:383-385, :398-404 and core.py:1016-1018):
     # - Level 2 discards the weights and the KV cache without a CPU copy; after a wake-up the
     #   weights' memory holds garbage until they are loaded again, and vLLM reloads nothing
     #   itself (0.31 vllm/device_allocator/sleep_mode_backend.py:132, cumem.py:265-278).
@@ -223,6 +244,19 @@ class VLLMEngine:
         self.llm.reset_prefix_cache()
         self.policy, self.weights_current = policy, True
 
+    @contextmanager
+    def generating(self):
+        """Several :meth:`generate` calls with no training between them: vLLM stays awake from
+        the first to the last and sleeps once on leaving (with ``vllm_sleep``), so the weights are
+        synced once and woken once instead of once per call."""
+        self.held = True
+        try:
+            yield self
+        finally:
+            self.held = False
+            if self.sleep and not self.asleep:
+                self._sleep()
+
     @torch.no_grad()
     def generate(self, prompts, counts, sampling: Sampling, generator: torch.Generator) -> RolloutBatch:
         """Sample ``counts[q]`` completions of ``prompts[q]``. vLLM seeds its own sampling
@@ -245,7 +279,7 @@ class VLLMEngine:
         params = [self.params(counts[q], sampling) for q in wanted]
         self._wake("kv_cache")
         outputs = self.llm.generate(requests, sampling_params=params, use_tqdm=False)
-        if self.sleep:
+        if self.sleep and not self.held:
             self._sleep()
         rows = [(q, p, out) for q, p, request in zip(wanted, ids, outputs) for out in request.outputs]
         return self._batch(rows)
