@@ -30,6 +30,7 @@ Conventions chosen here (VIP is silent):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -123,11 +124,15 @@ def per_prompt_objective(a, n, estimator: str) -> np.ndarray:
     """f_q(n): a (n-1)/n^2 for Dr. GRPO, a/(n-1) for RLOO (the summands of (6) and (8));
     a/n for the internal "proportional" shape of the App. C.1 baselines."""
     a, n = _objective_inputs(a, n, estimator, _SHAPES)
-    if estimator == "dr_grpo":
-        return a * (n - 1.0) / n**2
-    if estimator == "proportional":
-        return a / n
-    return a / (n - 1.0)
+    return a * _G[estimator](n)
+
+
+# g(n) of each shape, f_q = a_q g(n)
+_G = {
+    "dr_grpo": lambda n: (n - 1.0) / n**2,
+    "rloo": lambda n: 1.0 / (n - 1.0),
+    "proportional": lambda n: 1.0 / n,
+}
 
 
 # the smallest group size at which each shape's f_q(n) is defined: RLOO's leave-one-out baseline
@@ -266,9 +271,18 @@ def _fill_evenly(n: np.ndarray, who: np.ndarray, budget: float) -> np.ndarray:
 
 def _unit_gains(lower: int, upper: int, estimator: str) -> np.ndarray:
     """g(n) - g(n+1) for n = L..U-1: the marginal gain per unit of weight (non-increasing)."""
-    n = np.arange(lower, upper + 1, dtype=float)
-    g = per_prompt_objective(1.0, n, estimator)
-    return g[:-1] - g[1:]
+    return _log_unit_gains(lower, upper, estimator)[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _log_unit_gains(lower: int, upper: int, estimator: str) -> tuple[np.ndarray, np.ndarray]:
+    """(g(n) - g(n+1), its log) for n = L..U-1, read-only: a function of the bounds alone, which
+    repeat from step to step, so computed once per (L, U, shape)."""
+    g = _G[estimator](np.arange(lower, upper + 1, dtype=float))
+    unit = g[:-1] - g[1:]
+    log_unit = np.log(unit)
+    unit.flags.writeable = log_unit.flags.writeable = False
+    return unit, log_unit
 
 
 def _take_largest(scores: np.ndarray, start: np.ndarray, units: int, lower: int) -> np.ndarray:
@@ -285,13 +299,14 @@ def _take_largest(scores: np.ndarray, start: np.ndarray, units: int, lower: int)
     start = start.astype(np.int64)
     if units == 0:
         return start
-    allowed = np.arange(scores.shape[1])[None, :] >= (start - lower)[:, None]  # n >= start_q only
-    gains = np.where(allowed, scores, -np.inf).ravel()
+    skipped = start - lower
+    if skipped.any():  # n >= start_q only
+        scores = np.where(np.arange(scores.shape[1])[None, :] >= skipped[:, None], scores, -np.inf)
+    gains = scores.ravel()
     threshold = np.partition(gains, gains.size - units)[gains.size - units]
-    taken = gains > threshold
-    ties = np.flatnonzero(gains == threshold)[: units - taken.sum()]
-    taken[ties] = True
-    return start + taken.reshape(scores.shape).sum(axis=1)
+    counts = np.count_nonzero(scores > threshold, axis=1)
+    ties = np.flatnonzero(gains == threshold)[: units - int(counts.sum())]
+    return start + counts + np.bincount(ties // scores.shape[1], minlength=scores.shape[0])
 
 
 def _log_gain_scores(a: np.ndarray, lower: int, upper: int, estimator: str) -> np.ndarray:
@@ -301,9 +316,12 @@ def _log_gain_scores(a: np.ndarray, lower: int, upper: int, estimator: str) -> n
     a_q = 0. A zero weight ranks below every positive one (-max float) but above the slots
     that cannot be taken (-inf), so leftover units still land on allowed slots only.
     """
-    unit = _unit_gains(lower, upper, estimator)
+    log_unit = _log_unit_gains(lower, upper, estimator)[1]
     with np.errstate(divide="ignore"):
-        return np.where(a[:, None] > 0, np.log(a)[:, None] + np.log(unit)[None, :], -np.finfo(float).max)
+        scores = np.log(a)[:, None] + log_unit[None, :]
+    if not a.min() > 0:
+        scores[a == 0] = -np.finfo(float).max
+    return scores
 
 
 def integer_allocation(a, budget, lower, upper, estimator: str) -> np.ndarray:
