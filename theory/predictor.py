@@ -32,7 +32,7 @@ from collections import deque
 
 import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
-from scipy import linalg, special
+from scipy import special
 
 from theory import checks
 
@@ -319,9 +319,10 @@ class GPSuccessPredictor(_Predictor):
         self.condition_number: float | None = None  # of the last update (see the class docstring)
         self.amplification: float | None = None
         self.ill_conditioned_fits = 0
-        # the last update's batch, its noise diagonal and the inverse L^-1 of the lower Cholesky
-        # factor L of K_BB + noise (latent_variance)
-        self._last_batch, self._last_noise, self._last_whitener = None, None, None
+        # the last update's batch, its noise diagonal and the lower Cholesky factor L of K_BB + noise;
+        # L^-1 (latent_variance) is computed from L on first use, since most rules never ask for it
+        self._last_batch, self._last_noise, self._last_factor = None, None, None
+        self._last_whitener = None
         # The (Q x B) cross-kernel block is the step's whole cost; in float32 it is ~10x faster
         # (matrix product and exp) and its entries are accurate to ~1e-7 relative. Rows are
         # stored augmented, [x, -s|x|^2, 1] with s = 1/(2 h^2): see _cross_kernel_times.
@@ -354,31 +355,32 @@ class GPSuccessPredictor(_Predictor):
         idx, values = self._observed(indices, rewards)
         held_out = (self.mean[idx], self._unit_variance(idx)) if self._scale_fit is not None else None
         g_obs = latent_observation(values, self.link, self.eps)
-        x_b = self.embeddings[idx]
-        k_bb = rbf_block(x_b, x_b, self.bandwidth)  # B x B in float64: it is factorised
         noise = np.full(idx.size, self.jitter)
         if self.observation_noise == "binomial":
             n = np.array([len(r) for r in rewards], dtype=float)
             p = np.clip(values, self.eps, 1 - self.eps)
             noise = noise + 1.0 / (n * p * (1 - p))
+        x_b = self.embeddings[idx]
+        k_bb = rbf_block(x_b, x_b, self.bandwidth)  # B x B in float64: it is factorised
         matrix = k_bb + np.diag(noise)
-        factor = _cholesky(matrix)
+        whitener = _whitener(_cholesky(matrix))
+        condition_number = _condition_number(whitener, matrix)
         if held_out is not None:  # the prediction the rewards test: the one made before conditioning on them
             trials = np.array([len(r) for r in rewards], dtype=float)
             self._scale_fit.observe(*held_out, np.rint(values * trials), trials)
         prior = np.full(self.n_prompts, self.prior_mean) if self.reset_mean else self.mean
         residual = g_obs - prior[idx]
-        alpha = linalg.cho_solve(factor, residual)  # Sigma_BB^-1 (g_obs - m_B), no inverse
+        alpha = whitener.T @ (whitener @ residual)  # Sigma_BB^-1 (g_obs - m_B) = L^-T L^-1 (g_obs - m_B)
         new_mean = prior.copy()
         new_mean += self._cross_kernel_times(idx, alpha, chunk)
         # line 11: the batch's next prior is its observation (noiseless) or its posterior mean
         new_mean[idx] = g_obs if self.observation_noise is None else prior[idx] + k_bb @ alpha
         largest = float(np.abs(residual).max())
-        self.condition_number = _condition_number(factor[0], matrix)
+        self.condition_number = condition_number
         self.amplification = float(np.abs(new_mean - prior).max()) / largest if largest > 0 else 0.0
         self.ill_conditioned_fits += self.amplification > AMPLIFICATION_LIMIT
         self.mean = new_mean
-        self._last_batch, self._last_noise, self._last_whitener = idx.copy(), noise, _whitener(factor)
+        self._last_batch, self._last_noise, self._last_whitener = idx.copy(), noise, whitener
 
     def latent_variance(self, indices) -> np.ndarray:
         """Var(g(x_q)) after the last update: variance_scale x (k(x, x) - k_xB (K_BB + noise)^-1 k_Bx),
@@ -435,8 +437,9 @@ class GPSuccessPredictor(_Predictor):
         self.ill_conditioned_fits = int(state.get("ill_conditioned_fits", 0))
 
     def _last_update(self, batch, noise) -> tuple:
-        """(batch, noise, L^-1) of a state's last update, checked; all None for a state without
-        one (no update yet, or a state saved without it: the variance is then the prior's)."""
+        """(batch, noise, Cholesky factor of K_BB + noise) of a state's last update, checked; all
+        None for a state without one (no update yet, or a state saved without it: the variance is
+        then the prior's)."""
         if batch is None or noise is None:
             return None, None, None
         try:
@@ -529,34 +532,33 @@ def _finite_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
-def _cholesky(matrix: np.ndarray) -> tuple[np.ndarray, bool]:
-    """scipy's (lower) Cholesky factor of K_BB + noise, or a ValueError naming the remedy."""
+def _cholesky(matrix: np.ndarray) -> np.ndarray:
+    """The lower Cholesky factor L of K_BB + noise, or a ValueError naming the remedy.
+
+    The B x B algebra of a step (this factor, :func:`_whitener`, :func:`_condition_number`) is
+    numpy's, on the same OpenBLAS as the Q x B product. scipy.linalg loads another OpenBLAS whose
+    threads spin for a while after each call; a scipy LAPACK call between numpy products (or the
+    reverse) shared the 2 cores with the other library's spinning threads, which made a 512 x 512
+    Cholesky or inverse take 7-61 ms and, in the V10 loop, the product ~25x slower (measured)."""
     try:
-        return linalg.cho_factor(matrix, lower=True)
-    except linalg.LinAlgError:
+        return np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
         raise ValueError(
             "K_BB + noise is singular (identical embeddings in one batch with jitter = 0?); "
             "use jitter > 0 or observation_noise='binomial'"
         ) from None
 
 
-def _whitener(factor: tuple[np.ndarray, bool]) -> np.ndarray:
-    """L^-1 for the lower Cholesky factor L of cho_factor (LAPACK dtrtri), kept instead of L so that
-    latent_variance is one matrix product.
-
-    Not scipy's solve_triangular against k_Bx at each call: its multi-column solve wakes scipy's
-    BLAS threads, which then compete with numpy's for the cores; in the V10 loop on 2 shared cores
-    that made every step's Q x B product ~25x slower. One dtrtri per update does not (measured).
-    cho_factor leaves L's upper triangle undefined (scipy/linalg/_decomp_cholesky.py:143-144) and
-    dtrtri (LAPACK) leaves the strictly upper triangle unreferenced, so it is zeroed here. A Cholesky
-    factor's diagonal is positive, so the inverse exists (dtrtri's info is 0)."""
-    inverse, _ = linalg.lapack.dtrtri(factor[0], lower=1)
-    return np.tril(inverse)
+def _whitener(lower_factor: np.ndarray) -> np.ndarray:
+    """L^-1 for the lower Cholesky factor L (lower triangular as L is; the inverse's rounding
+    above the diagonal is zeroed), kept instead of L so that the step's solve
+    (K_BB + noise)^-1 r = L^-T (L^-1 r) and latent_variance are matrix products. L's diagonal is
+    positive, so the inverse exists."""
+    return np.tril(np.linalg.inv(lower_factor))
 
 
-def _condition_number(lower_factor: np.ndarray, matrix: np.ndarray) -> float:
-    """LAPACK's 1-norm estimate of cond(matrix) from its Cholesky factor, in O(B^2):
-    scipy.linalg.lapack.dpocon, as scipy.linalg.solve checks its own solves
-    (scipy/linalg/_basic.py:567-573). Finite: a matrix with a factor has rcond > 0."""
-    rcond, _ = linalg.lapack.dpocon(lower_factor, np.abs(matrix).sum(axis=0).max(), uplo="L")
-    return 1.0 / max(float(rcond), np.finfo(float).tiny)
+def _condition_number(whitener: np.ndarray, matrix: np.ndarray) -> float:
+    """The 1-norm condition number ||K||_1 ||K^-1||_1 of K = K_BB + noise, with K^-1 = L^-T L^-1
+    from the whitener (one B x B product). Finite: a matrix with a Cholesky factor is invertible."""
+    inverse = whitener.T @ whitener
+    return float(np.abs(matrix).sum(axis=0).max() * np.abs(inverse).sum(axis=0).max())
