@@ -86,7 +86,8 @@ class Experience:
     dataset rows), ``counts`` and ``p_hat`` per prompt, ``prompt_index`` (rollout -> prompt),
     ``rewards``, ``lengths``, and, with a KL, ``log_ratio`` (each rollout's sequence log ratio
     l = log pi_old(o|q) - log pi_ref(o|q)) and its clip ``tau``. This rank's slice: ``batch``,
-    ``advantages``, ``old`` (the sampling policy's log-probs), ``ref`` (the reference's, with a
+    ``advantages``, ``old`` (the sampling policy's log-probs; None until the update when they
+    are the update pass's own, ``Trainer.old_from_update``), ``ref`` (the reference's, with a
     KL), ``float32_old`` (the first micro-batch's ``old`` recomputed in float32 when the step
     computes in bfloat16 on a CPU, trainer.precision) and ``z_norms`` (``log_z_norm``).
     """
@@ -99,7 +100,7 @@ class Experience:
     lengths: np.ndarray
     batch: RolloutBatch
     advantages: torch.Tensor
-    old: torch.Tensor
+    old: torch.Tensor | None
     ref: torch.Tensor | None
     log_ratio: np.ndarray | None
     tau: float | None

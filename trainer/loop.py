@@ -6,7 +6,9 @@ One step (``Trainer.train_step``):
 3. sync the engine's weights with the policy (a no-op for transformers sampling) and sample
    sum n_q completions with it;
 4. rewards (checked: one finite number per completion), advantages per group;
-5. old log-probs (recomputed by the policy unless ``recompute_old_logprobs`` is off), the
+5. old log-probs (recomputed by the policy unless ``recompute_old_logprobs`` is off; when the
+   step makes one optimizer step without a KL, they are the update pass's own, detached: the
+   policy has not moved between the two passes, so the separate pass is skipped), the
    reference's log-probs and tau (none, fixed, or Corollary 3's tau* from |l| of the batch,
    theory.bounds.optimal_tau with n = prompts and K = floor(C / n)) when kl_coef > 0;
 6. ``ppo_epochs`` passes over the rollouts, each split into ``mini_batches`` optimizer steps
@@ -31,6 +33,7 @@ the work is split over several ranks: the :class:`Trainer` docstring.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -348,6 +351,16 @@ class Trainer:
         mine = slice(self.world.rank * per, (self.world.rank + 1) * per)
         return np.bincount(prompt_index[mine], minlength=n_prompts), mine
 
+    @property
+    def old_from_update(self) -> bool:
+        """Whether the old log-probs are the update pass's own (detached): one optimizer step per
+        rollout batch (ppo_epochs = mini_batches = 1) makes the policy of the old pass the policy of
+        the update, and without a KL nothing needs them before the update (tau does). The ratio is
+        then exp(logp - sg(logp)) = 1 with the policy gradient's gradient, as the separate pass
+        gives up to rounding, for one forward pass less per step."""
+        cfg = self.cfg
+        return cfg.recompute_old_logprobs and cfg.ppo_epochs == 1 and cfg.mini_batches == 1 and cfg.kl_coef == 0
+
     def train_step(self) -> tuple[dict | None, list[dict] | None]:
         """One step (see the module docstring): collect the step's :class:`Experience`, learn
         from it; metrics and rollout-log rows on rank 0."""
@@ -356,7 +369,9 @@ class Trainer:
             exp = self._collect(timer)
             with timer("update"), self._compute():
                 self.policy.train()
-                update = self._learn(exp)
+                update, logps = self._learn(exp)
+            if exp.old is None:
+                exp = dataclasses.replace(exp, old=logps)
             lr = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
             self._observe(exp)
@@ -489,9 +504,12 @@ class Trainer:
     def _old_and_reference_logprobs(self, batch):
         cfg = self.cfg
         passes = (cfg.temperature, cfg.micro_batch_size, self.share_prompts)
-        old = logprobs_in_micro_batches(self.policy, batch, *passes) if cfg.recompute_old_logprobs else None
         ref = logprobs_in_micro_batches(self.reference, batch, *passes) if cfg.kl_coef > 0 else None
-        return (batch.old_logprobs.float() if old is None else old), ref
+        if self.old_from_update:
+            return None, ref
+        if not cfg.recompute_old_logprobs:
+            return batch.old_logprobs.float(), ref
+        return logprobs_in_micro_batches(self.policy, batch, *passes), ref
 
     def _kl_clip(self, old, ref, batch):
         """Every rank's sequence log ratios l of the rollout policy to the reference, and the KL
@@ -501,10 +519,11 @@ class Trainer:
         log_ratio = self.comm.concat(sequence_log_ratio(old, ref, batch.completion_mask).cpu().numpy())
         return log_ratio, KL_CLIPS[self.cfg.kl_clip](np.abs(log_ratio), self.cfg)
 
-    def _learn(self, exp: Experience) -> dict:
+    def _learn(self, exp: Experience) -> tuple[dict, torch.Tensor]:
         """``ppo_epochs`` passes over this rank's rollouts, each split into ``mini_batches``
         optimizer steps of micro-batches; the loss, gradient norm and (``log_clip_fractions``)
-        every loss's clip fraction on the same tokens, computed once per mini-batch."""
+        every loss's clip fraction on the same tokens, computed once per mini-batch; and the last
+        mini-batch's log-probs, detached (every rollout's, in batch order, when there is one)."""
         cfg, mask = self.cfg, exp.batch.completion_mask
         clips = {name: ClipSpec(*loss.default_clip, cfg.ctpo_power) for name, loss in LOSSES.items()} | {
             cfg.loss: self.clip
@@ -539,13 +558,14 @@ class Trainer:
                 totals["grad_norm"] += grad_norm
                 totals["tokens"] += mini_tokens
                 if cfg.log_clip_fractions:
-                    for k, v in clip_fractions(torch.cat(logps), exp.old[rows], mask[rows], clips).items():
+                    old = torch.cat(logps) if exp.old is None else exp.old[rows]
+                    for k, v in clip_fractions(torch.cat(logps), old, mask[rows], clips).items():
                         totals[f"clip/{k}"] += v * mini_tokens
                 self.optimizer.step()
                 updates += 1
         summed = {k: self.comm.total(v) for k, v in totals.items() if k != "grad_norm"}
         out = {k: v / summed["tokens"] for k, v in summed.items() if k.startswith("clip/")}
-        return out | {"loss": summed["loss"] / updates, "grad_norm": totals["grad_norm"] / updates}
+        return out | {"loss": summed["loss"] / updates, "grad_norm": totals["grad_norm"] / updates}, torch.cat(logps)
 
     def _check_finite(self, where: str, **quantities: float) -> None:
         """A DivergenceError when a quantity (summed over ranks, so every rank agrees) is not
@@ -561,7 +581,8 @@ class Trainer:
         """The loss of the rollouts ``rows`` (and its KL term) and their log-probs, detached."""
         cfg, mask = self.cfg, exp.batch.completion_mask[rows]
         logp = completion_logprobs(self.policy, exp.batch, cfg.temperature, rows, self.share_prompts).float()
-        loss = policy_loss(cfg.loss, logp, exp.old[rows], mask, exp.advantages[rows], weights, self.clip, sequences)
+        old = logp.detach() if exp.old is None else exp.old[rows]
+        loss = policy_loss(cfg.loss, logp, old, mask, exp.advantages[rows], weights, self.clip, sequences)
         if exp.ref is not None:
             kl = kl_penalty(sequence_log_ratio(logp, exp.ref[rows], mask), cfg.kl_estimator, exp.tau)
             loss = loss + cfg.kl_coef * kl.sum() / sequences
