@@ -338,7 +338,7 @@ def test_a_kill_while_pruning_leaves_no_empty_checkpoint(tmp_path, monkeypatch):
 
 def test_logits_that_turn_non_finite_stop_the_run_before_sampling(tmp_path, monkeypatch, capsys):
     """Step 3's model gives NaN logits (as weights blown up by a huge learning rate do): the run
-    stops naming step 3 and the generation, where torch.multinomial would raise a traceback; the
+    stops naming step 3 and the generation rather than sampling from no distribution; the
     step-2 checkpoint is the newest."""
     real, calls = loop.Trainer._generate, []
 

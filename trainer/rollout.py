@@ -71,11 +71,29 @@ class NonFiniteLogits(FloatingPointError):
 
 def _sampling_logp(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """log-softmax of ``logits / temperature``; NonFiniteLogits rather than a distribution that
-    torch.multinomial would refuse with "probability tensor contains inf, nan or element < 0"."""
+    would have no distribution to sample from."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     if not bool(torch.isfinite(logits).all()) or bool(torch.isnan(logp).any()):
         raise NonFiniteLogits(f"the next-token logits at temperature {temperature} are not finite")
     return logp
+
+
+def draw_tokens(logp: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One token per row of the log-probabilities ``logp`` (R, V), drawn by inverting the row's
+    cumulative distribution at one uniform from ``generator``: row r takes the first token whose
+    cumulative probability exceeds u_r times the row's total.
+
+    Written by hand because ``torch.multinomial`` draws a single sample on the CPU as the argmax
+    of p / E over V exponentials (an exponential race): V random numbers per row where this uses
+    one, 3-4x the time at V = 49,152 and a quarter of SmolLM2's decode step. The sums run in
+    float64, so a token's share of [0, total) is its probability to ~1e-16; a token of
+    probability zero has an empty share and is never drawn, and u_r * total is kept below the
+    total, so the last token with positive probability closes the row."""
+    cdf = logp.exp().cumsum(-1, dtype=torch.float64)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, dtype=torch.float64, device=logp.device)
+    x = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, x, right=True).squeeze(-1)
 
 
 def sample_tokens(
@@ -113,7 +131,7 @@ def sample_tokens(
     tokens, logps, masks = [], [], []
     for _ in range(sampling.max_new_tokens):
         logp = _sampling_logp(logits, sampling.temperature)
-        tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+        tok = draw_tokens(logp, generator)
         tok = torch.where(done, pad_id, tok)
         tokens.append(tok)
         logps.append(logp.gather(-1, tok[:, None]).squeeze(-1))
