@@ -29,6 +29,7 @@ from pathlib import Path
 from trainer import distributed
 from trainer.checkpoint import CheckpointError, ResumeError, latest_checkpoint
 from trainer.config import TrainConfig, load_config
+from trainer.cpu_memory import keep_freed_memory
 from trainer.data import load_examples
 from trainer.disk import WriteError
 from trainer.distributed import World
@@ -87,6 +88,8 @@ def build_trainer(config: TrainConfig, world: World = World()) -> Trainer:
     preflight_reward(reward_fn, examples, config)
     device = world.device if world.size > 1 else resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
+    if device.type == "cpu" and config.cpu_keep_freed_memory:
+        keep_freed_memory()
     policy = load_policy(config.model, device, dtype, len(tokenizer), config.seed)
     reference = None
     if config.kl_coef > 0:
