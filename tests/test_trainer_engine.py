@@ -9,7 +9,7 @@ import inspect
 import pytest
 import torch
 
-from trainer import precision
+from trainer import logprobs, precision
 from trainer.config import TrainConfig
 from trainer.logprobs import completion_logprobs
 from trainer.models import tiny_model, tiny_tokenizer
@@ -180,7 +180,8 @@ def test_bf16_autocast_samples_near_float32_and_its_gap_is_measured(tiny):
 
 
 def test_a_cpu_bf16_run_logs_the_gap_and_a_float32_run_does_not(tmp_path):
-    """cpu_bf16=on trains with float32 weights and logs the bfloat16 log-prob gap each step."""
+    """cpu_bf16=on trains with float32 weights and logs the bfloat16 log-prob gap each step, or
+    every bf16_gap_every steps from the first."""
     from tests.conftest import run_trainer
     from trainer.logs import read_jsonl
 
@@ -189,6 +190,9 @@ def test_a_cpu_bf16_run_logs_the_gap_and_a_float32_run_does_not(tmp_path):
     assert all(0 < r["precision/bf16_logprob_gap_mean"] <= r["precision/bf16_logprob_gap_max"] < 0.5 for r in rows)
     assert run_trainer(tmp_path / "fp32", "steps=3") == 0
     assert not any("precision/bf16_logprob_gap_mean" in r for r in read_jsonl(tmp_path / "fp32" / "metrics.jsonl"))
+    assert run_trainer(tmp_path / "every2", "steps=3", "cpu_bf16=on", "bf16_gap_every=2") == 0
+    rows = read_jsonl(tmp_path / "every2" / "metrics.jsonl")
+    assert [r["step"] for r in rows if "precision/bf16_logprob_gap_mean" in r] == [1, 3]
 
 
 @pytest.mark.parametrize("new_tokens", [1, 5])
@@ -217,6 +221,43 @@ def test_shared_prompt_passes_give_the_full_passes_logprobs_and_gradient(tiny, n
     wrong_value, _ = value_and_gradient(True, wrong)
     assert (wrong_value - full).abs().max() > 1e-3
     model.zero_grad()
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_the_math_attention_path_gives_the_flash_paths_logprobs_and_gradient(tiny, monkeypatch, share):
+    """A CPU pass with gradients takes SDPA's math path (trainer.logprobs.attention_backend):
+    the log-probs and gradient equal those of the default path, forced by a zero size limit."""
+    model, tok = tiny
+    batch = TransformersEngine(model, tok).generate(PROMPTS, COUNTS, Sampling(1.0, 5), torch.Generator().manual_seed(3))
+    weights = torch.linspace(-1, 1, batch.completion_mask.shape[1])
+
+    def value_and_gradient():
+        model.zero_grad()
+        logp = completion_logprobs(model, batch, 1.0, share_prompts=share)
+        (logp * weights).sum().backward()
+        return logp.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    math_value, math_grad = value_and_gradient()
+    monkeypatch.setattr(logprobs, "MATH_ATTENTION_BYTES", 0)
+    flash_value, flash_grad = value_and_gradient()
+    assert (math_value - flash_value).abs().max() < 1e-5 and flash_value.abs().sum() > 0
+    assert (math_grad - flash_grad).abs().max() < 1e-5 * flash_grad.abs().max()
+    model.zero_grad()
+
+
+def test_the_math_attention_path_is_taken_only_on_a_cpu_with_gradients_and_short_sequences(tiny, monkeypatch):
+    """Which SDPA backends a pass may use (torch.backends.cuda's flags, which sdpa_kernel sets)."""
+    model, _ = tiny
+    short = torch.zeros(4, 32, dtype=torch.long)
+
+    def flash_allowed(seq, grad=True):
+        with torch.set_grad_enabled(grad), logprobs.attention_backend(model, seq):
+            return torch.backends.cuda.flash_sdp_enabled()
+
+    assert not flash_allowed(short)
+    assert flash_allowed(short, grad=False)
+    monkeypatch.setattr(logprobs, "MATH_ATTENTION_BYTES", 4 * model.config.num_attention_heads * 32**2 * 4 - 1)
+    assert flash_allowed(short)  # one byte over the limit
 
 
 def test_share_prompts_off_trains_the_same_first_step(tmp_path):

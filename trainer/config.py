@@ -81,6 +81,8 @@ class TrainConfig:
     dtype: str = "auto"  # trainable weights; auto: float32 (bf16 compute on GPU; trainer.models.resolve_dtype)
     device: str = "auto"
     cpu_bf16: str = "off"  # bfloat16 autocast on a CPU: off, on, auto (where native; trainer.precision)
+    bf16_gap_every: int = 1  # steps between float32 recomputations that measure the bfloat16 log-prob gap
+    cpu_keep_freed_memory: bool = True  # glibc reuses a step's freed large blocks (trainer.cpu_memory)
     dataset: str = "synthetic:arithmetic"  # hub name, a .jsonl/.json/.parquet file, or synthetic:<task> (trainer.data)
     split: str = "train"
     prompt_column: str = "prompt"  # dotted paths reach nested fields (reward_model.ground_truth)
@@ -280,6 +282,7 @@ _AT_LEAST_ONE = (
     "vllm_max_model_len",
     "vllm_max_num_batched_tokens",
     "max_generation_rounds",
+    "bf16_gap_every",
 )
 _TRUE, _FALSE, _NULL = ("true", "yes", "on", "1"), ("false", "no", "off", "0"), ("none", "null", "~")
 _EXPECTED = {int: "an integer", float: "a finite number", bool: "true or false", str: "a non-empty string"}

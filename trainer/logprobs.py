@@ -6,10 +6,31 @@ Sampling is trainer.rollout's; both call the model as trainer.forward says.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from trainer.experience import RolloutBatch
 from trainer.forward import cache_argument, last_logits, position_ids, returned_cache
+
+# The largest attention-score tensor (rows x heads x length^2, float32) a CPU pass with gradients
+# computes on SDPA's math path; longer sequences keep the flash kernel, which never forms it.
+MATH_ATTENTION_BYTES = 2**28
+
+
+def attention_backend(model, seq: torch.Tensor):
+    """SDPA's math path (matrix products and a softmax, differentiated by autograd) for a CPU
+    pass with gradients whose scores fit :data:`MATH_ATTENTION_BYTES`; the default choice
+    otherwise. torch's CPU flash-attention backward runs 8x its forward on SmolLM2's short
+    training sequences (13 ms against 1.5 ms per layer at 32 rollouts x 46 tokens); the math
+    path took a 16 x 8 forward + backward from 7.2-7.8 s to 6.2-6.3 s in one run
+    (``python -m benchmarks.step_cpu`` prints the step)."""
+    heads = getattr(model.config, "num_attention_heads", 1)
+    scores = seq.shape[0] * heads * seq.shape[1] ** 2 * 4
+    if seq.device.type == "cpu" and torch.is_grad_enabled() and scores <= MATH_ATTENTION_BYTES:
+        return sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext()
 
 
 def completion_logprobs(model, batch: RolloutBatch, temperature: float, rows=None, share_prompts: bool = True):
@@ -22,7 +43,8 @@ def completion_logprobs(model, batch: RolloutBatch, temperature: float, rows=Non
     full sequence, and, with gradients, the same gradient (indexing and concatenating the cache
     are differentiable), at the cost of the prompt once per prompt rather than once per rollout.
     Without it (activation checkpointing turns the cache off), one pass over the full sequences.
-    The vocabulary head runs only where a completion token is predicted (``logits_to_keep``).
+    The vocabulary head runs only where a completion token is predicted (``logits_to_keep``);
+    attention takes the path :func:`attention_backend` chooses.
     """
     device = batch.sequences.device  # the loop's micro-batch rows are on it (torch.randperm on the device)
     index = torch.arange(len(batch), device=device)[rows if rows is not None else slice(None)]
@@ -30,12 +52,13 @@ def completion_logprobs(model, batch: RolloutBatch, temperature: float, rows=Non
     width = batch.completion_mask.shape[1]
     owners = torch.as_tensor(batch.prompt_index, device=device)[index]
     distinct, rollout_of = torch.unique(owners, return_inverse=True)
-    if share_prompts and len(distinct) < len(index):
-        logits = _logits_on_shared_prompts(model, seq, att, width, rollout_of)
-    else:
-        logits = model(
-            input_ids=seq, attention_mask=att, position_ids=position_ids(att), **last_logits(model, width + 1)
-        ).logits[:, -width - 1 : -1]
+    with attention_backend(model, seq):
+        if share_prompts and len(distinct) < len(index):
+            logits = _logits_on_shared_prompts(model, seq, att, width, rollout_of)
+        else:
+            logits = model(
+                input_ids=seq, attention_mask=att, position_ids=position_ids(att), **last_logits(model, width + 1)
+            ).logits[:, -width - 1 : -1]
     taken = logits.gather(-1, seq[:, -width:, None]).squeeze(-1).float() / temperature
     # log-normaliser row by row: a float32 copy of all (rows, T, vocab) logits would double the
     # peak memory of long completions with large vocabularies

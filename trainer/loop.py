@@ -487,8 +487,9 @@ class Trainer:
 
     def _float32_old(self, batch: RolloutBatch) -> torch.Tensor | None:
         """The step's first micro-batch's log-probs recomputed in float32, when the step computes in
-        bfloat16 on a CPU (one process; under FSDP the shards' precision is its own)."""
-        if not self.measure_bf16_gap:
+        bfloat16 on a CPU (one process; under FSDP the shards' precision is its own), on the first
+        step and every ``bf16_gap_every`` steps after it."""
+        if not self.measure_bf16_gap or self.step % self.cfg.bf16_gap_every:
             return None
         rows = slice(0, self.cfg.micro_batch_size)
         return float32_logprobs(self.policy, batch, self.cfg.temperature, rows, self.share_prompts)
