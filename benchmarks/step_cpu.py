@@ -3,18 +3,27 @@
     python -m benchmarks.step_cpu [--prompts 16] [--rollouts 8] [--new-tokens 16] [--repeats 2]
         [--profile 12]
 
-1. **Achievable FLOP/s**: the median rate of ``torch.matmul`` on the step's own shapes (the
+1. **Trainer.train_step** (median of ``repeats`` after a warm-up step) with each change's gain
+   over the baseline, the step with its own gradient-free pass for the old log-probs and glibc's
+   default malloc: the old log-probs taken from the update pass (``Trainer.old_from_update``),
+   SDPA's math path for the passes with gradients (trainer.logprobs.attention_backend), then
+   freed memory kept for reuse (``cpu_keep_freed_memory``, trainer.cpu_memory), and the
+   float32 recomputation of the bfloat16 gap every ``bf16_gap_every`` steps instead of every
+   step (the row times a step without it). The
+   sampler's gain is printed on its own: one decode step's draw, ``torch.multinomial`` against
+   ``trainer.rollout.draw_tokens``.
+2. **Achievable FLOP/s**: the median rate of ``torch.matmul`` on the step's own shapes (the
    decode batch's rows for generation, a micro-batch's tokens for the training passes; the
    projections and the vocabulary head of the model), in float32 and, where the CPU has it
    natively, bfloat16.
-2. **FLOPs of each phase**, counted by ``torch.utils.flop_counter.FlopCounterMode`` while the
+3. **FLOPs of each phase**, counted by ``torch.utils.flop_counter.FlopCounterMode`` while the
    phase runs (matrix products and attention, forward and backward): generation, the old
    log-prob pass, forward + backward of the update, and the optimizer step (elementwise;
    counted as its memory traffic instead, since it does no matrix product).
-3. **Time of each phase** (median of ``repeats``), achieved FLOP/s and the ratio of the time to
-   the phase's bound (FLOPs / achievable FLOP/s), and the whole ``Trainer.train_step`` beside the
-   sum of the bounds.
-4. A ``torch.profiler`` table of one step's ``--profile`` most expensive operators (self CPU time).
+4. **Time of each phase** (median of ``repeats``), achieved FLOP/s and the ratio of the time to
+   the phase's bound (FLOPs / achievable FLOP/s), and the config's step beside the sum of the
+   bounds of the phases it runs.
+5. A ``torch.profiler`` table of one step's ``--profile`` most expensive operators (self CPU time).
 
 Everything runs in the config's precision (``cpu_bf16: auto``: bfloat16 only where the CPU has it
 natively) and with ``OMP_NUM_THREADS`` threads.
@@ -23,6 +32,7 @@ natively) and with ``OMP_NUM_THREADS`` threads.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -30,16 +40,24 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from trainer import logprobs
 from trainer.config import load_config
+from trainer.cpu_memory import keep_freed_memory
 from trainer.data import load_examples, prompt_text
 from trainer.logprobs import completion_logprobs, logprobs_in_micro_batches
 from trainer.loop import Trainer
 from trainer.models import load_policy, load_tokenizer
 from trainer.precision import compute_context, compute_dtype
 from trainer.rewards import get_reward
-from trainer.rollout import Sampling, TransformersEngine
+from trainer.rollout import Sampling, TransformersEngine, draw_tokens
 
 CONFIG = "trainer/configs/smollm2_cpu.yaml"
+
+
+class SeparateOldPass(Trainer):
+    """The step with its own gradient-free pass for the old log-probs: the baseline row."""
+
+    old_from_update = False
 
 
 def median_seconds(work, repeats: int) -> tuple[float, object]:
@@ -77,6 +95,33 @@ def matmul_rate(rows: int, config, dtype: torch.dtype, repeats: int = 5) -> floa
     return flops / seconds
 
 
+def time_step(label: str, trainer: Trainer, repeats: int, baseline: float | None) -> float:
+    """Print and return the median seconds of ``trainer``'s step after two warm-up steps (the
+    first allocates AdamW's state, the second grows the heap to its steady size)."""
+    trainer.train_step()
+    trainer.train_step()
+    seconds, metrics = median_seconds(lambda: trainer.train_step()[0], repeats)
+    gain = "" if baseline is None else f"{baseline / seconds:5.2f}x"
+    print(
+        f"{label:<52} {seconds:8.2f} {metrics['time/generation']:10.2f} {metrics['time/logprobs']:9.2f} "
+        f"{metrics['time/update']:7.2f} {gain:>6}"
+    )
+    return seconds
+
+
+def sampler_gain(rows: int, vocab: int, decode_steps: int) -> None:
+    """The next-token draw of one decode step: torch.multinomial (an exponential race over the
+    vocabulary) against trainer.rollout.draw_tokens (one uniform per row), same logits."""
+    logp = torch.log_softmax(3 * torch.randn(rows, vocab, generator=torch.Generator().manual_seed(0)), -1)
+    generator = torch.Generator().manual_seed(1)
+    race, _ = median_seconds(lambda: torch.multinomial(logp.exp(), 1, generator=generator), 5)
+    inverse, _ = median_seconds(lambda: draw_tokens(logp, generator), 5)
+    print(
+        f"\nsampling {rows} x {vocab}: torch.multinomial {race * 1e3:.1f} ms, draw_tokens {inverse * 1e3:.1f} ms "
+        f"({race / inverse:.1f}x); {(race - inverse) * decode_steps:.2f} s less over {decode_steps} decode steps"
+    )
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step_cpu")
     parser.add_argument("--prompts", type=int, default=16)
@@ -104,6 +149,28 @@ def main(argv=None) -> None:
         f"{config.model}, {args.prompts} prompts x {args.rollouts} rollouts, <= {args.new_tokens} new tokens, "
         f"micro-batches of {config.micro_batch_size}; {torch.get_num_threads()} threads; compute {dtype}"
     )
+
+    every_step = dataclasses.replace(config, bf16_gap_every=1)  # the baseline measures the gap every step
+    trainer = Trainer(every_step, policy, tokenizer, examples, get_reward(config.reward))
+    separate = SeparateOldPass(every_step, policy, tokenizer, examples, get_reward(config.reward))
+    print(f"\n{'Trainer.train_step':<52} {'seconds':>8} {'generation':>10} {'log-probs':>9} {'update':>7} {'gain':>6}")
+    step_seconds = []
+
+    def row(label, each):
+        step_seconds.append(time_step(label, each, args.repeats, step_seconds[0] if step_seconds else None))
+
+    math_limit, logprobs.MATH_ATTENTION_BYTES = logprobs.MATH_ATTENTION_BYTES, 0  # the baseline's flash kernel
+    row("separate old pass, flash attention, default malloc", separate)
+    row("old log-probs from the update", trainer)
+    logprobs.MATH_ATTENTION_BYTES = math_limit
+    row("+ math attention in the passes with gradients", trainer)
+    if config.cpu_keep_freed_memory and keep_freed_memory():
+        row("+ freed memory kept", trainer)
+    if config.bf16_gap_every > 1 and trainer.measure_bf16_gap:
+        trainer = Trainer(config, policy, tokenizer, examples, get_reward(config.reward))
+        row(f"+ bf16 gap every {config.bf16_gap_every} steps (a step without it)", trainer)
+    seconds = step_seconds[-1]
+    print(f"{'gain over the baseline':<52} {step_seconds[0] / seconds:7.2f}x")
 
     engine = TransformersEngine(policy, tokenizer, batch_size=config.generation_batch_size)
     sampling = Sampling(config.temperature, args.new_tokens)
@@ -143,7 +210,7 @@ def main(argv=None) -> None:
         "training": matmul_rate(train_rows, policy.config, dtype),
     }
     print(
-        f"achievable ({dtype}, torch.matmul on the step's shapes): "
+        f"\nachievable ({dtype}, torch.matmul on the step's shapes): "
         f"{rates['generation'] / 1e9:.0f} GFLOP/s at {decode_rows} rows (decode), "
         f"{rates['training'] / 1e9:.0f} GFLOP/s at {train_rows} rows (a training micro-batch)"
     )
@@ -160,13 +227,17 @@ def main(argv=None) -> None:
     bound_total = 0.0
     for name, (work, shape) in phases.items():
         flops, _ = counted_flops(work)
-        seconds, _ = median_seconds(work, args.repeats)
+        spent, _ = median_seconds(work, args.repeats)
         bound = flops / rates[shape]
-        bound_total += bound
-        rate = flops / seconds / 1e9
-        print(f"{name:<20} {seconds:8.2f} {flops / 1e9:8.0f} {rate:8.0f} {bound:8.2f} {seconds / bound:10.2f}x")
+        skipped = name == "old log-probs" and trainer.old_from_update
+        bound_total += 0.0 if skipped else bound
+        rate = flops / spent / 1e9
+        print(
+            f"{name:<20} {spent:8.2f} {flops / 1e9:8.0f} {rate:8.0f} {bound:8.2f} {spent / bound:10.2f}x"
+            + ("   (not run by this config's step: one optimizer step per batch, no KL)" if skipped else "")
+        )
     params = sum(p.numel() for p in policy.parameters())
-    seconds, _ = median_seconds(optimizer_step, args.repeats)
+    spent, _ = median_seconds(optimizer_step, args.repeats)
     traffic = params * 4 * 7  # AdamW reads weight, grad, two moments and writes weight, two moments (float32)
     copy = torch.empty(params, dtype=torch.float32)
     copy_seconds, _ = median_seconds(lambda: copy.mul_(1.0), 5)  # one read + one write of the parameters
@@ -174,18 +245,14 @@ def main(argv=None) -> None:
     bound = traffic / bandwidth
     bound_total += bound
     print(
-        f"{'optimizer (AdamW)':<20} {seconds:8.2f} {'-':>8} {'-':>8} {bound:8.2f} {seconds / bound:10.2f}x"
+        f"{'optimizer (AdamW)':<20} {spent:8.2f} {'-':>8} {'-':>8} {bound:8.2f} {spent / bound:10.2f}x"
         f"   (memory: {traffic / 1e9:.1f} GB at {bandwidth / 1e9:.0f} GB/s)"
     )
-
-    trainer = Trainer(config, policy, tokenizer, examples, get_reward(config.reward))
-    trainer.train_step()  # warm-up
-    seconds, metrics = median_seconds(lambda: trainer.train_step()[0], args.repeats)
     print(
-        f"\nTrainer.train_step: {seconds:.2f} s (generation {metrics['time/generation']:.2f}, "
-        f"log-probs {metrics['time/logprobs']:.2f}, update {metrics['time/update']:.2f}); "
-        f"sum of the phase bounds {bound_total:.2f} s: {seconds / bound_total:.2f}x the bound"
+        f"this config's step {seconds:.2f} s against the sum of the bounds of the phases it runs, "
+        f"{bound_total:.2f} s: {seconds / bound_total:.2f}x the bound"
     )
+    sampler_gain(decode_rows, policy.config.vocab_size, sampling.max_new_tokens)
     if args.profile:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
             trainer.train_step()
