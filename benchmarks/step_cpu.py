@@ -3,7 +3,7 @@
     python -m benchmarks.step_cpu [--prompts 16] [--rollouts 8] [--new-tokens 16] [--repeats 2]
         [--profile 12]
 
-1. **Trainer.train_step** (median of ``repeats`` after a warm-up step) with each change's gain
+1. **Trainer.train_step** (median of ``repeats`` after two warm-up steps) with each change's gain
    over the baseline, the step with its own gradient-free pass for the old log-probs and glibc's
    default malloc: the old log-probs taken from the update pass (``Trainer.old_from_update``),
    SDPA's math path for the passes with gradients (trainer.logprobs.attention_backend), then
