@@ -12,7 +12,7 @@ import torch
 from trainer import logprobs, precision
 from trainer.config import TrainConfig
 from trainer.logprobs import completion_logprobs
-from trainer.models import tiny_model, tiny_tokenizer
+from trainer.models import enable_activation_checkpointing, tiny_model, tiny_tokenizer
 from trainer.precision import compute_context, compute_dtype, logprob_gap
 from trainer.rollout import Sampling, TransformersEngine
 
@@ -258,6 +258,27 @@ def test_the_math_attention_path_is_taken_only_on_a_cpu_with_gradients_and_short
     assert flash_allowed(short, grad=False)
     monkeypatch.setattr(logprobs, "MATH_ATTENTION_BYTES", 4 * model.config.num_attention_heads * 32**2 * 4 - 1)
     assert flash_allowed(short)  # one byte over the limit
+
+
+def test_activation_checkpointing_keeps_the_default_attention_path(monkeypatch):
+    """Checkpointing recomputes each layer in the backward pass, outside the pass's context: the
+    math path there would save other tensors than the forward did. So a checkpointed model keeps
+    the default path and its backward runs; control: forcing the math path makes torch's
+    checkpoint refuse the recomputation."""
+    tok = tiny_tokenizer()
+    model = tiny_model("qwen2", len(tok)).train()
+    enable_activation_checkpointing(model)
+    batch = TransformersEngine(model, tok).generate(PROMPTS, COUNTS, Sampling(1.0, 5), torch.Generator().manual_seed(4))
+
+    def backward():
+        model.zero_grad()
+        completion_logprobs(model, batch, 1.0, share_prompts=False).sum().backward()
+
+    backward()
+    assert all(p.grad is not None for p in model.parameters())
+    monkeypatch.setattr(logprobs, "activation_checkpointing_enabled", lambda m: False)
+    with pytest.raises(torch.utils.checkpoint.CheckpointError):
+        backward()
 
 
 def test_share_prompts_off_trains_the_same_first_step(tmp_path):

@@ -11,12 +11,12 @@ import torch
 
 from tests.conftest import run_trainer, tiny_config, without_timings
 from trainer.checkpoint import load_checkpoint
-from trainer.data import arithmetic_task
+from trainer.data import PromptSampler, arithmetic_task
 from trainer.distributed import World
 from trainer.experience import concat_batches, select_groups
 from trainer.logprobs import completion_logprobs
 from trainer.logs import read_jsonl
-from trainer.loop import PromptSampler, Trainer
+from trainer.loop import Trainer
 from trainer.models import tiny_model, tiny_tokenizer
 from trainer.rewards import get_reward
 from trainer.rollout import Sampling, TransformersEngine

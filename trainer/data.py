@@ -1,7 +1,7 @@
 """Prompts and answers: datasets by hub name or local file, a synthetic arithmetic task, and the
 prompt templates (VIP App. C.2 Fig. 4, or the question as is), wrapped in the tokenizer's chat
 template with a chosen system prompt and, for the generated chat tasks, a pre-filled start of the
-assistant's turn.
+assistant's turn; :class:`PromptSampler` draws each step's prompts.
 
 A dataset yields :class:`Example` rows (``prompt_id``, ``question``, ``answer``). Hub datasets
 need the network (``datasets.load_dataset(name, split=...)``); local ``.jsonl``, ``.json``,
@@ -270,3 +270,27 @@ def prompt_text(example: Example, config, tokenizer) -> str:
     return format_prompt(
         example.question, config.template, tokenizer, config.chat_template, config.system_prompt, example.prefill
     )
+
+
+class PromptSampler:
+    """Prompts in a fresh seeded permutation per pass; the tail of a pass that cannot fill a
+    step is skipped."""
+
+    def __init__(self, n_examples: int, batch: int, rng: np.random.Generator):
+        if batch > n_examples:
+            raise ValueError(f"prompts_per_step must be <= the number of prompts ({n_examples}); got {batch}")
+        self.n, self.batch, self.rng = n_examples, batch, rng
+        self.order, self.position = rng.permutation(n_examples), 0
+
+    def next(self) -> np.ndarray:
+        if self.position + self.batch > self.n:
+            self.order, self.position = self.rng.permutation(self.n), 0
+        out = self.order[self.position : self.position + self.batch]
+        self.position += self.batch
+        return out
+
+    def state_dict(self) -> dict:
+        return {"order": self.order.copy(), "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order, self.position = np.asarray(state["order"]), int(state["position"])

@@ -13,6 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from trainer.experience import RolloutBatch
 from trainer.forward import cache_argument, last_logits, position_ids, returned_cache
+from trainer.models import activation_checkpointing_enabled
 
 # The largest attention-score tensor (rows x heads x length^2, float32) a CPU pass with gradients
 # computes on SDPA's math path; longer sequences keep the flash kernel, which never forms it.
@@ -22,13 +23,16 @@ MATH_ATTENTION_BYTES = 2**28
 def attention_backend(model, seq: torch.Tensor):
     """SDPA's math path (matrix products and a softmax, differentiated by autograd) for a CPU
     pass with gradients whose scores fit :data:`MATH_ATTENTION_BYTES`; the default choice
-    otherwise. torch's CPU flash-attention backward runs 8x its forward on SmolLM2's short
-    training sequences (13 ms against 1.5 ms per layer at 32 rollouts x 46 tokens); the math
-    path took a 16 x 8 forward + backward from 7.2-7.8 s to 6.2-6.3 s in one run
-    (``python -m benchmarks.step_cpu`` prints the step)."""
+    otherwise, and always under activation checkpointing, whose recomputation in the backward
+    pass runs outside this context and must save the tensors the forward saved. torch's CPU
+    flash-attention backward runs 8x its forward on SmolLM2's short training sequences (13 ms
+    against 1.5 ms per layer at 32 rollouts x 46 tokens); the math path took a 16 x 8 forward +
+    backward from 7.2-7.8 s to 6.2-6.3 s in one run (``python -m benchmarks.step_cpu`` prints
+    the step)."""
     heads = getattr(model.config, "num_attention_heads", 1)
     scores = seq.shape[0] * heads * seq.shape[1] ** 2 * 4
-    if seq.device.type == "cpu" and torch.is_grad_enabled() and scores <= MATH_ATTENTION_BYTES:
+    short = scores <= MATH_ATTENTION_BYTES
+    if seq.device.type == "cpu" and torch.is_grad_enabled() and short and not activation_checkpointing_enabled(model):
         return sdpa_kernel([SDPBackend.MATH])
     return contextlib.nullcontext()
 

@@ -56,7 +56,7 @@ from trainer.advantages import ADVANTAGES, rollout_advantages
 from trainer.allocation import RolloutAllocator
 from trainer.checkpoint import ResumeError, load_checkpoint, load_newest_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
-from trainer.data import examples_digest, prompt_text
+from trainer.data import PromptSampler, examples_digest, prompt_text
 from trainer.distributed import World
 from trainer.engines import build_engine
 from trainer.experience import Experience, RolloutBatch, concat_batches, select_groups
@@ -86,30 +86,6 @@ class DivergenceError(ArithmeticError):
 
 class StoppedByRankZero(RuntimeError):
     """Raised on the other ranks when rank 0's part of the work (a write, a resume) failed."""
-
-
-class PromptSampler:
-    """Prompts in a fresh seeded permutation per pass; the tail of a pass that cannot fill a
-    step is skipped."""
-
-    def __init__(self, n_examples: int, batch: int, rng: np.random.Generator):
-        if batch > n_examples:
-            raise ValueError(f"prompts_per_step must be <= the number of prompts ({n_examples}); got {batch}")
-        self.n, self.batch, self.rng = n_examples, batch, rng
-        self.order, self.position = rng.permutation(n_examples), 0
-
-    def next(self) -> np.ndarray:
-        if self.position + self.batch > self.n:
-            self.order, self.position = self.rng.permutation(self.n), 0
-        out = self.order[self.position : self.position + self.batch]
-        self.position += self.batch
-        return out
-
-    def state_dict(self) -> dict:
-        return {"order": self.order.copy(), "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.order, self.position = np.asarray(state["order"]), int(state["position"])
 
 
 class _Timer:

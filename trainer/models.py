@@ -120,6 +120,16 @@ def load_policy(name: str, device: torch.device, dtype: torch.dtype, vocab_size:
     return model.to(device=device, dtype=dtype)
 
 
+def activation_checkpointing_enabled(model) -> bool:
+    """Whether ``model`` recomputes its layers in the backward pass (transformers 5:
+    ``is_activation_checkpointing``; 4.x: ``is_gradient_checkpointing``); False for a model
+    that has neither."""
+    name = (
+        "is_activation_checkpointing" if hasattr(model, "is_activation_checkpointing") else "is_gradient_checkpointing"
+    )
+    return bool(getattr(model, name, False))
+
+
 def enable_activation_checkpointing(model) -> None:
     """Recompute each decoder layer's activations in the backward pass (non-reentrant).
     transformers 5 names it ``activation_checkpointing_enable``; 4.x ``gradient_checkpointing_enable``."""
