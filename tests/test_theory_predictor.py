@@ -10,6 +10,7 @@ from theory.predictor import (
     AMPLIFICATION_LIMIT,
     GP_PRESETS,
     GPSuccessPredictor,
+    _lower_inverse,
     latent_observation,
     link_function,
     rbf_block,
@@ -410,3 +411,21 @@ def test_reward_buffer_is_knapsack_rls_estimate():
         RewardBufferPredictor(x, buffer=0)
     with pytest.raises(ValueError, match="another number of prompts"):
         RewardBufferPredictor(np.zeros((4, 2))).load_state_dict(buffer.state_dict())
+
+
+@pytest.mark.parametrize("n", [1, 7, 64, 65, 129, 512])
+def test_the_blocked_lower_inverse_is_lapacks_inverse(n):
+    """theory.predictor._lower_inverse (by halves down to 64-row blocks) gives np.linalg.inv's
+    inverse of a Cholesky factor to rounding and is lower triangular; control: the same check
+    rejects the inverse with its off-diagonal block's sign flipped."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 16))
+    lower = np.linalg.cholesky(x @ x.T + n * np.eye(n))
+    blocked, reference = _lower_inverse(lower), np.linalg.inv(lower)
+    scale = np.abs(reference).max()
+    assert np.abs(blocked - reference).max() <= 1e-12 * scale
+    assert np.array_equal(blocked, np.tril(blocked))
+    if n > 64:
+        wrong = blocked.copy()
+        wrong[n // 2 :, : n // 2] *= -1
+        assert np.abs(wrong - reference).max() > 1e-6 * scale

@@ -550,11 +550,28 @@ def _cholesky(matrix: np.ndarray) -> np.ndarray:
 
 
 def _whitener(lower_factor: np.ndarray) -> np.ndarray:
-    """L^-1 for the lower Cholesky factor L (lower triangular as L is; the inverse's rounding
-    above the diagonal is zeroed), kept instead of L so that the step's solve
-    (K_BB + noise)^-1 r = L^-T (L^-1 r) and latent_variance are matrix products. L's diagonal is
-    positive, so the inverse exists."""
-    return np.tril(np.linalg.inv(lower_factor))
+    """L^-1 for the lower Cholesky factor L (:func:`_lower_inverse`), kept instead of L so that
+    the step's solve (K_BB + noise)^-1 r = L^-T (L^-1 r) and latent_variance are matrix
+    products. L's diagonal is positive, so the inverse exists."""
+    return _lower_inverse(lower_factor)
+
+
+def _lower_inverse(lower: np.ndarray, block: int = 64) -> np.ndarray:
+    """The inverse of a lower-triangular matrix by halves, [[A, 0], [C, D]]^-1 =
+    [[A^-1, 0], [-D^-1 C A^-1, D^-1]], down to blocks of ``block`` rows inverted by LAPACK
+    (their rounding above the diagonal zeroed): LAPACK's trtri recursion, in matrix products.
+    Written by hand because numpy has no triangular inverse or solve (trtri and trsm are
+    scipy's, on the second OpenBLAS :func:`_cholesky` avoids); ``np.linalg.inv`` of the whole
+    factor, an LU of a matrix already triangular, took 11 ms at B = 512 against 2.5 ms here."""
+    n = lower.shape[0]
+    if n <= block:
+        return np.tril(np.linalg.inv(lower))
+    h = n // 2
+    head, tail = _lower_inverse(lower[:h, :h], block), _lower_inverse(lower[h:, h:], block)
+    out = np.zeros_like(lower)
+    out[:h, :h], out[h:, h:] = head, tail
+    out[h:, :h] = -tail @ (lower[h:, :h] @ head)
+    return out
 
 
 def _condition_number(whitener: np.ndarray, matrix: np.ndarray) -> float:
